@@ -1,0 +1,415 @@
+"""Generic benchmark harness: times each op against torch eager and torch.compile.
+
+An op's benchmark file declares an OpBench (the eager torch code, the culturegan call per
+backend, how to build inputs, the bytes the op must move, optional targets) and exposes
+``make_test(bench)`` as a test function. bench/conftest.py parametrizes it over
+case (shape, dtype) x mode (fwd, fwd+bwd) x provider (eager, compile, each culturegan backend
+for the device), and prints the table once every provider has been timed in the same session.
+
+Timing is our own rather than pytest-benchmark's: ratios need eager, compile and the backends
+in one table, and on CUDA a round loops the step between two events, so that the launch
+overhead of small kernels is averaged over the loop instead of adding a synchronize per call.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import functools
+import importlib.metadata
+import json
+import math
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import pytest
+import torch
+
+from culturegan import ops
+
+Shape = tuple[int, ...]
+Inputs = tuple[torch.Tensor, ...]
+
+FORWARD, TRAINING = "fwd", "fwd+bwd"
+MODES = (FORWARD, TRAINING)
+EAGER, COMPILE = "eager", "compile"
+FAST_BACKENDS = ("cpu", "cuda", "triton")  # the ones targets apply to; reference is plain torch
+
+# GAN generator activations, channels halving as resolution doubles. CPU sizes keep
+# `pytest bench/` within 5 minutes on 2 cores; (8, 64, 128, 128) float32 is the CPU target.
+CPU_CASES = (
+    ((8, 64, 128, 128), torch.float32),
+    ((8, 64, 128, 128), torch.bfloat16),
+    ((8, 128, 64, 64), torch.float32),
+    ((8, 256, 32, 32), torch.float32),
+)
+GPU_SHAPES = ((8, 512, 32, 32), (8, 256, 64, 64), (8, 128, 128, 128), (8, 64, 256, 256))
+GPU_CASES = tuple((shape, dtype) for shape in GPU_SHAPES
+                  for dtype in (torch.float32, torch.bfloat16, torch.float16)) + (
+    ((8, 512, 128, 128), torch.float32),  # 256 MiB: far beyond L2, for the bandwidth target
+)
+
+COPY_BYTES = 1 << 30  # copy bandwidth is measured on 1 GiB, as gpu_check.sh does
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+# ---------------------------------------------------------------------------- declarations
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+    """A goal reported on the matching rows of the table (never asserted: timings are noisy)."""
+
+    device_type: str
+    mode: str
+    metric: str  # "vs_eager", "vs_compile" or "copy_fraction"
+    minimum: float
+    shape: Shape | None = None
+    dtype: torch.dtype | None = None
+    min_tensor_bytes: int = 0
+    providers: tuple[str, ...] = FAST_BACKENDS
+
+    def applies(self, row: Row) -> bool:
+        return (row.device_type == self.device_type and row.mode == self.mode and row.provider in self.providers
+                and (self.shape is None or tuple(row.shape) == self.shape)
+                and (self.dtype is None or row.dtype == dtype_name(self.dtype))
+                and row.tensor_bytes >= self.min_tensor_bytes)
+
+    def met(self, row: Row) -> bool:
+        value = getattr(row, self.metric)
+        return value is not None and value >= self.minimum
+
+    @property
+    def label(self) -> str:
+        return {"vs_eager": f">={self.minimum:g}x eager", "vs_compile": f">={self.minimum:g}x compile",
+                "copy_fraction": f">={self.minimum:.0%} copy bw"}[self.metric]
+
+
+@dataclasses.dataclass(frozen=True)
+class OpBench:
+    """Everything the harness needs to benchmark one op."""
+
+    name: str
+    eager: Callable[..., torch.Tensor]  # the torch code users would write; also what gets compiled
+    backend: Callable[[str], Callable[..., torch.Tensor]]  # backend name -> the op on that backend
+    make_inputs: Callable[[Shape, torch.dtype, torch.device], Inputs]  # floating inputs get grads in fwd+bwd
+    bytes_moved: Callable[[Shape, torch.dtype, str], int]  # minimal DRAM traffic of (shape, dtype, mode)
+    targets: Sequence[Target] = ()
+    cpu_cases: Sequence[tuple[Shape, torch.dtype]] = CPU_CASES
+    gpu_cases: Sequence[tuple[Shape, torch.dtype]] = GPU_CASES
+
+
+@dataclasses.dataclass(frozen=True)
+class Param:
+    """One test: a case, a mode and a provider."""
+
+    shape: Shape
+    dtype: torch.dtype
+    mode: str
+    provider: str
+
+    @property
+    def id(self) -> str:
+        return f"{'x'.join(map(str, self.shape))}-{dtype_name(self.dtype)}-{self.mode}-{self.provider}"
+
+
+def providers(device: torch.device) -> list[str]:
+    """eager, compile and the culturegan backends meant for the device (cpu/cuda, triton, reference)."""
+    backends = [b for b in ops.BACKENDS if b not in ("cpu", "cuda") or b == device.type]
+    return [EAGER, COMPILE, *backends]
+
+
+def params(bench: OpBench, device: torch.device, gpu_sizes: bool) -> list[pytest.param]:
+    cases = bench.gpu_cases if gpu_sizes else bench.cpu_cases
+    return [pytest.param(p, id=p.id) for p in (Param(shape, dtype, mode, provider)
+                                              for shape, dtype in cases for mode in MODES
+                                              for provider in providers(device))]
+
+
+def make_test(bench: OpBench) -> Callable[[Param, Session], None]:
+    """The test function of an op file; conftest parametrizes its `bench_param`."""
+
+    def test(bench_param: Param, bench_session: Session) -> None:
+        bench_session.run(bench, bench_param)
+
+    test.op_bench = bench
+    return test
+
+
+# -------------------------------------------------------------------------------- running
+
+def _unavailable_reason(provider: str, device: torch.device) -> str | None:
+    if provider in (EAGER, COMPILE):
+        return None
+    if provider == "triton" and device.type == "cpu":
+        return "triton on CPU tensors is its interpreter, which benchmarks never time"
+    return ops.unavailable_reason(provider, device.type)
+
+
+def _compiled(fn: Callable) -> Callable:
+    # Every case recompiles fn (dynamic=False): reset so dynamo's per-function recompile limit
+    # is never reached, past which it would silently run eager code.
+    torch._dynamo.reset()
+    return torch.compile(fn, dynamic=False)
+
+
+def _implementation(bench: OpBench, provider: str) -> Callable:
+    if provider == EAGER:
+        return bench.eager
+    if provider == COMPILE:
+        return _compiled(bench.eager)
+    return bench.backend(provider)
+
+
+def _check_against_eager(bench: OpBench, fn: Callable, inputs: Inputs) -> None:
+    # Catches a broken kernel before it gets a timing; precision is tests/'s job, hence loose.
+    expected = bench.eager(*inputs)
+    tolerance = 16 * torch.finfo(expected.dtype).eps
+    torch.testing.assert_close(fn(*inputs), expected, rtol=tolerance, atol=tolerance)
+
+
+def _forward_step(fn: Callable, inputs: Inputs) -> Callable[[], None]:
+    return lambda: fn(*inputs)
+
+
+def _training_step(fn: Callable, inputs: Inputs) -> Callable[[], None]:
+    leaves = [t.requires_grad_() for t in inputs if t.is_floating_point()]
+    grad = torch.randn_like(fn(*inputs))
+
+    def step() -> None:
+        for leaf in leaves:
+            leaf.grad = None  # accumulating into an existing .grad would time an extra add
+        fn(*inputs).backward(grad)
+
+    return step
+
+
+# --------------------------------------------------------------------------------- timing
+
+@dataclasses.dataclass(frozen=True)
+class TimingPolicy:
+    rounds: int
+    warmup_rounds: int  # >= 1, after one untimed call that compiles and allocates
+    min_round_s: float  # a round repeats the step until it lasts this long
+
+
+TIMING = {"cpu": TimingPolicy(rounds=10, warmup_rounds=2, min_round_s=0.0),
+          "cuda": TimingPolicy(rounds=20, warmup_rounds=3, min_round_s=2e-3)}
+
+
+def _cpu_round(step: Callable[[], None], iterations: int) -> float:
+    start = time.perf_counter()
+    for _ in range(iterations):
+        step()
+    return (time.perf_counter() - start) / iterations
+
+
+def _cuda_round(step: Callable[[], None], iterations: int) -> float:
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    torch.cuda.synchronize()  # the round starts with nothing else queued
+    start.record()
+    for _ in range(iterations):
+        step()
+    end.record()
+    end.synchronize()
+    return start.elapsed_time(end) / 1e3 / iterations
+
+
+def measure(step: Callable[[], None], device: torch.device) -> tuple[list[float], int]:
+    """Seconds per call of each round, and the calls per round."""
+    policy = TIMING[device.type]
+    timed_round = _cuda_round if device.type == "cuda" else _cpu_round
+    step()
+    single = min(timed_round(step, 1) for _ in range(policy.warmup_rounds))
+    iterations = max(1, math.ceil(policy.min_round_s / single))
+    return [timed_round(step, iterations) for _ in range(policy.rounds)], iterations
+
+
+# -------------------------------------------------------------------------------- results
+
+@dataclasses.dataclass(frozen=True)
+class Measurement:
+    op: str
+    shape: Shape
+    dtype: str
+    mode: str
+    provider: str
+    seconds: tuple[float, ...]  # per call, one per round
+    iterations: int
+    bytes_moved: int
+    tensor_bytes: int  # of the op's main tensor (the first input)
+
+    @property
+    def key(self) -> tuple:
+        return self.op, self.shape, self.dtype, self.mode
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+    """A table / JSON row: a measurement and what is derived from it."""
+
+    op: str
+    shape: Shape
+    dtype: str
+    mode: str
+    provider: str
+    device_type: str
+    median_s: float
+    min_s: float
+    rounds: int
+    iterations: int
+    bytes_moved: int
+    tensor_bytes: int
+    gb_per_s: float
+    vs_eager: float | None  # eager time / this time: > 1 is faster
+    vs_compile: float | None
+    copy_fraction: float | None  # of the measured copy bandwidth, CUDA only
+    target: str  # "", "pass" or "miss", with the goals
+
+
+def _ratio(baseline: float | None, seconds: float) -> float | None:
+    return None if baseline is None else baseline / seconds
+
+
+def _target_verdict(targets: Sequence[Target], row: Row) -> str:
+    goals = [t for t in targets if t.applies(row)]
+    if not goals:
+        return ""
+    missed = [t.label for t in goals if not t.met(row)]
+    return f"miss ({', '.join(missed)})" if missed else f"pass ({', '.join(t.label for t in goals)})"
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or platform.machine()
+    models = [line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")]
+    return models[0] if models else platform.machine()
+
+
+def _version(package: str) -> str | None:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def environment(device: torch.device) -> dict:
+    return {
+        "device": _device_name(device),
+        "device_type": device.type,
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "triton": _version("triton"),
+        "culturegan": _version("culturegan"),
+        "python": platform.python_version(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+class Session:
+    """What one pytest session measured; the table and the JSON are built from it at the end."""
+
+    def __init__(self, device: torch.device, notes: Sequence[str] = ()) -> None:
+        self.device = device
+        self.notes = list(notes)
+        self.measurements: list[Measurement] = []
+        self.skipped: dict[str, str] = {}  # provider -> why it did not run
+        self._targets: dict[str, Sequence[Target]] = {}
+
+    def run(self, bench: OpBench, param: Param) -> None:
+        reason = _unavailable_reason(param.provider, self.device)
+        if reason is not None:
+            self.skipped[param.provider] = reason
+            pytest.skip(f"{param.provider}: {reason}")
+        fn = _implementation(bench, param.provider)
+        inputs = bench.make_inputs(param.shape, param.dtype, self.device)
+        if param.mode == FORWARD and param.provider != EAGER:
+            _check_against_eager(bench, fn, inputs)  # fwd+bwd reuses the same code, checked here
+        step = _forward_step(fn, inputs) if param.mode == FORWARD else _training_step(fn, inputs)
+        seconds, iterations = measure(step, self.device)
+        self._targets[bench.name] = bench.targets
+        self.measurements.append(Measurement(
+            bench.name, param.shape, dtype_name(param.dtype), param.mode, param.provider, tuple(seconds), iterations,
+            bench.bytes_moved(param.shape, param.dtype, param.mode), inputs[0].numel() * inputs[0].element_size()))
+
+    @functools.cached_property
+    def copy_bandwidth(self) -> float | None:
+        """Device-to-device copy bytes/s (read + write), measured once; None on CPU."""
+        if self.device.type != "cuda":
+            return None
+        source = torch.empty(COPY_BYTES, dtype=torch.uint8, device=self.device)
+        seconds, _ = measure(source.clone, self.device)
+        return 2 * COPY_BYTES / statistics.median(seconds)
+
+    def rows(self) -> list[Row]:
+        medians = {(m.key, m.provider): statistics.median(m.seconds) for m in self.measurements}
+        return [self._row(m, medians) for m in self.measurements]
+
+    def _row(self, m: Measurement, medians: dict) -> Row:
+        median = medians[m.key, m.provider]
+        rate = m.bytes_moved / median
+        row = Row(m.op, m.shape, m.dtype, m.mode, m.provider, self.device.type, median, min(m.seconds),
+                  len(m.seconds), m.iterations, m.bytes_moved, m.tensor_bytes, rate / 1e9,
+                  _ratio(medians.get((m.key, EAGER)), median), _ratio(medians.get((m.key, COMPILE)), median),
+                  None if self.copy_bandwidth is None else rate / self.copy_bandwidth, "")
+        return dataclasses.replace(row, target=_target_verdict(self._targets[m.op], row))
+
+    def report_lines(self) -> list[str]:
+        env = environment(self.device)
+        lines = [f"{env['device']} ({env['device_type']}), torch {env['torch']}, CUDA {env['cuda']}, "
+                 f"triton {env['triton']}, {env['cpu_count']} CPUs, {env['torch_threads']} torch threads, "
+                 f"{env['date']}"]
+        if self.copy_bandwidth is not None:
+            lines.append(f"device copy bandwidth (1 GiB clone): {self.copy_bandwidth / 1e9:.0f} GB/s")
+        lines += self.notes
+        lines += format_table(self._table_header(), [self._table_cells(row) for row in self.rows()])
+        lines += [f"not run: {provider}: {reason}" for provider, reason in self.skipped.items()]
+        return lines
+
+    def _table_header(self) -> list[str]:
+        header = ["op", "shape", "dtype", "provider", "mode", "median", "vs eager", "vs compile"]
+        return header + (["GB/s", "of copy"] if self.copy_bandwidth is not None else []) + ["target"]
+
+    def _table_cells(self, row: Row) -> list[str]:
+        cells = [row.op, "x".join(map(str, row.shape)), row.dtype, row.provider, row.mode, format_seconds(row.median_s),
+                 format_ratio(row.vs_eager), format_ratio(row.vs_compile)]
+        if row.copy_fraction is not None:
+            cells += [f"{row.gb_per_s:.0f}", f"{row.copy_fraction:.0%}"]
+        return cells + [row.target]
+
+    def write_json(self, path: Path) -> None:
+        bandwidth = None if self.copy_bandwidth is None else self.copy_bandwidth / 1e9
+        document = {**environment(self.device), "copy_bandwidth_gb_per_s": bandwidth,
+                    "notes": self.notes, "skipped": self.skipped,
+                    "rows": [dataclasses.asdict(row) for row in self.rows()]}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(document, indent=2) + "\n")
+
+
+def format_seconds(seconds: float) -> str:
+    return f"{seconds * 1e3:.2f} ms" if seconds >= 1e-3 else f"{seconds * 1e6:.1f} us"
+
+
+def format_ratio(ratio: float | None) -> str:
+    return "n/a" if ratio is None else f"{ratio:.2f}x"
+
+
+def format_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    widths = [max(map(len, column)) for column in zip(header, *rows)]
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(cell.ljust(width) for cell, width in zip(cells, widths)).rstrip()
+
+    return [line(header), line(["-" * width for width in widths]), *map(line, rows)]

@@ -1,0 +1,78 @@
+"""pytest plumbing of the benchmarks: options, parametrization, the summary table and the JSON.
+
+    pytest bench/                                   CPU sizes (or small sizes on a GPU)
+    pytest bench/ --gpu-sizes --bench-json out.json  GAN-typical GPU sizes
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO_ROOT = BENCH_DIR.parent
+
+# Benchmarks time the installed build (with its compiled libraries): `python -m pytest` puts the
+# working directory first on sys.path, where the source tree's culturegan has no _C. And
+# pytest's importlib mode leaves bench/ off sys.path, where the op files find _harness.
+sys.path[:] = [p for p in sys.path if Path(p or os.curdir).resolve() != REPO_ROOT]
+sys.path.insert(0, str(BENCH_DIR))
+
+# Under TRITON_INTERPRET=1 every Triton kernel, CUDA ones included, would run in the interpreter;
+# triton reads the variable when a kernel is defined, which is later (culturegan imports lazily).
+TRITON_INTERPRET_NOTE = ("TRITON_INTERPRET=1 was unset: benchmarks never time the Triton interpreter"
+                         if os.environ.pop("TRITON_INTERPRET", None) == "1" else None)
+
+import _harness  # noqa: E402  (needs the sys.path above)
+
+SESSION_KEY = pytest.StashKey[_harness.Session]()
+DEFAULT_JSON = BENCH_DIR / "results" / "latest.json"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("culturegan benchmarks")
+    group.addoption("--gpu-sizes", action="store_true",
+                    help="benchmark the GAN-typical GPU sizes (N=8, C 64..512, 32^2..256^2, up to 256 MiB)")
+    group.addoption("--bench-json", metavar="PATH", type=Path, default=DEFAULT_JSON,
+                    help=f"where to write the results (default {DEFAULT_JSON.relative_to(REPO_ROOT)})")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if config.getoption("--gpu-sizes") and device.type != "cuda":
+        raise pytest.UsageError("--gpu-sizes needs a CUDA device (the CPU sizes are the default)")
+    notes = [TRITON_INTERPRET_NOTE] if TRITON_INTERPRET_NOTE else []
+    config.stash[SESSION_KEY] = _harness.Session(device, notes)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    bench = getattr(metafunc.function, "op_bench", None)
+    if bench is not None:
+        session = metafunc.config.stash[SESSION_KEY]
+        metafunc.parametrize("bench_param", _harness.params(bench, session.device,
+                                                            metafunc.config.getoption("--gpu-sizes")))
+
+
+@pytest.fixture
+def bench_session(request: pytest.FixtureRequest) -> _harness.Session:
+    return request.config.stash[SESSION_KEY]
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    bench = session.config.stash.get(SESSION_KEY, None)
+    if bench is not None and bench.measurements:
+        bench.write_json(session.config.getoption("--bench-json"))
+
+
+def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
+    bench = config.stash.get(SESSION_KEY, None)
+    if bench is None or not bench.measurements:
+        return
+    terminalreporter.section("culturegan benchmarks")
+    for line in bench.report_lines():
+        terminalreporter.write_line(line)
+    terminalreporter.write_line(f"results: {config.getoption('--bench-json')}")

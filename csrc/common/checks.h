@@ -1,0 +1,52 @@
+// Argument checks shared by the CPU and CUDA entry points. They raise the same Python
+// exception types as culturegan.ops' own checks (TypeError for dtypes, ValueError otherwise),
+// so a user calling torch.ops.culturegan.* directly gets an equally clear message.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <c10/util/Exception.h>
+
+#include <string>
+
+namespace culturegan {
+
+// The dtype as Python spells it ("torch.float32"), so messages match culturegan.ops' own.
+inline std::string dtype_name(at::ScalarType type) { return std::string("torch.").append(c10::getDtypeNames(type).first); }
+
+inline void check_floating(const at::Tensor& t, const char* name) {
+  TORCH_CHECK_TYPE(at::isFloatingType(t.scalar_type()), name,
+                   " must be a floating-point tensor (float16, bfloat16, float32 or float64), got ",
+                   dtype_name(t.scalar_type()));
+}
+
+inline void check_channel_tensor(const at::Tensor& x, const char* name) {
+  TORCH_CHECK_VALUE(x.dim() >= 2 && x.dim() <= 4, name,
+                    " must have 2 to 4 dimensions (N, C[, H[, W]]), got shape ", x.sizes());
+  TORCH_CHECK_VALUE(x.numel() > 0, name, " is empty (shape ", x.sizes(), "); every dimension must be >= 1");
+  check_floating(x, name);
+}
+
+inline void check_same_device(const at::Tensor& t, const char* name, const at::Tensor& ref, const char* ref_name) {
+  TORCH_CHECK_VALUE(t.device() == ref.device(), name, " is on ", t.device(), " but ", ref_name, " is on ",
+                    ref.device(), "; move both to the same device");
+}
+
+inline void check_same_dtype(const at::Tensor& t, const char* name, const at::Tensor& ref, const char* ref_name) {
+  TORCH_CHECK_TYPE(t.scalar_type() == ref.scalar_type(), name, " has dtype ", dtype_name(t.scalar_type()), " but ", ref_name,
+                   " has dtype ", dtype_name(ref.scalar_type()), "; cast it with .to(", ref_name, ".dtype)");
+}
+
+inline void check_same_shape(const at::Tensor& t, const char* name, const at::Tensor& ref, const char* ref_name) {
+  TORCH_CHECK_VALUE(t.sizes() == ref.sizes(), name, " has shape ", t.sizes(), " but ", ref_name, " has shape ",
+                    ref.sizes());
+}
+
+// A per-channel vector (bias, scale, ...) for a tensor whose channels are dim 1.
+inline void check_channel_vector(const at::Tensor& v, const char* name, const at::Tensor& x, const char* x_name) {
+  check_same_device(v, name, x, x_name);
+  check_same_dtype(v, name, x, x_name);
+  TORCH_CHECK_VALUE(v.dim() == 1 && v.size(0) == x.size(1), name, " must have shape (", x.size(1), ",) to match ",
+                    x_name, "'s channel dimension, got shape ", v.sizes());
+}
+
+}  // namespace culturegan

@@ -1,0 +1,11 @@
+// The schemas of every culturegan op. This file is compiled into the CPU library (_C), which
+// is always built and must be loaded before the CUDA library (_C_cuda) adds its kernels.
+// Fake (meta) kernels and autograd formulas are registered from Python (culturegan/ops).
+#include <torch/library.h>
+
+TORCH_LIBRARY(culturegan, m) {
+  m.def("bias_leaky_relu(Tensor x, Tensor? bias, float negative_slope, float gain, float? clamp) -> Tensor");
+  // grad_x and (when bias_grad) the bias gradient reduced over all but dim 1; else an empty tensor.
+  m.def("bias_leaky_relu_backward(Tensor grad, Tensor y, float negative_slope, float gain, float? clamp, "
+        "bool bias_grad) -> (Tensor, Tensor)");
+}

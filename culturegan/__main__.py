@@ -1,0 +1,3 @@
+from culturegan.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,64 @@
+"""Shared test helpers: tolerances by dtype and the (device, backend) matrix."""
+
+import pytest
+import torch
+
+from culturegan import ops
+
+# (atol, rtol) of a backend's output against the float64 reference, by input dtype. The half
+# types are rounded once on output (float32 math inside), so one ulp of the output dominates.
+TOLERANCES = {
+    torch.float64: (1e-12, 1e-12),
+    torch.float32: (1e-5, 1e-5),
+    torch.float16: (1e-2, 1e-2),
+    torch.bfloat16: (2e-2, 2e-2),
+}
+# Backends that support float64 (all of them here; kept explicit for ops that do not).
+DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+
+
+def devices() -> list[str]:
+    return ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+def backend_params() -> list:
+    """(device, backend) pairs for every backend, skipped where it cannot run, with the reason."""
+    params = []
+    for device in ("cpu", "cuda"):
+        for backend in ops.BACKENDS:
+            if backend in ("cpu", "cuda") and backend != device:
+                continue
+            reason = ops.unavailable_reason(backend, device)
+            if device == "cuda" and not torch.cuda.is_available():
+                reason = "no CUDA device is available"
+            marks = [pytest.mark.skip(reason=reason)] if reason else []
+            params.append(pytest.param(device, backend, id=f"{device}-{backend}", marks=marks))
+    return params
+
+
+def assert_close(actual: torch.Tensor, expected: torch.Tensor, dtype: torch.dtype, what: str = "") -> None:
+    atol, rtol = TOLERANCES[dtype]
+    torch.testing.assert_close(actual.double(), expected.double(), atol=atol, rtol=rtol, equal_nan=True,
+                               msg=lambda m: f"{what}: {m}")
+
+
+def poison_allocator(device: str, numel: int, dtype: torch.dtype) -> None:
+    """Fills and frees a block so that a kernel output allocated next from the caching
+    allocator (CUDA) starts as NaN: an element the kernel forgets to write then fails the
+    comparison. On the CPU it exercises the same path at no cost."""
+    block = torch.full((numel + 256,), float("nan"), dtype=dtype, device=device)
+    del block
+
+
+def make_layout(t: torch.Tensor, layout: str) -> torch.Tensor:
+    """The same values as `t` in another memory layout."""
+    if layout == "contiguous":
+        return t.contiguous()
+    if layout == "channels_last":
+        return t.movedim(1, -1).contiguous().movedim(-1, 1)
+    if layout == "strided":  # a non-dense view: every other element of a wider tensor
+        wide = torch.empty(t.shape[:-1] + (2 * t.shape[-1],), dtype=t.dtype, device=t.device)
+        view = wide[..., ::2]
+        view.copy_(t)
+        return view
+    raise ValueError(layout)
