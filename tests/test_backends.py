@@ -1,0 +1,124 @@
+"""Backend selection: per call, per block, by environment; errors and fallbacks."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+import culturegan
+from culturegan import ops
+from culturegan.ops import _backends
+
+
+def test_auto_picks_the_compiled_cpu_backend_for_cpu_tensors():
+    assert _backends._select("cpu", None) == "cpu"
+
+
+def test_call_block_and_environment_choose_in_that_order(monkeypatch):
+    monkeypatch.setenv("CULTUREGAN_BACKEND", "reference")
+    assert _backends._select("cpu", None) == "reference"
+    with ops.use_backend("cpu"):
+        assert _backends._select("cpu", None) == "cpu"
+        with ops.use_backend("triton"):
+            assert _backends._select("cpu", None) == "triton"
+            assert _backends._select("cpu", "reference") == "reference"
+        assert _backends._select("cpu", None) == "cpu"
+    assert _backends._select("cpu", None) == "reference"
+
+
+@pytest.mark.parametrize("make_request", [
+    lambda x: ops.bias_leaky_relu(x, backend="cuda_fast"),
+    lambda x: ops.use_backend("cuda_fast").__enter__(),
+])
+def test_unknown_backend_names_the_choices(make_request):
+    with pytest.raises(ValueError, match=r"unknown backend 'cuda_fast'; expected one of cuda, triton, cpu, reference"):
+        make_request(torch.ones(2, 3))
+
+
+def test_unknown_backend_in_environment(monkeypatch):
+    monkeypatch.setenv("CULTUREGAN_BACKEND", "fastest")
+    with pytest.raises(ValueError, match="unknown CULTUREGAN_BACKEND value 'fastest'"):
+        ops.bias_leaky_relu(torch.ones(2, 3))
+
+
+def test_explicit_backend_for_the_wrong_device_raises():
+    with pytest.raises(ops.BackendUnavailableError, match="the cuda backend runs cuda tensors, not cpu tensors"):
+        ops.bias_leaky_relu(torch.ones(2, 3), backend="cuda")
+
+
+def test_explicit_triton_on_cpu_without_interpreter_raises(monkeypatch):
+    monkeypatch.delenv("TRITON_INTERPRET")
+    with pytest.raises(ops.BackendUnavailableError, match="TRITON_INTERPRET=1"):
+        ops.bias_leaky_relu(torch.ones(2, 3), backend="triton")
+
+
+def test_every_op_declares_every_backend():
+    for op, implementations in ops.registered_ops().items():
+        assert set(implementations) == set(ops.BACKENDS), op
+
+
+# ------------------------------------------------- broken installations (in a subprocess)
+
+PROBE = textwrap.dedent("""
+    import warnings, torch
+    warnings.simplefilter("always")
+    with warnings.catch_warnings(record=True) as caught:
+        from culturegan import ops
+        x, b = torch.randn(2, 3, 4, 4), torch.randn(3)
+        y1 = ops.bias_leaky_relu(x, b)
+        y2 = ops.bias_leaky_relu(x, b)
+    assert torch.equal(y1, ops.bias_leaky_relu_reference(x, b)) and torch.equal(y1, y2)
+    messages = [str(w.message) for w in caught if "compiled library" in str(w.message)]
+    print("WARNINGS", len(messages))
+    print(messages[0] if messages else "")
+""")
+
+
+@pytest.fixture
+def package_copy(tmp_path):
+    """A copy of the installed package, to break in one way or another."""
+    target = tmp_path / "culturegan"
+    shutil.copytree(Path(culturegan.__file__).parent, target, ignore=shutil.ignore_patterns("__pycache__"))
+    return target
+
+
+def run_probe(package_copy: Path, **env) -> subprocess.CompletedProcess:
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("CULTUREGAN_")}
+    environment.update(PYTHONPATH=str(package_copy.parent), TRITON_INTERPRET="0", **env)
+    return subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, env=environment,
+                          cwd=package_copy.parent, timeout=300)
+
+
+def test_missing_library_falls_back_with_one_warning(package_copy):
+    for library in package_copy.glob("_C*.so"):
+        library.unlink()
+    result = run_probe(package_copy)
+    assert result.returncode == 0, result.stderr
+    assert "WARNINGS 1" in result.stdout
+    assert "compiled library _C is unavailable" in result.stdout and "ops fall back" in result.stdout
+
+
+def test_missing_library_in_strict_mode_raises(package_copy):
+    for library in package_copy.glob("_C*.so"):
+        library.unlink()
+    result = run_probe(package_copy, CULTUREGAN_STRICT="1")
+    assert result.returncode != 0
+    assert "compiled library _C is unavailable" in result.stderr and "CULTUREGAN_STRICT=1" in result.stderr
+
+
+def test_library_built_for_another_torch_is_not_loaded(package_copy):
+    info_path = package_copy / "_build_info.json"
+    info = json.loads(info_path.read_text())
+    info["torch_version"] = "2.0.0+cpu"
+    info_path.write_text(json.dumps(info))
+    result = run_probe(package_copy)
+    assert result.returncode == 0, result.stderr
+    assert "WARNINGS 1" in result.stdout
+    assert f"built against torch 2.0.0+cpu but torch {torch.__version__} is running" in result.stdout
+    assert "pip install --no-build-isolation --force-reinstall" in result.stdout
