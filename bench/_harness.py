@@ -6,9 +6,11 @@ backend, how to build inputs, the bytes the op must move, optional targets) and 
 case (shape, dtype) x mode (fwd, fwd+bwd) x provider (eager, compile, each culturegan backend
 for the device), and prints the table once every provider has been timed in the same session.
 
-Timing is our own rather than pytest-benchmark's: ratios need eager, compile and the backends
-in one table, and on CUDA a round loops the step between two events, so that the launch
-overhead of small kernels is averaged over the loop instead of adding a synchronize per call.
+pytest-benchmark times the rounds (so --benchmark-json, --benchmark-compare and its own table
+work as usual); a round calls the step `iterations` times and, on CUDA, synchronizes once at
+its end, so the launch overhead of small kernels is averaged over the round instead of adding
+a synchronize per call. The session keeps every provider's times, so the closing table gives
+ratios measured side by side in one run.
 """
 
 from __future__ import annotations
@@ -131,11 +133,11 @@ def params(bench: OpBench, device: torch.device, gpu_sizes: bool) -> list[pytest
                                               for provider in providers(device))]
 
 
-def make_test(bench: OpBench) -> Callable[[Param, Session], None]:
+def make_test(bench: OpBench) -> Callable[..., None]:
     """The test function of an op file; conftest parametrizes its `bench_param`."""
 
-    def test(bench_param: Param, bench_session: Session) -> None:
-        bench_session.run(bench, bench_param)
+    def test(bench_param: Param, bench_session: Session, benchmark) -> None:
+        bench_session.run(bench, bench_param, benchmark)
 
     test.op_bench = bench
     return test
@@ -202,32 +204,32 @@ TIMING = {"cpu": TimingPolicy(rounds=15, warmup_rounds=2, min_round_s=0.0),
           "cuda": TimingPolicy(rounds=20, warmup_rounds=3, min_round_s=2e-3)}
 
 
-def _cpu_round(step: Callable[[], None], iterations: int) -> float:
-    start = time.perf_counter()
-    for _ in range(iterations):
-        step()
-    return (time.perf_counter() - start) / iterations
+def _round(step: Callable[[], None], iterations: int, device: torch.device) -> Callable[[], None]:
+    synchronize = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+
+    def run_round() -> None:
+        for _ in range(iterations):
+            step()
+        synchronize()  # the work queued by this round is part of its time
+
+    return run_round
 
 
-def _cuda_round(step: Callable[[], None], iterations: int) -> float:
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    torch.cuda.synchronize()  # the round starts with nothing else queued
-    start.record()
-    for _ in range(iterations):
-        step()
-    end.record()
-    end.synchronize()
-    return start.elapsed_time(end) / 1e3 / iterations
-
-
-def measure(step: Callable[[], None], device: torch.device) -> tuple[list[float], int]:
-    """Seconds per call of each round, and the calls per round."""
+def measure(benchmark, step: Callable[[], None], device: torch.device) -> tuple[list[float], int]:
+    """Seconds per call of each round (timed by pytest-benchmark), and the calls per round."""
     policy = TIMING[device.type]
-    timed_round = _cuda_round if device.type == "cuda" else _cpu_round
-    step()
-    single = min(timed_round(step, 1) for _ in range(policy.warmup_rounds))
+    _round(step, 1, device)()  # compiles, allocates, loads kernels
+    single = min(_timed(_round(step, 1, device)) for _ in range(policy.warmup_rounds))
     iterations = max(1, math.ceil(policy.min_round_s / single))
-    return [timed_round(step, iterations) for _ in range(policy.rounds)], iterations
+    benchmark.pedantic(_round(step, iterations, device), rounds=policy.rounds, warmup_rounds=policy.warmup_rounds,
+                       iterations=1)
+    return [seconds / iterations for seconds in benchmark.stats.stats.data], iterations
+
+
+def _timed(fn: Callable[[], None]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
 
 
 # -------------------------------------------------------------------------------- results
@@ -327,7 +329,7 @@ class Session:
         self.skipped: dict[str, str] = {}  # provider -> why it did not run
         self._targets: dict[str, Sequence[Target]] = {}
 
-    def run(self, bench: OpBench, param: Param) -> None:
+    def run(self, bench: OpBench, param: Param, benchmark) -> None:
         reason = _unavailable_reason(param.provider, self.device)
         if reason is not None:
             self.skipped[param.provider] = reason
@@ -337,7 +339,12 @@ class Session:
         if param.mode == FORWARD and param.provider != EAGER:
             _check_against_eager(bench, fn, inputs)  # fwd+bwd reuses the same code, checked here
         step = _forward_step(fn, inputs) if param.mode == FORWARD else _training_step(fn, inputs)
-        seconds, iterations = measure(step, self.device)
+        benchmark.group = f"{bench.name} {param.id.rsplit('-', 1)[0]}"
+        benchmark.extra_info.update(op=bench.name, shape=list(param.shape), dtype=dtype_name(param.dtype),
+                                    mode=param.mode, provider=param.provider, device=self.device.type,
+                                    bytes_moved=bench.bytes_moved(param.shape, param.dtype, param.mode))
+        seconds, iterations = measure(benchmark, step, self.device)
+        benchmark.extra_info["calls_per_round"] = iterations
         self._targets[bench.name] = bench.targets
         self.measurements.append(Measurement(
             bench.name, param.shape, dtype_name(param.dtype), param.mode, param.provider, tuple(seconds), iterations,
@@ -349,8 +356,10 @@ class Session:
         if self.device.type != "cuda":
             return None
         source = torch.empty(COPY_BYTES, dtype=torch.uint8, device=self.device)
-        seconds, _ = measure(source.clone, self.device)
-        return 2 * COPY_BYTES / statistics.median(seconds)
+        target = torch.empty_like(source)
+        copy = _round(lambda: target.copy_(source), 10, self.device)
+        copy()
+        return 2 * COPY_BYTES * 10 / statistics.median(_timed(copy) for _ in range(10))
 
     def rows(self) -> list[Row]:
         medians = {(m.key, m.provider): statistics.median(m.seconds) for m in self.measurements}

@@ -68,6 +68,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         bench.write_json(session.config.getoption("--bench-json"))
 
 
+@pytest.hookimpl(trylast=True)  # after pytest-benchmark's own tables: ours closes the report
 def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
     bench = config.stash.get(SESSION_KEY, None)
     if bench is None or not bench.measurements:
