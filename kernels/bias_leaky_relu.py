@@ -28,68 +28,72 @@ def _param(hi, lo, COMPUTE: tl.constexpr):
 
 
 @triton.jit
-def _activate(pre, slope, gain, clamp, HAS_CLAMP: tl.constexpr):
-    y = tl.where(pre > 0, pre, pre * slope) * gain
+def _params(gain_hi, gain_lo, negative_gain_hi, negative_gain_lo, clamp_hi, clamp_lo, COMPUTE: tl.constexpr):
+    return (_param(gain_hi, gain_lo, COMPUTE), _param(negative_gain_hi, negative_gain_lo, COMPUTE),
+            _param(clamp_hi, clamp_lo, COMPUTE))
+
+
+@triton.jit
+def _activate(pre, gain, negative_gain, clamp, HAS_CLAMP: tl.constexpr):
+    y = pre * tl.where(pre > 0, gain, negative_gain)
     if HAS_CLAMP:
         y = tl.where(y > clamp, clamp, tl.where(y < -clamp, -clamp, y))
     return y
 
 
 @triton.jit
-def _gradient(dy, y, slope, gain, clamp, HAS_CLAMP: tl.constexpr):
-    d = dy * tl.where(y > 0, gain, gain * slope)
+def _gradient(dy, y, gain, negative_gain, clamp, HAS_CLAMP: tl.constexpr):
+    d = dy * tl.where(y > 0, gain, negative_gain)
     if HAS_CLAMP:
         d = tl.where((y > -clamp) & (y < clamp), d, 0.0)
     return d
 
 
 @triton.jit
-def _forward_kernel(X, B, Y, numel, inner, channels, slope_hi, slope_lo, gain_hi, gain_lo, clamp_hi, clamp_lo,
-                    HAS_BIAS: tl.constexpr, HAS_CLAMP: tl.constexpr, COMPUTE: tl.constexpr,
-                    INDEX_64: tl.constexpr, BLOCK: tl.constexpr):
-    slope = _param(slope_hi, slope_lo, COMPUTE)
-    gain = _param(gain_hi, gain_lo, COMPUTE)
-    clamp = _param(clamp_hi, clamp_lo, COMPUTE)
+def _block(numel, INDEX_64: tl.constexpr, BLOCK: tl.constexpr):
+    """This program's element offsets and their bounds mask."""
     pid = tl.program_id(0)
     if INDEX_64:
         pid = pid.to(tl.int64)
     offsets = pid * BLOCK + tl.arange(0, BLOCK)
-    mask = offsets < numel
+    return offsets, offsets < numel
+
+
+@triton.jit
+def _forward_kernel(X, B, Y, numel, inner, channels, gain_hi, gain_lo, negative_gain_hi, negative_gain_lo, clamp_hi,
+                    clamp_lo, HAS_BIAS: tl.constexpr, HAS_CLAMP: tl.constexpr, COMPUTE: tl.constexpr,
+                    INDEX_64: tl.constexpr, BLOCK: tl.constexpr):
+    gain, negative_gain, clamp = _params(gain_hi, gain_lo, negative_gain_hi, negative_gain_lo, clamp_hi, clamp_lo,
+                                         COMPUTE)
+    offsets, mask = _block(numel, INDEX_64, BLOCK)
     pre = tl.load(X + offsets, mask=mask, other=0.0).to(COMPUTE)
     if HAS_BIAS:
         pre += tl.load(B + (offsets // inner) % channels, mask=mask, other=0.0).to(COMPUTE)
-    y = _activate(pre, slope, gain, clamp, HAS_CLAMP)
+    y = _activate(pre, gain, negative_gain, clamp, HAS_CLAMP)
     tl.store(Y + offsets, y.to(Y.dtype.element_ty), mask=mask)
 
 
 @triton.jit
-def _gradient_kernel(G, Y, GX, numel, slope_hi, slope_lo, gain_hi, gain_lo, clamp_hi, clamp_lo,
-                     HAS_CLAMP: tl.constexpr, COMPUTE: tl.constexpr,
-                     INDEX_64: tl.constexpr, BLOCK: tl.constexpr):
-    slope = _param(slope_hi, slope_lo, COMPUTE)
-    gain = _param(gain_hi, gain_lo, COMPUTE)
-    clamp = _param(clamp_hi, clamp_lo, COMPUTE)
-    pid = tl.program_id(0)
-    if INDEX_64:
-        pid = pid.to(tl.int64)
-    offsets = pid * BLOCK + tl.arange(0, BLOCK)
-    mask = offsets < numel
+def _gradient_kernel(G, Y, GX, numel, gain_hi, gain_lo, negative_gain_hi, negative_gain_lo, clamp_hi, clamp_lo,
+                     HAS_CLAMP: tl.constexpr, COMPUTE: tl.constexpr, INDEX_64: tl.constexpr, BLOCK: tl.constexpr):
+    gain, negative_gain, clamp = _params(gain_hi, gain_lo, negative_gain_hi, negative_gain_lo, clamp_hi, clamp_lo,
+                                         COMPUTE)
+    offsets, mask = _block(numel, INDEX_64, BLOCK)
     dy = tl.load(G + offsets, mask=mask, other=0.0).to(COMPUTE)
     y = tl.load(Y + offsets, mask=mask, other=0.0).to(COMPUTE)
-    d = _gradient(dy, y, slope, gain, clamp, HAS_CLAMP)
+    d = _gradient(dy, y, gain, negative_gain, clamp, HAS_CLAMP)
     tl.store(GX + offsets, d.to(GX.dtype.element_ty), mask=mask)
 
 
 @triton.jit
-def _gradient_bias_kernel(G, Y, GX, PARTIAL, rows, inner, channels, slope_hi, slope_lo, gain_hi, gain_lo,
-                          clamp_hi, clamp_lo,
+def _gradient_bias_kernel(G, Y, GX, PARTIAL, rows, inner, channels, gain_hi, gain_lo, negative_gain_hi,
+                          negative_gain_lo, clamp_hi, clamp_lo,
                           HAS_CLAMP: tl.constexpr, COMPUTE: tl.constexpr, INDEX_64: tl.constexpr,
                           BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr, ROWS_PER_PROGRAM: tl.constexpr):
     """Program (pid_c, pid_r) covers BLOCK_C channels of ROWS_PER_PROGRAM rows, where a row r is
     one (outer, inner) position, writes grad_x there and PARTIAL[pid_r, c] = the sum over its rows."""
-    slope = _param(slope_hi, slope_lo, COMPUTE)
-    gain = _param(gain_hi, gain_lo, COMPUTE)
-    clamp = _param(clamp_hi, clamp_lo, COMPUTE)
+    gain, negative_gain, clamp = _params(gain_hi, gain_lo, negative_gain_hi, negative_gain_lo, clamp_hi, clamp_lo,
+                                         COMPUTE)
     pid_c = tl.program_id(0)
     pid_r = tl.program_id(1)
     if INDEX_64:
@@ -104,7 +108,7 @@ def _gradient_bias_kernel(G, Y, GX, PARTIAL, rows, inner, channels, slope_hi, sl
         mask = (r < rows)[:, None] & c_mask[None, :]
         dy = tl.load(G + offsets, mask=mask, other=0.0).to(COMPUTE)
         y = tl.load(Y + offsets, mask=mask, other=0.0).to(COMPUTE)
-        d = tl.where(mask, _gradient(dy, y, slope, gain, clamp, HAS_CLAMP), 0.0)
+        d = tl.where(mask, _gradient(dy, y, gain, negative_gain, clamp, HAS_CLAMP), 0.0)
         tl.store(GX + offsets, d.to(GX.dtype.element_ty), mask=mask)
         acc += d
     tl.store(PARTIAL + pid_r * channels + c, tl.sum(acc, axis=0), mask=c_mask)
@@ -120,10 +124,11 @@ def _split(value: float) -> tuple[float, float]:
 
 
 def _scalars(negative_slope: float, gain: float, clamp: float | None) -> dict:
-    (slope_hi, slope_lo), (gain_hi, gain_lo) = _split(negative_slope), _split(gain)
+    """The kernels' scalar arguments: the output's slope on each side, and the clamp."""
+    (gain_hi, gain_lo), (negative_gain_hi, negative_gain_lo) = _split(gain), _split(gain * negative_slope)
     clamp_hi, clamp_lo = _split(0.0 if clamp is None else clamp)
-    return dict(slope_hi=slope_hi, slope_lo=slope_lo, gain_hi=gain_hi, gain_lo=gain_lo, clamp_hi=clamp_hi,
-                clamp_lo=clamp_lo, HAS_CLAMP=clamp is not None)
+    return dict(gain_hi=gain_hi, gain_lo=gain_lo, negative_gain_hi=negative_gain_hi,
+                negative_gain_lo=negative_gain_lo, clamp_hi=clamp_hi, clamp_lo=clamp_lo, HAS_CLAMP=clamp is not None)
 
 
 def forward(x: torch.Tensor, bias: torch.Tensor | None, y: torch.Tensor, inner: int, channels: int,

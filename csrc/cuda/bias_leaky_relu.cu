@@ -97,29 +97,29 @@ __global__ void gradient_kernel(const scalar_t* __restrict__ grad, const scalar_
   }
 }
 
-__device__ __forceinline__ float block_sum(float value, float* shared) {
+template <typename acc_t>
+__device__ __forceinline__ acc_t block_sum(acc_t value, acc_t* shared) {
   for (int offset = 16; offset > 0; offset >>= 1) value += __shfl_down_sync(0xffffffffu, value, offset);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   if (lane == 0) shared[warp] = value;
   __syncthreads();
-  value = threadIdx.x < blockDim.x / 32 ? shared[lane] : 0.f;
+  value = threadIdx.x < blockDim.x / 32 ? shared[lane] : acc_t(0);
   if (warp == 0)
     for (int offset = 16; offset > 0; offset >>= 1) value += __shfl_down_sync(0xffffffffu, value, offset);
   return value;  // valid in thread 0
 }
 
 // Planes layout (inner > 1): block b handles chunk (b % chunks) of plane (b / chunks) and
-// writes that chunk's sum to partial[b], i.e. partial is [outer, C, chunks].
-template <typename scalar_t, typename index_t, int VEC>
+// writes that chunk's sum to partial[b], i.e. partial is [outer, C, chunks] in acc_t.
+template <typename scalar_t, typename index_t, int VEC, typename acc_t = at::opmath_type<scalar_t>>
 __global__ void backward_planes_kernel(const scalar_t* __restrict__ grad, const scalar_t* __restrict__ y,
-                                       scalar_t* __restrict__ grad_x, float* __restrict__ partial, index_t inner,
-                                       index_t chunk, index_t chunks, Params<at::opmath_type<scalar_t>> p) {
-  using acc_t = at::opmath_type<scalar_t>;
-  __shared__ float shared[kThreads / 32];
+                                       scalar_t* __restrict__ grad_x, acc_t* __restrict__ partial, index_t inner,
+                                       index_t chunk, index_t chunks, Params<acc_t> p) {
+  __shared__ acc_t shared[kThreads / 32];
   const index_t plane = index_t(blockIdx.x) / chunks;
   const index_t begin = plane * inner + (index_t(blockIdx.x) % chunks) * chunk;
   const index_t end = min(begin + chunk, (plane + 1) * inner);
-  float sum = 0.f;
+  acc_t sum = 0;
   for (index_t base = begin + index_t(threadIdx.x) * VEC; base < end; base += index_t(blockDim.x) * VEC) {
     Vector<scalar_t, VEC> g = *reinterpret_cast<const Vector<scalar_t, VEC>*>(grad + base);
     const Vector<scalar_t, VEC> yv = *reinterpret_cast<const Vector<scalar_t, VEC>*>(y + base);
@@ -127,7 +127,7 @@ __global__ void backward_planes_kernel(const scalar_t* __restrict__ grad, const 
     for (int j = 0; j < VEC; ++j) {
       const acc_t d = gradient(acc_t(g.val[j]), acc_t(yv.val[j]), p);
       g.val[j] = scalar_t(d);
-      sum += float(d);
+      sum += d;
     }
     *reinterpret_cast<Vector<scalar_t, VEC>*>(grad_x + base) = g;
   }
@@ -136,23 +136,22 @@ __global__ void backward_planes_kernel(const scalar_t* __restrict__ grad, const 
 }
 
 // Channels-innermost layout: a (32 x 8) block covers 32 channels of `rows_per_block` rows and
-// writes partial[blockIdx.y, channel], i.e. partial is [row_blocks, C].
-template <typename scalar_t, typename index_t>
+// writes partial[blockIdx.y, channel], i.e. partial is [row_blocks, C] in acc_t.
+template <typename scalar_t, typename index_t, typename acc_t = at::opmath_type<scalar_t>>
 __global__ void backward_rows_kernel(const scalar_t* __restrict__ grad, const scalar_t* __restrict__ y,
-                                     scalar_t* __restrict__ grad_x, float* __restrict__ partial, index_t rows,
-                                     index_t channels, index_t rows_per_block, Params<at::opmath_type<scalar_t>> p) {
-  using acc_t = at::opmath_type<scalar_t>;
-  __shared__ float shared[8][33];
+                                     scalar_t* __restrict__ grad_x, acc_t* __restrict__ partial, index_t rows,
+                                     index_t channels, index_t rows_per_block, Params<acc_t> p) {
+  __shared__ acc_t shared[8][33];
   const index_t c = index_t(blockIdx.x) * 32 + threadIdx.x;
   const index_t row_begin = index_t(blockIdx.y) * rows_per_block;
   const index_t row_end = min(row_begin + rows_per_block, rows);
-  float sum = 0.f;
+  acc_t sum = 0;
   if (c < channels) {
     for (index_t row = row_begin + threadIdx.y; row < row_end; row += blockDim.y) {
       const index_t i = row * channels + c;
       const acc_t d = gradient(acc_t(grad[i]), acc_t(y[i]), p);
       grad_x[i] = scalar_t(d);
-      sum += float(d);
+      sum += d;
     }
   }
   shared[threadIdx.y][threadIdx.x] = sum;
@@ -170,7 +169,9 @@ void launch_forward(const ChannelLayout& L, const scalar_t* bias, scalar_t* y, c
   const int device = L.tensor.get_device();
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(device);
   constexpr int VEC = kVectorBytes / sizeof(scalar_t);
-  const bool vectorize = aligned(x, kVectorBytes) && aligned(y, kVectorBytes) && (L.inner == 1 || L.inner % VEC == 0);
+  // Vectors must not straddle two channels' planes unless there is no bias to index.
+  const bool vectorize = aligned(x, kVectorBytes) && aligned(y, kVectorBytes) &&
+                         (bias == nullptr || L.inner == 1 || L.inner % VEC == 0);
   const bool inner1 = L.inner == 1;
 #define CG_LAUNCH_FORWARD(V, INNER1)                                                                 \
   forward_kernel<scalar_t, index_t, V, INNER1><<<grid_for<index_t>(numel / V + 1, device), kThreads, 0, stream>>>( \
@@ -183,7 +184,7 @@ void launch_forward(const ChannelLayout& L, const scalar_t* bias, scalar_t* y, c
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
-// Returns the float32 partial sums of the bias gradient, or an undefined tensor without bias_grad.
+// Returns the partial sums (in acc_t) of the bias gradient, or an undefined tensor without bias_grad.
 template <typename scalar_t, typename index_t>
 at::Tensor launch_backward(const scalar_t* grad, const ChannelLayout& L, scalar_t* grad_x, bool bias_grad,
                            const Params<at::opmath_type<scalar_t>>& p) {
@@ -203,16 +204,17 @@ at::Tensor launch_backward(const scalar_t* grad, const ChannelLayout& L, scalar_
     C10_CUDA_KERNEL_LAUNCH_CHECK();
     return at::Tensor();
   }
-  const auto float_options = L.tensor.options().dtype(at::kFloat);
+  using acc_t = at::opmath_type<scalar_t>;
+  const auto acc_options = L.tensor.options().dtype(c10::CppTypeToScalarType<acc_t>::value);
   at::Tensor partial;
   if (L.inner == 1) {
     const index_t rows = L.outer;
     // grid.y is limited to 65535 blocks: very tall tensors get more rows per block.
     const index_t rows_per_block = std::max<index_t>(256, (rows + 65534) / 65535);
     const dim3 grid((L.channels + 31) / 32, (rows + rows_per_block - 1) / rows_per_block);
-    partial = at::empty({int64_t(grid.y), L.channels}, float_options);
+    partial = at::empty({int64_t(grid.y), L.channels}, acc_options);
     backward_rows_kernel<scalar_t, index_t><<<grid, dim3(32, 8), 0, stream>>>(
-        grad, y, grad_x, partial.mutable_data_ptr<float>(), rows, index_t(L.channels), rows_per_block, p);
+        grad, y, grad_x, partial.mutable_data_ptr<acc_t>(), rows, index_t(L.channels), rows_per_block, p);
   } else {
     // Chunks of at most 16 vectors per thread keep enough blocks in flight for small batches.
     const bool vec_ok = vectorize && L.inner % VEC == 0;
@@ -220,13 +222,13 @@ at::Tensor launch_backward(const scalar_t* grad, const ChannelLayout& L, scalar_
     const index_t chunks = (L.inner + chunk - 1) / chunk;
     const int64_t blocks = L.outer * L.channels * int64_t(chunks);
     TORCH_CHECK(blocks <= int64_t(std::numeric_limits<int32_t>::max()), "bias_leaky_relu_backward: tensor too large");
-    partial = at::empty({L.outer, L.channels, int64_t(chunks)}, float_options);
+    partial = at::empty({L.outer, L.channels, int64_t(chunks)}, acc_options);
     if (vec_ok)
       backward_planes_kernel<scalar_t, index_t, VEC><<<blocks, kThreads, 0, stream>>>(
-          grad, y, grad_x, partial.mutable_data_ptr<float>(), index_t(L.inner), chunk, chunks, p);
+          grad, y, grad_x, partial.mutable_data_ptr<acc_t>(), index_t(L.inner), chunk, chunks, p);
     else
       backward_planes_kernel<scalar_t, index_t, 1><<<blocks, kThreads, 0, stream>>>(
-          grad, y, grad_x, partial.mutable_data_ptr<float>(), index_t(L.inner), chunk, chunks, p);
+          grad, y, grad_x, partial.mutable_data_ptr<acc_t>(), index_t(L.inner), chunk, chunks, p);
     partial = partial.permute({0, 2, 1}).reshape({-1, L.channels});
   }
   C10_CUDA_KERNEL_LAUNCH_CHECK();
@@ -270,7 +272,8 @@ std::tuple<at::Tensor, at::Tensor> backward(const at::Tensor& grad, const at::Te
       partial = launch_backward<scalar_t, int64_t>(grad_in.const_data_ptr<scalar_t>(), L,
                                                    grad_x.mutable_data_ptr<scalar_t>(), bias_grad, p);
   });
-  // [groups, C] partials summed over groups in a fixed order: deterministic.
+  // [groups, C] partials summed over the groups by torch's reduction, whose order is fixed:
+  // deterministic.
   at::Tensor grad_bias = bias_grad ? partial.sum(0).to(y.scalar_type()) : at::empty({0}, y.options());
   return {grad_x, grad_bias};
 }
