@@ -1,10 +1,15 @@
-"""Test configuration: Triton runs on the CPU through its interpreter, so it must be enabled
-before anything imports triton (culturegan imports it lazily, torch on demand)."""
+"""Test configuration. Without a GPU, Triton runs on the CPU through its interpreter, which must
+be enabled before any Triton kernel is defined (culturegan imports its kernels lazily). With a
+GPU the Triton kernels are tested compiled, on CUDA tensors (the interpreter would take over
+those too)."""
 
 import os
 from pathlib import Path
 
-os.environ.setdefault("TRITON_INTERPRET", "1")
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import pytest  # noqa: E402
 
@@ -21,8 +26,6 @@ if Path(culturegan.__file__).resolve().parent == SOURCE_PACKAGE:
 @pytest.fixture(autouse=True)
 def fresh_seed():
     """Fresh random inputs every run; the seed is printed so a failure can be replayed."""
-    import torch
-
     seed = int.from_bytes(os.urandom(4), "little")
     torch.manual_seed(seed)
     print(f"torch seed: {seed}")

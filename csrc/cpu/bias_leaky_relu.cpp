@@ -37,58 +37,75 @@ void with_clamp(bool clamp, F&& f) {
 // Rows per parallel task, so each task touches about kGrainSize elements.
 int64_t rows_grain(int64_t row_length) { return std::max<int64_t>(1, kGrainSize / std::max<int64_t>(1, row_length)); }
 
-// The inner loops take restrict pointers and the parameters by value, so the compiler knows
-// that stores to the output cannot change the inputs or parameters, and vectorises them.
+// The loops below take restrict pointers and the parameters by value, so the compiler knows that
+// stores to the output cannot change the inputs or parameters, and vectorises them. Each handles
+// a whole parallel task, so the AVX2/baseline choice (CG_CPU_CLONES) is made once per task.
 
-// y[i] = activate(x[i] + b) over one row sharing one bias value.
+// Planes [first, last) of `inner` contiguous elements: y = activate(x + bias[plane % C]).
 template <bool kClamp, typename scalar_t, typename acc_t>
-void activate_row(const scalar_t* __restrict__ x, scalar_t* __restrict__ y, int64_t n, acc_t b, Params<acc_t> p) {
+CG_CPU_CLONES void activate_planes(const scalar_t* __restrict__ x, const scalar_t* __restrict__ bias,
+                                   scalar_t* __restrict__ y, int64_t first, int64_t last, int64_t channels,
+                                   int64_t inner, Params<acc_t> p) {
+  for (int64_t plane = first; plane < last; ++plane) {
+    const acc_t b = bias != nullptr ? acc_t(bias[plane % channels]) : acc_t(0);
+    const int64_t offset = plane * inner;
 #pragma omp simd
-  for (int64_t i = 0; i < n; ++i) store(y, i, activate<kClamp>(load(x, i) + b, p));
+    for (int64_t i = offset; i < offset + inner; ++i) store(y, i, activate<kClamp>(load(x, i) + b, p));
+  }
 }
 
-// y[c] = activate(x[c] + bias[c]) over one row of all channels (channels innermost).
+// Rows [first, last) of `channels` contiguous elements (channels innermost).
 template <bool kClamp, typename scalar_t, typename acc_t>
-void activate_channels(const scalar_t* __restrict__ x, const scalar_t* __restrict__ bias, scalar_t* __restrict__ y,
-                       int64_t channels, Params<acc_t> p) {
+CG_CPU_CLONES void activate_rows(const scalar_t* __restrict__ x, const scalar_t* __restrict__ bias,
+                                 scalar_t* __restrict__ y, int64_t first, int64_t last, int64_t channels,
+                                 Params<acc_t> p) {
+  for (int64_t row = first; row < last; ++row) {
+    const scalar_t* xr = x + row * channels;
+    scalar_t* yr = y + row * channels;
 #pragma omp simd
-  for (int64_t c = 0; c < channels; ++c) store(y, c, activate<kClamp>(load(x, c) + load(bias, c), p));
+    for (int64_t c = 0; c < channels; ++c) store(yr, c, activate<kClamp>(load(xr, c) + load(bias, c), p));
+  }
 }
 
-// grad_x[i] = gradient(grad[i], y[i]); returns their sum, accumulated in double in kLanes
-// independent partial sums (so the loop vectorises; a plain sum is a serial dependency).
+// Planes [first, last): grad_x = gradient(grad, y), and when plane_sums is non-null the sum of
+// each plane's grad_x in plane_sums[plane]: vectorised sums in the math type over blocks of
+// kSumBlock elements (short enough to keep float32 rounding negligible), added in double.
+constexpr int64_t kSumBlock = 4096;
+
 template <bool kClamp, typename scalar_t, typename acc_t>
-double gradient_row(const scalar_t* __restrict__ grad, const scalar_t* __restrict__ y, scalar_t* __restrict__ grad_x,
-                    int64_t n, Params<acc_t> p) {
-  constexpr int kLanes = 8;
-  double lanes[kLanes] = {};
-  int64_t i = 0;
-  for (; i + kLanes <= n; i += kLanes) {
-    for (int lane = 0; lane < kLanes; ++lane) {
-      const acc_t g = gradient<kClamp>(load(grad, i + lane), load(y, i + lane), p);
-      store(grad_x, i + lane, g);
-      lanes[lane] += double(g);
+CG_CPU_CLONES void gradient_planes(const scalar_t* __restrict__ grad, const scalar_t* __restrict__ y,
+                                   scalar_t* __restrict__ grad_x, double* __restrict__ plane_sums, int64_t first,
+                                   int64_t last, int64_t inner, Params<acc_t> p) {
+  for (int64_t plane = first; plane < last; ++plane) {
+    double total = 0.0;
+    for (int64_t begin = plane * inner, end = begin + inner; begin < end; begin += kSumBlock) {
+      const int64_t block_end = std::min(end, begin + kSumBlock);
+      acc_t sum = 0;
+#pragma omp simd reduction(+ : sum)
+      for (int64_t i = begin; i < block_end; ++i) {
+        const acc_t g = gradient<kClamp>(load(grad, i), load(y, i), p);
+        store(grad_x, i, g);
+        sum += g;
+      }
+      total += double(sum);
     }
+    if (plane_sums != nullptr) plane_sums[plane] = total;
   }
-  for (; i < n; ++i) {
-    const acc_t g = gradient<kClamp>(load(grad, i), load(y, i), p);
-    store(grad_x, i, g);
-    lanes[0] += double(g);
-  }
-  double sum = 0.0;
-  for (int lane = 0; lane < kLanes; ++lane) sum += lanes[lane];
-  return sum;
 }
 
-// The same over one row of all channels, adding each channel's value to sums[c].
+// Rows [first, last) of `channels` elements: grad_x = gradient(grad, y), sums[c] += grad_x[., c].
 template <bool kClamp, typename scalar_t, typename acc_t>
-void gradient_channels(const scalar_t* __restrict__ grad, const scalar_t* __restrict__ y,
-                       scalar_t* __restrict__ grad_x, double* __restrict__ sums, int64_t channels, Params<acc_t> p) {
+CG_CPU_CLONES void gradient_rows(const scalar_t* __restrict__ grad, const scalar_t* __restrict__ y,
+                                 scalar_t* __restrict__ grad_x, acc_t* __restrict__ sums, int64_t first, int64_t last,
+                                 int64_t channels, Params<acc_t> p) {
+  for (int64_t row = first; row < last; ++row) {
+    const int64_t offset = row * channels;
 #pragma omp simd
-  for (int64_t c = 0; c < channels; ++c) {
-    const acc_t g = gradient<kClamp>(load(grad, c), load(y, c), p);
-    store(grad_x, c, g);
-    sums[c] += double(g);
+    for (int64_t c = 0; c < channels; ++c) {
+      const acc_t g = gradient<kClamp>(load(grad, offset + c), load(y, offset + c), p);
+      store(grad_x, offset + c, g);
+      sums[c] += g;
+    }
   }
 }
 
@@ -96,58 +113,55 @@ template <bool kClamp, typename scalar_t, typename acc_t = at::opmath_type<scala
 void forward_cpu(const ChannelLayout& L, const scalar_t* bias, scalar_t* y, Params<acc_t> p) {
   const scalar_t* x = L.tensor.const_data_ptr<scalar_t>();
   const int64_t outer = L.outer, C = L.channels, inner = L.inner;
-  if (bias == nullptr) {
+  if (bias == nullptr) {  // one flat span per task
     at::parallel_for(0, L.tensor.numel(), kGrainSize, [=](int64_t begin, int64_t end) {
-      activate_row<kClamp>(x + begin, y + begin, end - begin, acc_t(0), p);
+      activate_planes<kClamp>(x + begin, bias, y + begin, 0, 1, 1, end - begin, p);
     });
-  } else if (inner == 1) {  // channels innermost: rows of C channels
+  } else if (inner == 1) {
     at::parallel_for(0, outer, rows_grain(C), [=](int64_t begin, int64_t end) {
-      for (int64_t row = begin; row < end; ++row) activate_channels<kClamp>(x + row * C, bias, y + row * C, C, p);
+      activate_rows<kClamp>(x, bias, y, begin, end, C, p);
     });
-  } else {  // one contiguous plane of `inner` elements per (n, c)
+  } else {
     at::parallel_for(0, outer * C, rows_grain(inner), [=](int64_t begin, int64_t end) {
-      for (int64_t row = begin; row < end; ++row)
-        activate_row<kClamp>(x + row * inner, y + row * inner, inner, acc_t(bias[row % C]), p);
+      activate_planes<kClamp>(x, bias, y, begin, end, C, inner, p);
     });
   }
 }
 
 // grad_x = gradient(grad, y); when bias_grad is non-null also bias_grad[c] = the sum of grad_x
-// over channel c, from per-row (or per-chunk) partial sums added in a fixed order.
+// over channel c, from per-plane (or per-chunk) partial sums added in a fixed order.
 template <bool kClamp, typename scalar_t, typename acc_t = at::opmath_type<scalar_t>>
 void backward_cpu(const scalar_t* grad, const ChannelLayout& L, scalar_t* grad_x, scalar_t* bias_grad, Params<acc_t> p) {
   const scalar_t* y = L.tensor.const_data_ptr<scalar_t>();
   const int64_t outer = L.outer, C = L.channels, inner = L.inner;
-  if (bias_grad == nullptr) {
+  if (bias_grad == nullptr) {  // one flat span per task
     at::parallel_for(0, L.tensor.numel(), kGrainSize, [=](int64_t begin, int64_t end) {
-      gradient_row<kClamp>(grad + begin, y + begin, grad_x + begin, end - begin, p);
+      gradient_planes<kClamp>(grad + begin, y + begin, grad_x + begin, nullptr, 0, 1, end - begin, p);
     });
     return;
   }
   std::vector<double> channel_sums(C, 0.0);
   if (inner == 1) {
-    // Fixed chunks of rows (independent of the thread count), each with its own partial sums.
+    // Fixed chunks of rows (independent of the thread count), each with its own partial sums
+    // in the math type (a chunk holds about kGrainSize elements), added in double.
     const int64_t chunk_rows = rows_grain(C);
     const int64_t chunks = (outer + chunk_rows - 1) / chunk_rows;
-    std::vector<double> partial(chunks * C, 0.0);
-    double* partial_data = partial.data();
+    std::vector<acc_t> partial(chunks * C, acc_t(0));
+    acc_t* partial_data = partial.data();
     at::parallel_for(0, chunks, 1, [=](int64_t begin, int64_t end) {
-      for (int64_t chunk = begin; chunk < end; ++chunk) {
-        const int64_t row_end = std::min(outer, (chunk + 1) * chunk_rows);
-        for (int64_t row = chunk * chunk_rows; row < row_end; ++row)
-          gradient_channels<kClamp>(grad + row * C, y + row * C, grad_x + row * C, partial_data + chunk * C, C, p);
-      }
+      for (int64_t chunk = begin; chunk < end; ++chunk)
+        gradient_rows<kClamp>(grad, y, grad_x, partial_data + chunk * C, chunk * chunk_rows,
+                              std::min(outer, (chunk + 1) * chunk_rows), C, p);
     });
     for (int64_t chunk = 0; chunk < chunks; ++chunk)
-      for (int64_t c = 0; c < C; ++c) channel_sums[c] += partial[chunk * C + c];
+      for (int64_t c = 0; c < C; ++c) channel_sums[c] += double(partial[chunk * C + c]);
   } else {
-    std::vector<double> row_sums(outer * C, 0.0);
-    double* row_sums_data = row_sums.data();
+    std::vector<double> plane_sums(outer * C, 0.0);
+    double* plane_sums_data = plane_sums.data();
     at::parallel_for(0, outer * C, rows_grain(inner), [=](int64_t begin, int64_t end) {
-      for (int64_t row = begin; row < end; ++row)
-        row_sums_data[row] = gradient_row<kClamp>(grad + row * inner, y + row * inner, grad_x + row * inner, inner, p);
+      gradient_planes<kClamp>(grad, y, grad_x, plane_sums_data, begin, end, inner, p);
     });
-    for (int64_t row = 0; row < outer * C; ++row) channel_sums[row % C] += row_sums[row];
+    for (int64_t plane = 0; plane < outer * C; ++plane) channel_sums[plane % C] += plane_sums[plane];
   }
   for (int64_t c = 0; c < C; ++c) bias_grad[c] = scalar_t(channel_sums[c]);
 }

@@ -9,6 +9,15 @@
 
 #include <cstdint>
 
+// Compiles a loop function twice, for AVX2 and for baseline x86-64, and picks one when the
+// library loads (GCC/Clang function multi-versioning): wheels stay portable, and AVX2 machines
+// run 8-wide loops.
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define CG_CPU_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define CG_CPU_CLONES
+#endif
+
 namespace culturegan::cpu {
 
 inline float load(const float* p, int64_t i) { return p[i]; }
