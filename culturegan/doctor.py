@@ -23,13 +23,15 @@ def _environment_lines() -> list[str]:
     cuda = torch.version.cuda or "none (CPU-only torch)"
     devices = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
     built = _libraries.build_info()
-    return [
+    lines = [
         f"culturegan {__version__}  python {platform.python_version()}  {platform.machine()}",
         f"torch {torch.__version__}  CUDA {cuda}  triton {_version('triton')}",
         f"GPUs: {', '.join(devices) if devices else 'none visible'}",
-        f"built against torch {built.get('torch_version', 'unknown')}"
-        + (f", skipped: {built['skipped']}" if built.get("skipped") else ""),
+        f"built against torch {built.get('torch_version', 'unknown')} (python {built.get('python', 'unknown')}):",
     ]
+    lines += [f"  built {name}: {what}" for name, what in built.get("built", {}).items()]
+    lines += [f"  skipped {name}: {why}" for name, why in built.get("skipped", {}).items()]
+    return lines
 
 
 def _library_lines() -> list[str]:
