@@ -120,7 +120,8 @@ def main() -> None:
     if cuda_home is not None:
         arch_list = os.environ["TORCH_CUDA_ARCH_LIST"]
         system_includes = [flag for d in nvidia_wheel_include_dirs(cuda_home) for flag in ("-isystem", d)]
-        cuda_sources = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "csrc" / "cuda").glob("*.cu"))
+        cuda_sources = sorted(str(p.relative_to(ROOT)) for pattern in ("*.cu", "*.cpp")
+                              for p in (ROOT / "csrc" / "cuda").glob(pattern))
         extensions.append(CUDAExtension(
             "culturegan._C_cuda", cuda_sources, include_dirs=include_dirs,
             extra_compile_args={"cxx": ["-O3"] + system_includes,

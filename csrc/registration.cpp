@@ -8,4 +8,8 @@ TORCH_LIBRARY(culturegan, m) {
   // grad_x and (when bias_grad) the bias gradient reduced over all but dim 1; else an empty tensor.
   m.def("bias_leaky_relu_backward(Tensor grad, Tensor y, float negative_slope, float gain, float? clamp, "
         "bool bias_grad) -> (Tensor, Tensor)");
+  // Per-(N, C) mean and sqrt(var + eps) over the trailing dimensions, in one stable pass.
+  m.def("feature_stats(Tensor x, bool unbiased, float eps) -> (Tensor, Tensor)");
+  // Per-sample Gram matrix scale * F F^T of F = x viewed as (N, C, H*W), centered first if center.
+  m.def("gram(Tensor x, float scale, bool center) -> Tensor");
 }

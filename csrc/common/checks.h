@@ -19,9 +19,11 @@ inline void check_floating(const at::Tensor& t, const char* name) {
                    dtype_name(t.scalar_type()));
 }
 
-inline void check_channel_tensor(const at::Tensor& x, const char* name) {
-  TORCH_CHECK_VALUE(x.dim() >= 2 && x.dim() <= 4, name,
-                    " must have 2 to 4 dimensions (N, C[, H[, W]]), got shape ", x.sizes());
+// A floating tensor (N, C, ...) with channels on dim 1, min_dim to max_dim dimensions and no
+// empty dimension.
+inline void check_channel_tensor(const at::Tensor& x, const char* name, int64_t min_dim = 2, int64_t max_dim = 4) {
+  TORCH_CHECK_VALUE(x.dim() >= min_dim && x.dim() <= max_dim, name, " must have ", min_dim,
+                    max_dim == min_dim + 1 ? " or " : " to ", max_dim, " dimensions, got shape ", x.sizes());
   TORCH_CHECK_VALUE(x.numel() > 0, name, " is empty (shape ", x.sizes(), "); every dimension must be >= 1");
   check_floating(x, name);
 }

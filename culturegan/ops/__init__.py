@@ -2,6 +2,9 @@
 
     from culturegan import ops
     y = ops.bias_leaky_relu(x, bias)                  # fastest backend for x's device
+    mean, std = ops.feature_stats(features)           # per-(N, C) texture statistics
+    mean, std, g = ops.culture_stats(features)        # ... and the Gram matrices
+    loss = ops.gram_loss(features, target_gram)       # style loss with a fused backward
     y = ops.bias_leaky_relu(x, bias, backend="reference")
     with ops.use_backend("triton"):
         y = ops.bias_leaky_relu(x, bias)
@@ -19,12 +22,24 @@ from culturegan.ops._backends import (
     use_backend,
 )
 from culturegan.ops.bias_leaky_relu import bias_leaky_relu, bias_leaky_relu_reference
+from culturegan.ops.culture_stats import culture_stats, culture_stats_reference
+from culturegan.ops.feature_stats import feature_stats, feature_stats_reference
+from culturegan.ops.gram import gram, gram_reference
+from culturegan.ops.gram_loss import gram_loss, gram_loss_reference
 
 __all__ = [
     "BACKENDS",
     "BackendUnavailableError",
     "bias_leaky_relu",
     "bias_leaky_relu_reference",
+    "culture_stats",
+    "culture_stats_reference",
+    "feature_stats",
+    "feature_stats_reference",
+    "gram",
+    "gram_loss",
+    "gram_loss_reference",
+    "gram_reference",
     "registered_ops",
     "unavailable_reason",
     "use_backend",

@@ -1,0 +1,325 @@
+"""culture_stats: (mean, std, gram) on every backend against the float64 reference.
+
+mean and std are compared with helpers' dtype tolerances as feature_stats' are. The Gram matrix
+grows like H*W * x^2 and its entries can cancel, so it is compared against the magnitude of
+its terms, as in test_gram.py:
+
+    |G - G_ref| <= rtol * B + atol * max(B),      B_ij = sum_k |F_ik| |F_jk| / norm
+
+The gradient of x sums the three outputs' contributions; it is bounded the same way by the sum
+of their terms' magnitudes (float32 and float64; the half types' gradients are feature_stats'
+and gram's own tests' business).
+"""
+
+import math
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from culturegan import ops
+from helpers import DTYPES, TOLERANCES, assert_close, backend_params, make_layout, poison_allocator
+
+BACKENDS = backend_params()
+FAST_BACKENDS = [p for p in BACKENDS if p.values[1] != "reference"]
+NOT_INTERPRETED = [p for p in BACKENDS if p.values != ("cpu", "triton")]
+EPS = 1e-5
+
+# shape, layout, center: odd sizes, 1x1, C = 1, C over one Triton tile (40), 3-D and 4-D inputs,
+# channels_last and strided views. Small enough for the Triton interpreter.
+CASES = [
+    ((2, 3, 5, 7), "contiguous", False),
+    ((1, 1, 1, 1), "contiguous", True),
+    ((3, 1, 4, 4), "channels_last", False),
+    ((2, 5, 3, 3), "channels_last", True),
+    ((1, 7, 1, 1), "channels_last", False),
+    ((2, 4, 3, 5), "strided", True),
+    ((2, 40, 3, 3), "contiguous", True),
+    ((1, 3, 8, 8), "strided", False),
+    ((2, 5, 9), "channels_last", True),
+    ((3, 2, 7), "strided", False),
+]
+
+
+def interpreted(device, backend):
+    return device == "cpu" and backend == "triton"
+
+
+def inner_size(shape):
+    return math.prod(shape[2:])
+
+
+def inputs(shape, layout, dtype, device, requires_grad=False, scale=3.0, offset=0.5):
+    # Made in float32 (random offset per channel), then cast: the halves see rounded values.
+    x = scale * torch.randn(shape, device=device) + offset * torch.randn(shape[:2] + (1,) * (len(shape) - 2),
+                                                                         device=device)
+    return make_layout(x.to(dtype), layout).requires_grad_(requires_grad)
+
+
+def scale_of(x, normalize):
+    hw = inner_size(x.shape)
+    return {"hw": 1.0 / hw, "chw": 1.0 / (x.shape[1] * hw), "none": 1.0}[normalize]
+
+
+def features64(x, center):
+    f = x.detach().double().flatten(2)
+    return f - f.mean(2, keepdim=True) if center else f
+
+
+def gram_bound(x, normalize, center):
+    f = features64(x, center).abs()
+    return torch.bmm(f, f.transpose(1, 2)) * scale_of(x, normalize)
+
+
+def assert_within(actual, expected, bound, dtype, what=""):
+    """|actual - expected| <= rtol * bound + atol * max(bound), elementwise."""
+    atol, rtol = TOLERANCES[dtype]
+    assert actual.shape == expected.shape, f"{what}: shape {tuple(actual.shape)} != {tuple(expected.shape)}"
+    error = (actual.double() - expected).abs()
+    allowed = rtol * bound + atol * bound.max()
+    bad = ~(error <= allowed)
+    if bad.any():
+        worst = torch.where(bad, (error - allowed).nan_to_num(math.inf), -math.inf).argmax()
+        raise AssertionError(f"{what}: {int(bad.sum())} of {error.numel()} elements differ; worst: "
+                             f"got {actual.flatten()[worst].item():.6g}, expected {expected.flatten()[worst].item():.6g}, "
+                             f"|diff| {error.flatten()[worst].item():.3g} > {allowed.flatten()[worst].item():.3g} allowed")
+
+
+def check_stats(stats, x, unbiased, eps, normalize, center, what=""):
+    mean, std, g = stats
+    n, c = x.shape[:2]
+    for name, t, shape in (("mean", mean, (n, c)), ("std", std, (n, c)), ("gram", g, (n, c, c))):
+        assert t.shape == shape, f"{what} {name} shape {tuple(t.shape)}"
+        assert t.dtype == x.dtype and t.device == x.device, f"{what} {name}: {t.dtype} on {t.device}"
+    ref_mean, ref_std, ref_g = ops.culture_stats_reference(x.detach().double(), unbiased, eps, normalize, center)
+    assert_close(mean, ref_mean, x.dtype, f"{what} mean")
+    assert_close(std, ref_std, x.dtype, f"{what} std")
+    assert_within(g, ref_g, gram_bound(x, normalize, center), x.dtype, f"{what} gram")
+
+
+# ---------------------------------------------------------------------------- forward
+
+@pytest.mark.parametrize("device, backend", BACKENDS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("shape, layout, center", CASES, ids=str)
+def test_forward_matches_reference(device, backend, dtype, shape, layout, center):
+    x = inputs(shape, layout, dtype, device)
+    before = x.clone()
+    n, c = shape[:2]
+    for unbiased in (False, True):
+        if unbiased and inner_size(shape) == 1:
+            with pytest.raises(ValueError, match="unbiased"):
+                ops.culture_stats(x, unbiased, backend=backend)
+            continue
+        normalize = "chw" if unbiased else "hw"
+        poison_allocator(device, n * c * c, dtype)
+        poison_allocator(device, n * c * c, torch.float32)
+        stats = ops.culture_stats(x, unbiased, EPS, normalize, center, backend=backend)
+        check_stats(stats, x, unbiased, EPS, normalize, center, f"{backend} unbiased={unbiased}")
+    assert torch.equal(x, before), "the input was modified"
+
+
+@pytest.mark.parametrize("device, backend", NOT_INTERPRETED)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("shape, layout, center", [((2, 3, 64, 65), "channels_last", True),
+                                                   ((1, 70, 33, 17), "strided", False)], ids=str)
+def test_forward_large(device, backend, dtype, shape, layout, center):
+    x = inputs(shape, layout, dtype, device, scale=1.0)
+    check_stats(ops.culture_stats(x, False, EPS, "hw", center, backend=backend), x, False, EPS, "hw", center, backend)
+
+
+@pytest.mark.parametrize("device, backend", BACKENDS)
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "strided"])
+@pytest.mark.parametrize("unbiased, eps, normalize, center", [(False, EPS, "hw", False), (True, 0.0, "chw", True),
+                                                              (True, 0.5, "none", False)], ids=str)
+def test_same_as_feature_stats_and_gram(device, backend, layout, unbiased, eps, normalize, center):
+    """culture_stats is feature_stats and gram on the same backend: the same bits."""
+    x = inputs((2, 5, 4, 3), layout, torch.float32, device)
+    mean, std, g = ops.culture_stats(x, unbiased, eps, normalize, center, backend=backend)
+    ref_mean, ref_std = ops.feature_stats(x, unbiased, eps, backend=backend)
+    assert torch.equal(mean, ref_mean) and torch.equal(std, ref_std)
+    assert torch.equal(g, ops.gram(x, normalize, center, backend=backend))
+
+
+def test_defaults():
+    """Defaults: instance norm's statistics (biased, eps 1e-5) and Gatys' Gram (/ HW, raw)."""
+    x = torch.randn(2, 4, 6, 5, dtype=torch.float64)
+    mean, std, g = ops.culture_stats(x)
+    features = x.flatten(2)
+    torch.testing.assert_close(mean, features.mean(2))
+    torch.testing.assert_close(std, torch.sqrt(features.var(2, unbiased=False) + 1e-5))
+    torch.testing.assert_close(g, features.bmm(features.transpose(1, 2)) / 30)
+
+
+@pytest.mark.parametrize("device, backend", BACKENDS)
+def test_large_mean_is_numerically_stable(device, backend):
+    """1000 + N(0, 1) in float32: std and the covariance (center=True) keep ~1e-4 of relative
+    precision, where E[x^2] - E[x]^2 and G - HW * mu mu^T would lose ~all of it."""
+    shape = (1, 2, 8, 8) if interpreted(device, backend) else (2, 4, 64, 64)
+    x = 1000.0 + torch.randn(shape, device=device)
+    mean, std, g = ops.culture_stats(x, False, EPS, "hw", True, backend=backend)
+    ref_mean, ref_std, ref_g = ops.culture_stats_reference(x.double(), False, EPS, "hw", True)
+    assert_close(mean, ref_mean, torch.float32, f"{backend} mean")
+    torch.testing.assert_close(std.double(), ref_std, rtol=1e-4, atol=0.0, msg=lambda m: f"{backend} std: {m}")
+    error = ((g.double() - ref_g).abs() / gram_bound(x, "hw", True)).max().item()
+    assert error < 1e-4, f"{backend} covariance relative error {error:.3g}"
+    # The covariance's diagonal is the biased variance: std^2 - eps.
+    torch.testing.assert_close(torch.diagonal(g, dim1=1, dim2=2).double(), std.double() ** 2 - EPS, rtol=2e-4, atol=0.0)
+
+
+# ---------------------------------------------------------------------------- gradients
+
+def check_gradient(grad_x, x, grads, unbiased, eps, normalize, center, what=""):
+    """dx of culture_stats(x) against the float64 reference, within the magnitude of its terms."""
+    x64 = x.detach().double().requires_grad_()
+    ref = ops.culture_stats_reference(x64, unbiased, eps, normalize, center)
+    present = [(r, g.double()) for r, g in zip(ref, grads) if g is not None]
+    (expected,) = torch.autograd.grad([r for r, _ in present], x64, [g for _, g in present])
+    grad_mean, grad_std, grad_g = (None if g is None else g.double().abs() for g in grads)
+    count = inner_size(x.shape)
+    per_channel = x.shape[:2] + (1,) * (x.dim() - 2)
+    mean, std = ref[0].detach(), ref[1].detach()
+    bound = torch.zeros(x.shape, dtype=torch.float64, device=x.device)
+    if grad_mean is not None:
+        bound = bound + (grad_mean / count).view(per_channel)
+    if grad_std is not None:
+        divisor = (count - 1 if unbiased else count) * std
+        bound = bound + (grad_std / divisor).view(per_channel) * ((x64.detach() - mean.view(per_channel)).abs()
+                                                                  + mean.abs().view(per_channel))
+    if grad_g is not None:
+        f = features64(x, center).abs()
+        bound = bound + (torch.bmm(grad_g + grad_g.transpose(1, 2), f) * scale_of(x, normalize)).view(x.shape)
+    assert grad_x.shape == x.shape and grad_x.dtype == x.dtype
+    assert_within(grad_x, expected, bound, x.dtype, what)
+
+
+@pytest.mark.parametrize("device, backend", BACKENDS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+@pytest.mark.parametrize("shape, layout, center", CASES, ids=str)
+def test_gradients_match_reference(device, backend, dtype, shape, layout, center):
+    unbiased = inner_size(shape) > 1
+    x = inputs(shape, layout, dtype, device, requires_grad=True)
+    n, c = shape[:2]
+    grads = (torch.randn(n, c, device=device).to(dtype), torch.randn(n, c, device=device).to(dtype),
+             torch.randn(n, c, c, device=device).to(dtype))
+    poison_allocator(device, x.numel(), dtype)
+    stats = ops.culture_stats(x, unbiased, EPS, "hw", center, backend=backend)
+    (grad_x,) = torch.autograd.grad(stats, x, grads)
+    check_gradient(grad_x, x, grads, unbiased, EPS, "hw", center, f"{backend} grad x")
+
+
+@pytest.mark.parametrize("device, backend", BACKENDS)
+@pytest.mark.parametrize("output", [0, 1, 2], ids=["mean", "std", "gram"])
+def test_gradient_through_one_output(device, backend, output):
+    """The other outputs' gradients are None in the backward: they must count as zero."""
+    x = inputs((2, 3, 4, 5), "channels_last", torch.float32, device, requires_grad=True)
+    stats = ops.culture_stats(x, True, EPS, "hw", True, backend=backend)
+    grad = torch.randn_like(stats[output])
+    (grad_x,) = torch.autograd.grad(stats[output], x, grad)
+    grads = [None, None, None]
+    grads[output] = grad
+    check_gradient(grad_x, x, grads, True, EPS, "hw", True, f"{backend} grad x through output {output}")
+
+
+@pytest.mark.parametrize("device, backend", BACKENDS)
+@pytest.mark.parametrize("shape, layout, unbiased, normalize, center",
+                         [((2, 3, 3, 4), "channels_last", False, "hw", True),
+                          ((2, 3, 3, 4), "strided", True, "chw", False),
+                          ((2, 3, 5), "contiguous", True, "none", True)], ids=str)
+def test_gradcheck_and_gradgradcheck_float64(device, backend, shape, layout, unbiased, normalize, center):
+    x = inputs(shape, layout, torch.float64, device, requires_grad=True, scale=1.0)
+    fn = lambda x: ops.culture_stats(x, unbiased, EPS, normalize, center, backend=backend)  # noqa: E731
+    fast = interpreted(device, backend)  # the interpreter is slow: check random projections
+    assert torch.autograd.gradcheck(fn, (x,), fast_mode=fast)
+    assert torch.autograd.gradgradcheck(fn, (x,), fast_mode=fast)
+
+
+# ------------------------------------------------------------------- determinism, compile
+
+@pytest.mark.parametrize("device, backend", FAST_BACKENDS)
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "strided"])
+def test_deterministic(device, backend, layout):
+    shape = (2, 35, 5, 7) if interpreted(device, backend) else (2, 48, 40, 41)
+    x = inputs(shape, layout, torch.float32, device, requires_grad=True)
+    grads = (torch.randn(shape[:2], device=device), torch.randn(shape[:2], device=device),
+             torch.randn(shape[0], shape[1], shape[1], device=device))
+
+    def run():
+        stats = ops.culture_stats(x, False, EPS, "hw", True, backend=backend)
+        return (*stats, *torch.autograd.grad(stats, x, grads))
+
+    for a, b in zip(run(), run()):
+        assert torch.equal(a, b)
+
+
+# Interpreted Triton under torch.compile is test_gram_loss.py's (its cold compile costs ~10 s).
+@pytest.mark.parametrize("device, backend", [p for p in FAST_BACKENDS if p in NOT_INTERPRETED])
+def test_torch_compile_fullgraph(device, backend):
+    def texture_loss(x, target_mean, target_std, target_gram):
+        mean, std, g = ops.culture_stats(x * 2.0, True, 1e-5, "chw", True, backend=backend)
+        return (mean - target_mean).square().mean() + (std - target_std).square().mean() + (g - target_gram).square().mean()
+
+    compiled = torch.compile(texture_loss, fullgraph=True)
+    x = inputs((2, 3, 5, 3), "channels_last", torch.float32, device, requires_grad=True)
+    targets = (torch.randn(2, 3, device=device), torch.rand(2, 3, device=device), torch.randn(3, 3, device=device))
+    loss = compiled(x, *targets)
+    (grad_x,) = torch.autograd.grad(loss, x)
+    expected_loss = texture_loss(x, *targets)
+    (expected,) = torch.autograd.grad(expected_loss, x)
+    assert_close(loss, expected_loss, torch.float32)
+    assert_close(grad_x, expected, torch.float32)
+
+
+# ----------------------------------------------------------------------- random shapes
+
+@pytest.mark.parametrize("device, backend", FAST_BACKENDS)
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(shape=st.lists(st.integers(1, 6), min_size=3, max_size=4), layout=st.sampled_from(["contiguous",
+       "channels_last", "strided"]), unbiased=st.booleans(), eps=st.sampled_from([0.0, 1e-5, 0.5]),
+       normalize=st.sampled_from(["hw", "chw", "none"]), center=st.booleans())
+def test_random_shapes(device, backend, shape, layout, unbiased, eps, normalize, center):
+    if len(shape) == 3 and layout == "channels_last":
+        layout = "contiguous"
+    x = inputs(tuple(shape), layout, torch.float32, device, requires_grad=True)
+    if unbiased and inner_size(shape) == 1:
+        with pytest.raises(ValueError, match="unbiased"):
+            ops.culture_stats(x, unbiased, eps, normalize, center, backend=backend)
+        return
+    stats = ops.culture_stats(x, unbiased, eps, normalize, center, backend=backend)
+    what = f"shape {shape} {layout} unbiased={unbiased} eps={eps} {normalize} center={center}"
+    check_stats(stats, x, unbiased, eps, normalize, center, what)
+    if eps > 0:  # with eps = 0 a constant plane's dstd is 0/0
+        grads = tuple(torch.randn_like(t) for t in stats)
+        (grad_x,) = torch.autograd.grad(stats, x, grads)
+        check_gradient(grad_x, x, grads, unbiased, eps, normalize, center, f"grad x, {what}")
+
+
+# ------------------------------------------------------------------------------ bad input
+
+BAD_INPUTS = [
+    # (description, kwargs maker, exception, message fragment)
+    ("integer x", lambda: dict(x=torch.ones(2, 3, 4, 4, dtype=torch.int32)), TypeError,
+     "x must be a floating-point tensor"),
+    ("rank 2", lambda: dict(x=torch.ones(2, 3)), ValueError, "x must have 3 or 4 dimensions"),
+    ("rank 5", lambda: dict(x=torch.ones(1, 2, 2, 2, 2)), ValueError, "x must have 3 or 4 dimensions"),
+    ("empty", lambda: dict(x=torch.ones(0, 3, 4, 4)), ValueError, "x is empty"),
+    ("empty plane", lambda: dict(x=torch.ones(2, 3, 0)), ValueError, "x is empty"),
+    ("normalize", lambda: dict(x=torch.ones(2, 3, 4, 4), normalize="bad"), ValueError, "normalize must be one of"),
+    ("negative eps", lambda: dict(x=torch.ones(2, 3, 4, 4), eps=-1e-5), ValueError, "eps must be >= 0"),
+    ("nan eps", lambda: dict(x=torch.ones(2, 3, 4, 4), eps=float("nan")), TypeError, "eps must be a finite number"),
+    ("unbiased 1x1", lambda: dict(x=torch.ones(2, 3, 1, 1), unbiased=True), ValueError, "unbiased"),
+    ("x not a tensor", lambda: dict(x=[[[1.0, 2.0]]]), TypeError, "x must be a torch.Tensor"),
+]
+
+
+@pytest.mark.parametrize("device, backend", [p for p in BACKENDS if p.values[0] == "cpu"])
+@pytest.mark.parametrize("description, make, error, message", BAD_INPUTS, ids=[b[0] for b in BAD_INPUTS])
+def test_bad_input_raises_clear_error(device, backend, description, make, error, message):
+    with pytest.raises(error, match=message):
+        ops.culture_stats(**make(), backend=backend)
+
+
+def test_unknown_backend_raises():
+    with pytest.raises(ValueError, match="unknown backend"):
+        ops.culture_stats(torch.ones(2, 3, 4), backend="fastest")
