@@ -2,9 +2,11 @@
 
     mean, std = feature_stats(x, unbiased, eps);   G = gram(x, normalize, center)
 
-Every culture loss and profile in culturegan reads these three together. Each backend computes
-them with its own kernels: the statistics in one stable pass, the Gram matrix in a second read
-of x (BLAS/cuBLAS, or Triton's symmetric tiles). See feature_stats and gram for conventions.
+Every culture loss and profile in culturegan reads these three together. The triton backend
+computes all three from ONE read of x (its Gram kernel keeps the row statistics of the tiles it
+loads); cpu and cuda compute the statistics in one stable pass and the Gram matrix with a BLAS
+or cuBLAS GEMM, a second read. center=True needs the mean before the product, so it always
+takes two reads. See feature_stats and gram for the conventions.
 """
 
 from __future__ import annotations
@@ -13,9 +15,9 @@ import functools
 
 import torch
 
-from culturegan.ops import _backends
-from culturegan.ops.feature_stats import check_feature_stats_input, feature_stats, feature_stats_reference
-from culturegan.ops.gram import check_gram_input, gram, gram_reference
+from culturegan.ops import _backends, _checks
+from culturegan.ops.feature_stats import check_feature_stats_input, feature_stats, feature_stats_reference, stats_grad
+from culturegan.ops.gram import check_gram_input, gram, gram_grad, gram_reference, gram_scale
 
 Stats = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
@@ -26,7 +28,46 @@ def culture_stats_reference(x: torch.Tensor, unbiased: bool = False, eps: float 
     return (*feature_stats_reference(x, unbiased, eps), gram_reference(x, normalize, center))
 
 
+@torch.library.custom_op("culturegan::culture_stats_triton", mutates_args=())
+def _triton_fused(x: torch.Tensor, unbiased: bool, eps: float,
+                  scale: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    from culturegan.kernels import gram as kernels
+
+    check_feature_stats_input(x, unbiased, eps)
+    _checks.check_number(scale, "scale", minimum=0.0, inclusive=False)
+    samples, channels = x.shape[:2]
+    products = x.new_empty((samples, channels, channels), dtype=torch.promote_types(x.dtype, torch.float32))
+    mean, std = x.new_empty((samples, channels)), x.new_empty((samples, channels))
+    kernels.forward(x.flatten(2), products, (mean, std, unbiased, eps))
+    return mean, std, (products * scale).to(x.dtype)
+
+
+@_triton_fused.register_fake
+def _fake(x, unbiased, eps, scale):
+    samples, channels = x.shape[:2]
+    return x.new_empty((samples, channels)), x.new_empty((samples, channels)), x.new_empty((samples, channels, channels))
+
+
+def _setup_context(ctx, inputs, output):
+    x, unbiased, _, scale = inputs
+    ctx.save_for_backward(x, *output[:2])
+    ctx.unbiased, ctx.scale = unbiased, scale
+
+
+def _vjp(ctx, grad_mean, grad_std, grad_gram):
+    x, mean, std = ctx.saved_tensors
+    grad_x = stats_grad(x, mean, std, grad_mean, grad_std, ctx.unbiased)
+    if grad_gram is not None:
+        grad_x = grad_x + gram_grad(x, grad_gram, ctx.scale, False)
+    return grad_x, None, None, None
+
+
+_triton_fused.register_autograd(_vjp, setup_context=_setup_context)
+
+
 def _on_backend(backend: str, x, unbiased, eps, normalize, center) -> Stats:
+    if backend == "triton" and not center:
+        return _triton_fused(x, unbiased, eps, gram_scale(x, normalize))
     mean, std = feature_stats(x, unbiased, eps, backend=backend)
     return mean, std, gram(x, normalize, center, backend=backend)
 

@@ -64,22 +64,26 @@ def _setup_context(ctx, inputs, output):
     ctx.unbiased = unbiased
 
 
-def _vjp(ctx, grad_mean, grad_std):
-    # dx = (x - mean) * grad_std / (d * std) + grad_mean / HW: per-(n, c) factors, then two
-    # passes over x (subtract, multiply-add). float32 math for the half types.
-    x, mean, std = ctx.saved_tensors
+def stats_grad(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, grad_mean: torch.Tensor | None,
+               grad_std: torch.Tensor | None, unbiased: bool) -> torch.Tensor:
+    """dx = (x - mean) * grad_std / (d * std) + grad_mean / HW: per-(n, c) factors, then two
+    passes over x (subtract, multiply-add). float32 math for the half types."""
     count = x[0, 0].numel()
     per_channel = x.shape[:2] + (1,) * (x.dim() - 2)
     compute = torch.promote_types(x.dtype, torch.float32)
     slope = torch.zeros(x.shape[:2], dtype=compute, device=x.device)
     offset = torch.zeros_like(slope)
     if grad_std is not None:
-        slope = grad_std.to(compute) / ((count - 1 if ctx.unbiased else count) * std.to(compute))
+        slope = grad_std.to(compute) / ((count - 1 if unbiased else count) * std.to(compute))
     if grad_mean is not None:
         offset = grad_mean.to(compute) / count
     centered = x.to(compute) - mean.to(compute).view(per_channel)
-    grad_x = torch.addcmul(offset.view(per_channel), centered, slope.view(per_channel))
-    return grad_x.to(x.dtype), None, None
+    return torch.addcmul(offset.view(per_channel), centered, slope.view(per_channel)).to(x.dtype)
+
+
+def _vjp(ctx, grad_mean, grad_std):
+    x, mean, std = ctx.saved_tensors
+    return stats_grad(x, mean, std, grad_mean, grad_std, ctx.unbiased), None, None
 
 
 def _register(op: str) -> None:

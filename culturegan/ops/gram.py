@@ -56,6 +56,7 @@ def _triton_forward(x: torch.Tensor, scale: float, center: bool) -> torch.Tensor
     from culturegan.kernels import gram as kernels
 
     _checks.check_channel_tensor(x, "x", min_dim=3, max_dim=4)
+    _checks.check_number(scale, "scale", minimum=0.0, inclusive=False)
     compute = torch.promote_types(x.dtype, torch.float32)
     features = _features(x, center, compute) if center else x.flatten(2)
     products = x.new_empty((x.shape[0], x.shape[1], x.shape[1]), dtype=compute)
@@ -75,14 +76,19 @@ def _setup_context(ctx, inputs, output):
     ctx.scale, ctx.center = scale, center
 
 
-def _vjp(ctx, grad_gram):
-    (x,) = ctx.saved_tensors
-    compute = torch.promote_types(x.dtype, torch.float32)  # float32 math for the half types
-    features = _features(x, ctx.center, compute)
+def gram_grad(x: torch.Tensor, grad_gram: torch.Tensor, scale: float, center: bool) -> torch.Tensor:
+    """dx = scale * (dG + dG^T) F: one batched GEMM, float32 math for the half types."""
+    compute = torch.promote_types(x.dtype, torch.float32)
+    features = _features(x, center, compute)
     grad_gram = grad_gram.to(compute)
     # Rows of a centered F have zero mean, so are those of this product: no projection needed.
-    grad_features = torch.bmm(grad_gram + grad_gram.transpose(1, 2), features) * ctx.scale
-    return grad_features.view(x.shape).to(x.dtype), None, None
+    grad_features = torch.bmm(grad_gram + grad_gram.transpose(1, 2), features) * scale
+    return grad_features.view(x.shape).to(x.dtype)
+
+
+def _vjp(ctx, grad_gram):
+    (x,) = ctx.saved_tensors
+    return gram_grad(x, grad_gram, ctx.scale, ctx.center), None, None
 
 
 def _register(op: str) -> None:
