@@ -56,6 +56,7 @@ GPU_CASES = tuple((shape, dtype) for shape in GPU_SHAPES
 )
 
 COPY_BYTES = 1 << 30  # copy bandwidth is measured on 1 GiB, as gpu_check.sh does
+MATMUL_SIZE = 8192  # the matmul rate is measured on 8192^2 matrices, as gpu_check.sh does
 
 
 def dtype_name(dtype: torch.dtype) -> str:
@@ -70,7 +71,7 @@ class Target:
 
     device_type: str
     mode: str
-    metric: str  # "vs_eager", "vs_compile" or "copy_fraction"
+    metric: str  # "vs_eager", "vs_compile", "copy_fraction" or "matmul_fraction"
     minimum: float
     shape: Shape | None = None
     dtype: torch.dtype | None = None
@@ -89,7 +90,8 @@ class Target:
     @property
     def label(self) -> str:
         return {"vs_eager": f">={self.minimum:g}x eager", "vs_compile": f">={self.minimum:g}x compile",
-                "copy_fraction": f">={self.minimum:.0%} copy bw"}[self.metric]
+                "copy_fraction": f">={self.minimum:.0%} copy bw",
+                "matmul_fraction": f">={self.minimum:.0%} matmul rate"}[self.metric]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,6 +106,7 @@ class OpBench:
     targets: Sequence[Target] = ()
     cpu_cases: Sequence[tuple[Shape, torch.dtype]] = CPU_CASES
     gpu_cases: Sequence[tuple[Shape, torch.dtype]] = GPU_CASES
+    flops: Callable[[Shape, torch.dtype, str], int] | None = None  # for GEMM-like ops: rated against matmul
 
 
 @dataclasses.dataclass(frozen=True)
@@ -244,6 +247,7 @@ class Measurement:
     iterations: int
     bytes_moved: int
     tensor_bytes: int  # of the op's main tensor (the first input)
+    flops: int  # 0 where the op declares none
 
     @property
     def key(self) -> tuple:
@@ -270,6 +274,8 @@ class Row:
     vs_eager: float | None  # eager time / this time: > 1 is faster
     vs_compile: float | None
     copy_fraction: float | None  # of the measured copy bandwidth, CUDA only; > 1 where data stays in L2
+    tflops: float | None  # where the op declares its FLOPs
+    matmul_fraction: float | None  # of the measured matmul rate in the same dtype, CUDA only
     target: str  # "", "pass" or "miss", with the goals
 
 
@@ -348,7 +354,8 @@ class Session:
         self._targets[bench.name] = bench.targets
         self.measurements.append(Measurement(
             bench.name, param.shape, dtype_name(param.dtype), param.mode, param.provider, tuple(seconds), iterations,
-            bench.bytes_moved(param.shape, param.dtype, param.mode), inputs[0].numel() * inputs[0].element_size()))
+            bench.bytes_moved(param.shape, param.dtype, param.mode), inputs[0].numel() * inputs[0].element_size(),
+            bench.flops(param.shape, param.dtype, param.mode) if bench.flops else 0))
 
     @functools.cached_property
     def copy_bandwidth(self) -> float | None:
@@ -361,6 +368,17 @@ class Session:
         copy()
         return 2 * COPY_BYTES * 10 / statistics.median(_timed(copy) for _ in range(10))
 
+    @functools.cache
+    def matmul_rate(self, dtype: str) -> float | None:
+        """FLOP/s of a square matmul in `dtype` (torch defaults: no TF32 for float32), measured once
+        per dtype; None on CPU."""
+        if self.device.type != "cuda":
+            return None
+        a, b = (torch.randn(MATMUL_SIZE, MATMUL_SIZE, device=self.device, dtype=getattr(torch, dtype)) for _ in range(2))
+        matmul = _round(lambda: a @ b, 10, self.device)
+        matmul()
+        return 2 * MATMUL_SIZE**3 * 10 / statistics.median(_timed(matmul) for _ in range(5))
+
     def rows(self) -> list[Row]:
         medians = {(m.key, m.provider): statistics.median(m.seconds) for m in self.measurements}
         return [self._row(m, medians) for m in self.measurements]
@@ -371,8 +389,13 @@ class Session:
         row = Row(m.op, m.shape, m.dtype, m.mode, m.provider, self.device.type, median, min(m.seconds),
                   len(m.seconds), m.iterations, m.bytes_moved, m.tensor_bytes, rate / 1e9,
                   _ratio(medians.get((m.key, EAGER)), median), _ratio(medians.get((m.key, COMPILE)), median),
-                  None if self.copy_bandwidth is None else rate / self.copy_bandwidth, "")
+                  None if self.copy_bandwidth is None else rate / self.copy_bandwidth,
+                  m.flops / median / 1e12 if m.flops else None, self._matmul_fraction(m, median), "")
         return dataclasses.replace(row, target=_target_verdict(self._targets[m.op], row))
+
+    def _matmul_fraction(self, m: Measurement, median: float) -> float | None:
+        rate = self.matmul_rate(m.dtype) if m.flops else None
+        return None if rate is None else m.flops / median / rate
 
     def report_lines(self) -> list[str]:
         env = environment(self.device)
@@ -388,13 +411,17 @@ class Session:
 
     def _table_header(self) -> list[str]:
         header = ["op", "shape", "dtype", "provider", "mode", "median", "vs eager", "vs compile"]
-        return header + (["GB/s", "of copy"] if self.copy_bandwidth is not None else []) + ["target"]
+        if self.copy_bandwidth is not None:
+            header += ["GB/s", "of copy", "TFLOP/s", "of matmul"]
+        return header + ["target"]
 
     def _table_cells(self, row: Row) -> list[str]:
         cells = [row.op, "x".join(map(str, row.shape)), row.dtype, row.provider, row.mode, format_seconds(row.median_s),
                  format_ratio(row.vs_eager), format_ratio(row.vs_compile)]
-        if row.copy_fraction is not None:
-            cells += [f"{row.gb_per_s:.0f}", f"{row.copy_fraction:.0%}"]
+        if self.copy_bandwidth is not None:
+            cells += [f"{row.gb_per_s:.0f}", f"{row.copy_fraction:.0%}",
+                      "" if row.tflops is None else f"{row.tflops:.1f}",
+                      "" if row.matmul_fraction is None else f"{row.matmul_fraction:.0%}"]
         return cells + [row.target]
 
     def write_json(self, path: Path) -> None:

@@ -48,5 +48,14 @@ CPU_CASES = (
     (CPU_TARGET_SHAPE, torch.bfloat16),
 )
 
-BENCH = _harness.OpBench("feature_stats", eager, fused, make_inputs, bytes_moved, TARGETS, cpu_cases=CPU_CASES)
+# GPU: few cases, so that gpu_check.sh's benchmarks (which compile every case) fit its time.
+GPU_CASES = (
+    ((8, 256, 64, 64), torch.float32),
+    ((8, 256, 64, 64), torch.bfloat16),
+    ((8, 64, 256, 256), torch.float32),
+    ((8, 512, 128, 128), torch.float32),
+)
+
+BENCH = _harness.OpBench("feature_stats", eager, fused, make_inputs, bytes_moved, TARGETS, cpu_cases=CPU_CASES,
+                         gpu_cases=GPU_CASES)
 test_feature_stats = _harness.make_test(BENCH)

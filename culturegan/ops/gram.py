@@ -82,7 +82,8 @@ def gram_grad(x: torch.Tensor, grad_gram: torch.Tensor, scale: float, center: bo
     features = _features(x, center, compute)
     grad_gram = grad_gram.to(compute)
     # Rows of a centered F have zero mean, so are those of this product: no projection needed.
-    grad_features = torch.bmm(grad_gram + grad_gram.transpose(1, 2), features) * scale
+    # The scale goes on the C x C factor, not on the (N, C, H*W) product: no extra pass over it.
+    grad_features = torch.bmm((grad_gram + grad_gram.transpose(1, 2)) * scale, features)
     return grad_features.view(x.shape).to(x.dtype)
 
 

@@ -97,10 +97,10 @@ def assert_within(actual, expected, bound, dtype, what=""):
     bad = ~(error <= allowed)  # NaN fails too
     if bad.any():
         worst = torch.where(bad, (error - allowed).nan_to_num(math.inf), -math.inf).argmax()
+        got, want, diff, limit = (t.flatten()[worst].item() for t in (actual, expected, error, allowed))
         index = tuple(int(i) for i in torch.unravel_index(worst, error.shape))
         raise AssertionError(f"{what}: {int(bad.sum())} of {error.numel()} elements differ; at {index}: "
-                             f"got {actual.flatten()[worst].item():.6g}, expected {expected.flatten()[worst].item():.6g}, "
-                             f"|diff| {error.flatten()[worst].item():.3g} > {allowed.flatten()[worst].item():.3g} allowed")
+                             f"got {got:.6g}, expected {want:.6g}, |diff| {diff:.3g} > {limit:.3g} allowed")
 
 
 def check_gram(g, x, normalize, center, what=""):

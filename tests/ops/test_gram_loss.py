@@ -89,9 +89,9 @@ def assert_within(actual, expected, bound, dtype, what=""):
     bad = ~(error <= allowed)
     if bad.any():
         worst = torch.where(bad, (error - allowed).nan_to_num(math.inf), -math.inf).argmax()
+        got, want, diff, limit = (t.flatten()[worst].item() for t in (actual, expected, error, allowed))
         raise AssertionError(f"{what}: {int(bad.sum())} of {error.numel()} elements differ; worst: "
-                             f"got {actual.flatten()[worst].item():.6g}, expected {expected.flatten()[worst].item():.6g}, "
-                             f"|diff| {error.flatten()[worst].item():.3g} > {allowed.flatten()[worst].item():.3g} allowed")
+                             f"got {got:.6g}, expected {want:.6g}, |diff| {diff:.3g} > {limit:.3g} allowed")
 
 
 def incoming_grad(loss, reduction, shape):
