@@ -1,5 +1,7 @@
 """Shared test helpers: tolerances by dtype and the (device, backend) matrix."""
 
+import math
+
 import pytest
 import torch
 
@@ -62,3 +64,31 @@ def make_layout(t: torch.Tensor, layout: str) -> torch.Tensor:
         view.copy_(t)
         return view
     raise ValueError(layout)
+
+
+def interpreted(device, backend):
+    """Triton on CPU tensors runs in the interpreter: such tests get small shapes only."""
+    return device == "cpu" and backend == "triton"
+
+
+def inner_size(shape):
+    """The number of elements per (n, c): H*W, or L."""
+    return math.prod(shape[2:])
+
+
+def features64(x, center):
+    """x as float64 (N, C, H*W) features, centered if asked: the Gram reference's operand."""
+    f = x.detach().double().flatten(2)
+    return f - f.mean(2, keepdim=True) if center else f
+
+
+def arbitrary_strides(t, order, step):
+    """t's values in a view whose dims lie in memory in `order` (outermost first), every
+    `step`-th element of its innermost one: any dense permutation, with gaps when step > 1."""
+    storage = [t.shape[d] for d in order]
+    storage[-1] *= step
+    wide = torch.empty(storage, dtype=t.dtype, device=t.device)
+    view = wide[..., ::step].permute([order.index(d) for d in range(t.dim())])
+    view.copy_(t)
+    assert view.shape == t.shape
+    return view

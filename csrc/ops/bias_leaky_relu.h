@@ -8,12 +8,8 @@
 #include <c10/util/Exception.h>
 
 #include "common/checks.h"
+#include "common/inline.h"
 
-#if defined(__CUDACC__)
-#define CG_INLINE __host__ __device__ __forceinline__
-#else
-#define CG_INLINE inline
-#endif
 
 namespace culturegan::bias_leaky_relu {
 

@@ -10,12 +10,8 @@
 #include <cmath>
 
 #include "common/checks.h"
+#include "common/inline.h"
 
-#if defined(__CUDACC__)
-#define CG_INLINE __host__ __device__ __forceinline__
-#else
-#define CG_INLINE inline
-#endif
 
 namespace culturegan::feature_stats {
 

@@ -19,7 +19,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from culturegan import ops
-from helpers import DTYPES, TOLERANCES, assert_close, backend_params, make_layout, poison_allocator
+from helpers import (
+    DTYPES,
+    TOLERANCES,
+    assert_close,
+    backend_params,
+    features64,
+    inner_size,
+    interpreted,
+    make_layout,
+    poison_allocator,
+)
 
 BACKENDS = backend_params()
 FAST_BACKENDS = [p for p in BACKENDS if p.values[1] != "reference"]
@@ -42,14 +52,6 @@ CASES = [
 ]
 
 
-def interpreted(device, backend):
-    return device == "cpu" and backend == "triton"
-
-
-def inner_size(shape):
-    return math.prod(shape[2:])
-
-
 def inputs(shape, layout, dtype, device, requires_grad=False, scale=3.0, offset=0.5):
     # Made in float32 (random offset per channel), then cast: the halves see rounded values.
     x = scale * torch.randn(shape, device=device) + offset * torch.randn(shape[:2] + (1,) * (len(shape) - 2),
@@ -60,11 +62,6 @@ def inputs(shape, layout, dtype, device, requires_grad=False, scale=3.0, offset=
 def scale_of(x, normalize):
     hw = inner_size(x.shape)
     return {"hw": 1.0 / hw, "chw": 1.0 / (x.shape[1] * hw), "none": 1.0}[normalize]
-
-
-def features64(x, center):
-    f = x.detach().double().flatten(2)
-    return f - f.mean(2, keepdim=True) if center else f
 
 
 def gram_bound(x, normalize, center):

@@ -9,7 +9,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from culturegan import ops
-from helpers import DTYPES, TOLERANCES, assert_close, backend_params, make_layout, poison_allocator
+from helpers import (
+    DTYPES,
+    TOLERANCES,
+    arbitrary_strides,
+    assert_close,
+    backend_params,
+    inner_size,
+    interpreted,
+    make_layout,
+    poison_allocator,
+)
 
 BACKENDS = backend_params()
 FAST_BACKENDS = [p for p in BACKENDS if p.values[1] != "reference"]
@@ -40,14 +50,6 @@ LARGE_CASES = [
     ((2, 3, 5000), "contiguous"),
     ((1, 70, 33, 65), "channels_last"),
 ]
-
-
-def interpreted(device, backend):
-    return device == "cpu" and backend == "triton"
-
-
-def inner_size(shape):
-    return math.prod(shape[2:])
 
 
 def inputs(shape, layout, dtype, device, requires_grad=False, scale=3.0, offset=0.5):
@@ -332,18 +334,6 @@ def test_torch_compile_fullgraph(device, backend):
 
 
 # ----------------------------------------------------------------------- random shapes
-
-def arbitrary_strides(t, order, step):
-    """t's values in a view whose dims lie in memory in `order` (outermost first), every
-    `step`-th element of its innermost one: any dense permutation, with gaps when step > 1."""
-    storage = [t.shape[d] for d in order]
-    storage[-1] *= step
-    wide = torch.empty(storage, dtype=t.dtype, device=t.device)
-    view = wide[..., ::step].permute([order.index(d) for d in range(t.dim())])
-    view.copy_(t)
-    assert view.shape == t.shape
-    return view
-
 
 @pytest.mark.parametrize("device, backend", FAST_BACKENDS)
 @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -20,7 +20,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from culturegan import ops
-from helpers import DTYPES, TOLERANCES, assert_close, backend_params, make_layout, poison_allocator
+from helpers import (
+    DTYPES,
+    TOLERANCES,
+    arbitrary_strides,
+    assert_close,
+    backend_params,
+    features64,
+    interpreted,
+    make_layout,
+    poison_allocator,
+)
 
 BACKENDS = backend_params()
 FAST_BACKENDS = [p for p in BACKENDS if p.values[1] != "reference"]
@@ -44,10 +54,6 @@ CASE_IDS = [f"{'x'.join(map(str, c[0]))}-{c[1]}-{'target NCC' if c[2] else 'targ
             f"{'-centered' if c[4] else ''}" for c in CASES]
 
 
-def interpreted(device, backend):
-    return device == "cpu" and backend == "triton"
-
-
 def inputs(shape, layout, dtype, device, per_sample, normalize="hw", requires_grad=False, scale=1.0, offset=0.5):
     """x (made in float32 with a random offset per channel, then cast) and a target Gram matrix
     of the same dtype, (N, C, C) if per_sample else (C, C), of the magnitude of x's Gram
@@ -64,11 +70,6 @@ def inputs(shape, layout, dtype, device, per_sample, normalize="hw", requires_gr
 def scale_of(x, normalize):
     hw = math.prod(x.shape[2:])
     return {"hw": 1.0 / hw, "chw": 1.0 / (x.shape[1] * hw), "none": 1.0}[normalize]
-
-
-def features64(x, center):
-    f = x.detach().double().flatten(2)
-    return f - f.mean(2, keepdim=True) if center else f
 
 
 def gram_bound(x, normalize, center):
@@ -279,18 +280,6 @@ def test_torch_compile_fullgraph(device, backend):
 
 
 # ----------------------------------------------------------------------- random shapes
-
-def arbitrary_strides(t, order, step):
-    """t's values in a view whose dims lie in memory in `order` (outermost first), every
-    `step`-th element of its innermost one: any dense permutation, with gaps when step > 1."""
-    storage = [t.shape[d] for d in order]
-    storage[-1] *= step
-    wide = torch.empty(storage, dtype=t.dtype, device=t.device)
-    view = wide[..., ::step].permute([order.index(d) for d in range(t.dim())])
-    view.copy_(t)
-    assert view.shape == t.shape
-    return view
-
 
 @pytest.mark.parametrize("device, backend", FAST_BACKENDS)
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
