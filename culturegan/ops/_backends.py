@@ -126,6 +126,22 @@ def register_op(op: str, implementations: Mapping[str, Callable]) -> None:
     _OPS[op] = dict(implementations)
 
 
+def register_kernel_op(op: str, reference: Callable, fake: Callable, vjp: Callable, setup_context: Callable) -> None:
+    """Declares an op whose cpu and cuda backends are the C++ op culturegan::<op> and whose triton
+    backend is the custom op culturegan::<op>_triton: registers both ops' fake kernel and autograd
+    formula (the C++ one only once _C, which defines its schema, is loaded)."""
+    qualnames = [f"culturegan::{op}_triton"] + ([f"culturegan::{op}"] if _libraries.cpu_library().loaded else [])
+    for qualname in qualnames:
+        torch.library.register_fake(qualname)(fake)
+        torch.library.register_autograd(qualname, vjp, setup_context=setup_context)
+
+    def native(*args):
+        return getattr(torch.ops.culturegan, op)(*args)
+
+    register_op(op, {"cuda": native, "cpu": native, "triton": getattr(torch.ops.culturegan, f"{op}_triton"),
+                     "reference": reference})
+
+
 def registered_ops() -> dict[str, Mapping[str, Callable]]:
     return dict(_OPS)
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import torch
 
-from culturegan import _libraries
 from culturegan.ops import _backends, _checks, _layout
 
 
@@ -86,26 +85,7 @@ def _vjp(ctx, grad_mean, grad_std):
     return stats_grad(x, mean, std, grad_mean, grad_std, ctx.unbiased), None, None
 
 
-def _register(op: str) -> None:
-    torch.library.register_fake(op)(_fake)
-    torch.library.register_autograd(op, _vjp, setup_context=_setup_context)
-
-
-_register("culturegan::feature_stats_triton")
-if _libraries.cpu_library().loaded:  # the C++ schemas exist only once _C is loaded
-    _register("culturegan::feature_stats")
-
-
-def _native_forward(x, unbiased, eps):
-    return torch.ops.culturegan.feature_stats(x, unbiased, eps)
-
-
-_backends.register_op("feature_stats", {
-    "cuda": _native_forward,
-    "cpu": _native_forward,
-    "triton": torch.ops.culturegan.feature_stats_triton,
-    "reference": feature_stats_reference,
-})
+_backends.register_kernel_op("feature_stats", feature_stats_reference, _fake, _vjp, _setup_context)
 
 
 # ----------------------------------------------------------------------------- public API

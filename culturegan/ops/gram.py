@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import torch
 
-from culturegan import _libraries
 from culturegan.ops import _backends, _checks
 
 NORMALIZATIONS = ("hw", "chw", "none")
@@ -40,8 +39,12 @@ def _features(x: torch.Tensor, center: bool, dtype: torch.dtype | None = None) -
 
 def gram_reference(x: torch.Tensor, normalize: str = "hw", center: bool = False) -> torch.Tensor:
     """The pure-torch definition every backend is tested against (autograd by torch)."""
+    return _reference_forward(x, gram_scale(x, normalize), center)
+
+
+def _reference_forward(x: torch.Tensor, scale: float, center: bool) -> torch.Tensor:
     features = _features(x, center)
-    return torch.bmm(features, features.transpose(1, 2)) * gram_scale(x, normalize)
+    return torch.bmm(features, features.transpose(1, 2)) * scale
 
 
 def check_gram_input(x, normalize: str) -> float:
@@ -92,31 +95,7 @@ def _vjp(ctx, grad_gram):
     return gram_grad(x, grad_gram, ctx.scale, ctx.center), None, None
 
 
-def _register(op: str) -> None:
-    torch.library.register_fake(op)(_fake)
-    torch.library.register_autograd(op, _vjp, setup_context=_setup_context)
-
-
-_register("culturegan::gram_triton")
-if _libraries.cpu_library().loaded:  # the C++ schemas exist only once _C is loaded
-    _register("culturegan::gram")
-
-
-def _native_forward(x, scale, center):
-    return torch.ops.culturegan.gram(x, scale, center)
-
-
-def _reference_forward(x, scale, center):
-    features = _features(x, center)
-    return torch.bmm(features, features.transpose(1, 2)) * scale
-
-
-_backends.register_op("gram", {
-    "cuda": _native_forward,
-    "cpu": _native_forward,
-    "triton": torch.ops.culturegan.gram_triton,
-    "reference": _reference_forward,
-})
+_backends.register_kernel_op("gram", _reference_forward, _fake, _vjp, _setup_context)
 
 
 # ----------------------------------------------------------------------------- public API
