@@ -92,3 +92,30 @@ def arbitrary_strides(t, order, step):
     view.copy_(t)
     assert view.shape == t.shape
     return view
+
+
+def scale_of(x, normalize):
+    """1 / norm of gram's `normalize` convention, for x."""
+    hw = inner_size(x.shape)
+    return {"hw": 1.0 / hw, "chw": 1.0 / (x.shape[1] * hw), "none": 1.0}[normalize]
+
+
+def gram_bound(x, normalize, center):
+    """B_ij = sum_k |F_ik| |F_jk| * scale in float64: the magnitude of the terms of G_ij."""
+    f = features64(x, center).abs()
+    return torch.bmm(f, f.transpose(1, 2)) * scale_of(x, normalize)
+
+
+def assert_within(actual, expected, bound, dtype, what=""):
+    """|actual - expected| <= rtol * bound + atol * max(bound), elementwise."""
+    atol, rtol = TOLERANCES[dtype]
+    assert actual.shape == expected.shape, f"{what}: shape {tuple(actual.shape)} != {tuple(expected.shape)}"
+    error = (actual.double() - expected).abs()
+    allowed = rtol * bound + atol * bound.max()
+    bad = ~(error <= allowed)  # NaN fails too
+    if bad.any():
+        worst = torch.where(bad, (error - allowed).nan_to_num(math.inf), -math.inf).argmax()
+        got, want, diff, limit = (t.flatten()[worst].item() for t in (actual, expected, error, allowed))
+        index = tuple(int(i) for i in torch.unravel_index(worst, error.shape))
+        raise AssertionError(f"{what}: {int(bad.sum())} of {error.numel()} elements differ; at {index}: "
+                             f"got {got:.6g}, expected {want:.6g}, |diff| {diff:.3g} > {limit:.3g} allowed")

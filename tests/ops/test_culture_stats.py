@@ -21,14 +21,16 @@ from hypothesis import strategies as st
 from culturegan import ops
 from helpers import (
     DTYPES,
-    TOLERANCES,
     assert_close,
+    assert_within,
     backend_params,
     features64,
+    gram_bound,
     inner_size,
     interpreted,
     make_layout,
     poison_allocator,
+    scale_of,
 )
 
 BACKENDS = backend_params()
@@ -57,30 +59,6 @@ def inputs(shape, layout, dtype, device, requires_grad=False, scale=3.0, offset=
     x = scale * torch.randn(shape, device=device) + offset * torch.randn(shape[:2] + (1,) * (len(shape) - 2),
                                                                          device=device)
     return make_layout(x.to(dtype), layout).requires_grad_(requires_grad)
-
-
-def scale_of(x, normalize):
-    hw = inner_size(x.shape)
-    return {"hw": 1.0 / hw, "chw": 1.0 / (x.shape[1] * hw), "none": 1.0}[normalize]
-
-
-def gram_bound(x, normalize, center):
-    f = features64(x, center).abs()
-    return torch.bmm(f, f.transpose(1, 2)) * scale_of(x, normalize)
-
-
-def assert_within(actual, expected, bound, dtype, what=""):
-    """|actual - expected| <= rtol * bound + atol * max(bound), elementwise."""
-    atol, rtol = TOLERANCES[dtype]
-    assert actual.shape == expected.shape, f"{what}: shape {tuple(actual.shape)} != {tuple(expected.shape)}"
-    error = (actual.double() - expected).abs()
-    allowed = rtol * bound + atol * bound.max()
-    bad = ~(error <= allowed)
-    if bad.any():
-        worst = torch.where(bad, (error - allowed).nan_to_num(math.inf), -math.inf).argmax()
-        got, want, diff, limit = (t.flatten()[worst].item() for t in (actual, expected, error, allowed))
-        raise AssertionError(f"{what}: {int(bad.sum())} of {error.numel()} elements differ; worst: "
-                             f"got {got:.6g}, expected {want:.6g}, |diff| {diff:.3g} > {limit:.3g} allowed")
 
 
 def check_stats(stats, x, unbiased, eps, normalize, center, what=""):

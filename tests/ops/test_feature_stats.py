@@ -1,6 +1,5 @@
 """feature_stats: every backend against the pure-torch reference."""
 
-import math
 
 import pytest
 import torch

@@ -24,13 +24,15 @@ from hypothesis import strategies as st
 from culturegan import ops
 from helpers import (
     DTYPES,
-    TOLERANCES,
     arbitrary_strides,
+    assert_within,
     backend_params,
     features64,
+    gram_bound,
     interpreted,
     make_layout,
     poison_allocator,
+    scale_of,
 )
 
 BACKENDS = backend_params()
@@ -75,32 +77,6 @@ def inputs(shape, layout, dtype, device, requires_grad=False, scale=3.0, offset=
     x = scale * torch.randn(shape, device=device) + offset * torch.randn(shape[:2] + (1,) * (len(shape) - 2),
                                                                          device=device)
     return make_layout(x.to(dtype), layout).requires_grad_(requires_grad)
-
-
-def scale_of(x, normalize):
-    hw = math.prod(x.shape[2:])
-    return {"hw": 1.0 / hw, "chw": 1.0 / (x.shape[1] * hw), "none": 1.0}[normalize]
-
-
-def gram_bound(x, normalize, center):
-    """B_ij = sum_k |F_ik| |F_jk| * scale in float64: the magnitude of the terms of G_ij."""
-    f = features64(x, center).abs()
-    return torch.bmm(f, f.transpose(1, 2)) * scale_of(x, normalize)
-
-
-def assert_within(actual, expected, bound, dtype, what=""):
-    """|actual - expected| <= rtol * bound + atol * max(bound), elementwise (see the docstring)."""
-    atol, rtol = TOLERANCES[dtype]
-    assert actual.shape == expected.shape, f"{what}: shape {tuple(actual.shape)} != {tuple(expected.shape)}"
-    error = (actual.double() - expected).abs()
-    allowed = rtol * bound + atol * bound.max()
-    bad = ~(error <= allowed)  # NaN fails too
-    if bad.any():
-        worst = torch.where(bad, (error - allowed).nan_to_num(math.inf), -math.inf).argmax()
-        got, want, diff, limit = (t.flatten()[worst].item() for t in (actual, expected, error, allowed))
-        index = tuple(int(i) for i in torch.unravel_index(worst, error.shape))
-        raise AssertionError(f"{what}: {int(bad.sum())} of {error.numel()} elements differ; at {index}: "
-                             f"got {got:.6g}, expected {want:.6g}, |diff| {diff:.3g} > {limit:.3g} allowed")
 
 
 def check_gram(g, x, normalize, center, what=""):
