@@ -12,4 +12,7 @@ TORCH_LIBRARY(culturegan, m) {
   m.def("feature_stats(Tensor x, bool unbiased, float eps) -> (Tensor, Tensor)");
   // Per-sample Gram matrix scale * F F^T of F = x viewed as (N, C, H*W), centered first if center.
   m.def("gram(Tensor x, float scale, bool center) -> Tensor");
+  // act((x - center) * scale + shift) with (N, C) parameters in x's math type; act = LeakyReLU
+  // with negative_slope, or none when it is None.
+  m.def("channel_affine(Tensor x, Tensor center, Tensor scale, Tensor shift, float? negative_slope) -> Tensor");
 }

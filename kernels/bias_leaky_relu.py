@@ -8,10 +8,11 @@ csrc/ops/bias_leaky_relu.h. Importing this module imports triton: under TRITON_I
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 import triton
 import triton.language as tl
+
+from culturegan.kernels.scalars import join, split
 
 INT32_MAX = 2**31 - 1
 ELEMENTWISE_BLOCK = 1024
@@ -19,18 +20,9 @@ ROWS_PER_PROGRAM = 1024
 
 
 @triton.jit
-def _param(hi, lo, COMPUTE: tl.constexpr):
-    """A scalar parameter passed as two float32 halves (hi + lo): Triton passes Python floats
-    as float32, which would round float64 math's parameters."""
-    if COMPUTE == tl.float64:
-        return tl.cast(hi, tl.float64) + tl.cast(lo, tl.float64)
-    return hi
-
-
-@triton.jit
 def _params(gain_hi, gain_lo, negative_gain_hi, negative_gain_lo, clamp_hi, clamp_lo, COMPUTE: tl.constexpr):
-    return (_param(gain_hi, gain_lo, COMPUTE), _param(negative_gain_hi, negative_gain_lo, COMPUTE),
-            _param(clamp_hi, clamp_lo, COMPUTE))
+    return (join(gain_hi, gain_lo, COMPUTE), join(negative_gain_hi, negative_gain_lo, COMPUTE),
+            join(clamp_hi, clamp_lo, COMPUTE))
 
 
 @triton.jit
@@ -118,15 +110,10 @@ def _compute_dtype(t: torch.Tensor):
     return tl.float64 if t.dtype == torch.float64 else tl.float32
 
 
-def _split(value: float) -> tuple[float, float]:
-    hi = float(np.float32(value))
-    return hi, float(np.float32(value - hi))
-
-
 def _scalars(negative_slope: float, gain: float, clamp: float | None) -> dict:
     """The kernels' scalar arguments: the output's slope on each side, and the clamp."""
-    (gain_hi, gain_lo), (negative_gain_hi, negative_gain_lo) = _split(gain), _split(gain * negative_slope)
-    clamp_hi, clamp_lo = _split(0.0 if clamp is None else clamp)
+    (gain_hi, gain_lo), (negative_gain_hi, negative_gain_lo) = split(gain), split(gain * negative_slope)
+    clamp_hi, clamp_lo = split(0.0 if clamp is None else clamp)
     return dict(gain_hi=gain_hi, gain_lo=gain_lo, negative_gain_hi=negative_gain_hi,
                 negative_gain_lo=negative_gain_lo, clamp_hi=clamp_hi, clamp_lo=clamp_lo, HAS_CLAMP=clamp is not None)
 

@@ -4,6 +4,7 @@
     y = ops.bias_leaky_relu(x, bias)                  # fastest backend for x's device
     mean, std = ops.feature_stats(features)           # per-(N, C) texture statistics
     mean, std, g = ops.culture_stats(features)        # ... and the Gram matrices
+    y = ops.channel_affine(x, mean, 1 / std, beta, 0.2)  # normalise, shift, LeakyReLU: one pass
     loss = ops.gram_loss(features, target_gram)       # style loss with a fused backward
     y = ops.bias_leaky_relu(x, bias, backend="reference")
     with ops.use_backend("triton"):
@@ -22,6 +23,7 @@ from culturegan.ops._backends import (
     use_backend,
 )
 from culturegan.ops.bias_leaky_relu import bias_leaky_relu, bias_leaky_relu_reference
+from culturegan.ops.channel_affine import channel_affine, channel_affine_reference
 from culturegan.ops.culture_stats import culture_stats, culture_stats_reference
 from culturegan.ops.feature_stats import feature_stats, feature_stats_reference
 from culturegan.ops.gram import gram, gram_reference
@@ -32,6 +34,8 @@ __all__ = [
     "BackendUnavailableError",
     "bias_leaky_relu",
     "bias_leaky_relu_reference",
+    "channel_affine",
+    "channel_affine_reference",
     "culture_stats",
     "culture_stats_reference",
     "feature_stats",

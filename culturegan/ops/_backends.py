@@ -129,11 +129,18 @@ def register_op(op: str, implementations: Mapping[str, Callable]) -> None:
 def register_kernel_op(op: str, reference: Callable, fake: Callable, vjp: Callable, setup_context: Callable) -> None:
     """Declares an op whose cpu and cuda backends are the C++ op culturegan::<op> and whose triton
     backend is the custom op culturegan::<op>_triton: registers both ops' fake kernel and autograd
-    formula (the C++ one only once _C, which defines its schema, is loaded)."""
-    qualnames = [f"culturegan::{op}_triton"] + ([f"culturegan::{op}"] if _libraries.cpu_library().loaded else [])
-    for qualname in qualnames:
+    formula (the C++ one only once _C, which defines its schema, is loaded). The formula finds
+    the forward's backend in ctx.backend, so that the backward runs on the same one."""
+    variants = [(f"culturegan::{op}_triton", "triton")]
+    if _libraries.cpu_library().loaded:
+        variants.append((f"culturegan::{op}", None))  # cpu or cuda: the tensors' device type
+    for qualname, backend in variants:
+        def setup(ctx, inputs, output, backend=backend):
+            ctx.backend = backend or inputs[0].device.type
+            setup_context(ctx, inputs, output)
+
         torch.library.register_fake(qualname)(fake)
-        torch.library.register_autograd(qualname, vjp, setup_context=setup_context)
+        torch.library.register_autograd(qualname, vjp, setup_context=setup)
 
     def native(*args):
         return getattr(torch.ops.culturegan, op)(*args)

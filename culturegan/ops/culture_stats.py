@@ -56,7 +56,7 @@ def _setup_context(ctx, inputs, output):
 
 def _vjp(ctx, grad_mean, grad_std, grad_gram):
     x, mean, std = ctx.saved_tensors
-    grad_x = stats_grad(x, mean, std, grad_mean, grad_std, ctx.unbiased)
+    grad_x = stats_grad(x, mean, std, grad_mean, grad_std, ctx.unbiased, "triton")
     if grad_gram is not None:
         grad_x = grad_x + gram_grad(x, grad_gram, ctx.scale, False)
     return grad_x, None, None, None

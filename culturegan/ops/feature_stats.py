@@ -9,9 +9,9 @@ between implementations; this op's defaults are instance normalisation's (biased
 ``unbiased=True``. For eps outside the root, pass ``eps=0`` and add it to the result.
 
 The fast backends read x once and never form E[x^2] - E[x]^2, so inputs with large means
-(say 1000 +- 1) keep their precision in float32. The backward is written with torch ops
-(dx = dmean / HW + dstd * (x - mean) / (d * std), d = HW or HW - 1): two elementwise passes,
-differentiable again.
+(say 1000 +- 1) keep their precision in float32. The backward
+(dx = dmean / HW + dstd * (x - mean) / (d * std), d = HW or HW - 1) is one channel_affine
+pass over x on the forward's backend, differentiable again.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from __future__ import annotations
 import torch
 
 from culturegan.ops import _backends, _checks, _layout
+from culturegan.ops.channel_affine import channel_affine, math_dtype
 
 
 def feature_stats_reference(x: torch.Tensor, unbiased: bool = False,
@@ -64,25 +65,23 @@ def _setup_context(ctx, inputs, output):
 
 
 def stats_grad(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, grad_mean: torch.Tensor | None,
-               grad_std: torch.Tensor | None, unbiased: bool) -> torch.Tensor:
-    """dx = (x - mean) * grad_std / (d * std) + grad_mean / HW: per-(n, c) factors, then two
-    passes over x (subtract, multiply-add). float32 math for the half types."""
+               grad_std: torch.Tensor | None, unbiased: bool, backend: str) -> torch.Tensor:
+    """dx = (x - mean) * grad_std / (d * std) + grad_mean / HW: per-(n, c) factors in x's math
+    type, then one pass over x (channel_affine on `backend`), differentiable again."""
     count = x[0, 0].numel()
-    per_channel = x.shape[:2] + (1,) * (x.dim() - 2)
-    compute = torch.promote_types(x.dtype, torch.float32)
-    slope = torch.zeros(x.shape[:2], dtype=compute, device=x.device)
+    math = math_dtype(x.dtype)
+    slope = torch.zeros(x.shape[:2], dtype=math, device=x.device)
     offset = torch.zeros_like(slope)
     if grad_std is not None:
-        slope = grad_std.to(compute) / ((count - 1 if unbiased else count) * std.to(compute))
+        slope = grad_std.to(math) / ((count - 1 if unbiased else count) * std.to(math))
     if grad_mean is not None:
-        offset = grad_mean.to(compute) / count
-    centered = x.to(compute) - mean.to(compute).view(per_channel)
-    return torch.addcmul(offset.view(per_channel), centered, slope.view(per_channel)).to(x.dtype)
+        offset = grad_mean.to(math) / count
+    return channel_affine(x, mean.to(math), slope, offset, backend=backend)
 
 
 def _vjp(ctx, grad_mean, grad_std):
     x, mean, std = ctx.saved_tensors
-    return stats_grad(x, mean, std, grad_mean, grad_std, ctx.unbiased), None, None
+    return stats_grad(x, mean, std, grad_mean, grad_std, ctx.unbiased, ctx.backend), None, None
 
 
 _backends.register_kernel_op("feature_stats", feature_stats_reference, _fake, _vjp, _setup_context)
