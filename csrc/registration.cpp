@@ -12,6 +12,9 @@ TORCH_LIBRARY(culturegan, m) {
   m.def("feature_stats(Tensor x, bool unbiased, float eps) -> (Tensor, Tensor)");
   // Per-sample Gram matrix scale * F F^T of F = x viewed as (N, C, H*W), centered first if center.
   m.def("gram(Tensor x, float scale, bool center) -> Tensor");
+  // (mean, std, gram) of feature_stats(x, unbiased, eps) and scale * F F^T, from one read of x
+  // (CUDA only: on CPU culturegan.ops composes feature_stats and gram).
+  m.def("culture_stats(Tensor x, bool unbiased, float eps, float scale) -> (Tensor, Tensor, Tensor)");
   // act((x - center) * scale + shift) with (N, C) parameters in x's math type; act = LeakyReLU
   // with negative_slope, or none when it is None.
   m.def("channel_affine(Tensor x, Tensor center, Tensor scale, Tensor shift, float? negative_slope) -> Tensor");

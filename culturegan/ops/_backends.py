@@ -126,11 +126,10 @@ def register_op(op: str, implementations: Mapping[str, Callable]) -> None:
     _OPS[op] = dict(implementations)
 
 
-def register_kernel_op(op: str, reference: Callable, fake: Callable, vjp: Callable, setup_context: Callable) -> None:
-    """Declares an op whose cpu and cuda backends are the C++ op culturegan::<op> and whose triton
-    backend is the custom op culturegan::<op>_triton: registers both ops' fake kernel and autograd
-    formula (the C++ one only once _C, which defines its schema, is loaded). The formula finds
-    the forward's backend in ctx.backend, so that the backward runs on the same one."""
+def register_formulas(op: str, fake: Callable, vjp: Callable, setup_context: Callable) -> None:
+    """Registers the fake kernel and autograd formula of the custom op culturegan::<op>_triton
+    and of the C++ op culturegan::<op> (only once _C, which defines its schema, is loaded). The
+    formula finds the forward's backend in ctx.backend, so that the backward runs on the same one."""
     variants = [(f"culturegan::{op}_triton", "triton")]
     if _libraries.cpu_library().loaded:
         variants.append((f"culturegan::{op}", None))  # cpu or cuda: the tensors' device type
@@ -141,6 +140,12 @@ def register_kernel_op(op: str, reference: Callable, fake: Callable, vjp: Callab
 
         torch.library.register_fake(qualname)(fake)
         torch.library.register_autograd(qualname, vjp, setup_context=setup)
+
+
+def register_kernel_op(op: str, reference: Callable, fake: Callable, vjp: Callable, setup_context: Callable) -> None:
+    """Declares an op whose cpu and cuda backends are the C++ op culturegan::<op> and whose triton
+    backend is the custom op culturegan::<op>_triton, with their formulas (register_formulas)."""
+    register_formulas(op, fake, vjp, setup_context)
 
     def native(*args):
         return getattr(torch.ops.culturegan, op)(*args)

@@ -2,11 +2,14 @@
 
     mean, std = feature_stats(x, unbiased, eps);   G = gram(x, normalize, center)
 
-Every culture loss and profile in culturegan reads these three together. The triton backend
-computes all three from ONE read of x (its Gram kernel keeps the row statistics of the tiles it
-loads); cpu and cuda compute the statistics in one stable pass and the Gram matrix with a BLAS
-or cuBLAS GEMM, a second read. center=True needs the mean before the product, so it always
-takes two reads. See feature_stats and gram for the conventions.
+Every culture loss and profile in culturegan reads these three together. The triton and cuda
+backends compute all three from ONE read of x: their Gram kernels (symmetric tiles) keep the
+row statistics of the tiles they load. The cuda kernel runs on the CUDA cores, which is how
+cuBLAS multiplies float32 too (no TF32); for float16/bfloat16 the cuda backend takes cuBLAS's
+tensor-core GEMM and the one-pass statistics kernel instead (two reads: the tensor cores are
+worth far more than the read). The cpu backend takes the statistics kernel and the BLAS GEMM.
+center=True needs the mean before the product, so it always takes two reads. See
+feature_stats and gram for the conventions.
 """
 
 from __future__ import annotations
@@ -42,7 +45,6 @@ def _triton_fused(x: torch.Tensor, unbiased: bool, eps: float,
     return mean, std, (products * scale).to(x.dtype)
 
 
-@_triton_fused.register_fake
 def _fake(x, unbiased, eps, scale):
     samples, channels = x.shape[:2]
     return x.new_empty((samples, channels)), x.new_empty((samples, channels)), x.new_empty((samples, channels, channels))
@@ -56,18 +58,23 @@ def _setup_context(ctx, inputs, output):
 
 def _vjp(ctx, grad_mean, grad_std, grad_gram):
     x, mean, std = ctx.saved_tensors
-    grad_x = stats_grad(x, mean, std, grad_mean, grad_std, ctx.unbiased, "triton")
+    grad_x = stats_grad(x, mean, std, grad_mean, grad_std, ctx.unbiased, ctx.backend)
     if grad_gram is not None:
         grad_x = grad_x + gram_grad(x, grad_gram, ctx.scale, False)
     return grad_x, None, None, None
 
 
-_triton_fused.register_autograd(_vjp, setup_context=_setup_context)
+_backends.register_formulas("culture_stats", _fake, _vjp, _setup_context)
+
+# The dtypes each backend's one-read kernel takes in culture_stats (see the module docstring).
+FUSED_DTYPES = {"triton": (torch.float16, torch.bfloat16, torch.float32, torch.float64),
+                "cuda": (torch.float32, torch.float64)}
 
 
 def _on_backend(backend: str, x, unbiased, eps, normalize, center) -> Stats:
-    if backend == "triton" and not center:
-        return _triton_fused(x, unbiased, eps, gram_scale(x, normalize))
+    if not center and x.dtype in FUSED_DTYPES.get(backend, ()):
+        fused = _triton_fused if backend == "triton" else torch.ops.culturegan.culture_stats
+        return fused(x, unbiased, eps, gram_scale(x, normalize))
     mean, std = feature_stats(x, unbiased, eps, backend=backend)
     return mean, std, gram(x, normalize, center, backend=backend)
 

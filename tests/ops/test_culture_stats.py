@@ -286,14 +286,42 @@ def test_torch_compile_fullgraph(device, backend):
     assert_close(grad_x, expected, torch.float32)
 
 
-@pytest.mark.parametrize("device, backend", [p for p in FAST_BACKENDS if p.values[1] == "triton"])
+# The one-read ops behind the triton and cuda backends (the cpu backend composes two ops).
+FUSED_OPS = [p for p in FAST_BACKENDS if p.values[1] in ("triton", "cuda")]
+
+
+def fused_op(backend):
+    return torch.ops.culturegan.culture_stats_triton if backend == "triton" else torch.ops.culturegan.culture_stats
+
+
+@pytest.mark.parametrize("device, backend", FUSED_OPS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("shape, layout", [((2, 3, 5, 7), "contiguous"), ((3, 1, 4, 4), "channels_last"),
+                                           ((2, 4, 3, 5), "strided"), ((1, 1, 1, 1), "contiguous")], ids=str)
+def test_fused_op_matches_reference_in_every_dtype(device, backend, dtype, shape, layout):
+    """The one-read kernel itself, also in the dtypes for which the backend prefers two reads."""
+    x = inputs(shape, layout, dtype, device)
+    poison_allocator(device, 2 * shape[0] * shape[1] ** 2, dtype)
+    stats = fused_op(backend)(x, False, EPS, 1.0 / inner_size(shape))
+    check_stats(stats, x, False, EPS, "hw", False, f"{backend} fused op")
+
+
+@pytest.mark.parametrize("device, backend", [p for p in FUSED_OPS if p.values[0] == "cuda"])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "strided"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+def test_fused_cuda_op_on_large_tiles(device, backend, layout, dtype):
+    """Several 64 x 64 tiles, partial edge tiles, and H*W not a multiple of the 16-position step."""
+    x = inputs((3, 150, 17, 23), layout, dtype, device, scale=1.0)
+    stats = fused_op(backend)(x, True, EPS, 1.0)
+    check_stats(stats, x, True, EPS, "none", False, f"{backend} fused op")
+    assert torch.equal(stats[2], stats[2].transpose(1, 2)), "the Gram matrix is not exactly symmetric"
+
+
+@pytest.mark.parametrize("device, backend", FUSED_OPS)
 @pytest.mark.parametrize("shape, layout", [((2, 3, 4, 5), "contiguous"), ((2, 3, 4, 5), "strided"),
                                            ((2, 3, 7), "channels_last")], ids=str)
-def test_opcheck_fused_triton_op(device, backend, shape, layout):
-    """The fused Triton op (mean, std and Gram from one read of x), where there is one."""
-    op = getattr(torch.ops.culturegan, "culture_stats_triton", None)
-    if op is None:
-        pytest.skip("no fused culture_stats_triton op")
+def test_opcheck_fused_op(device, backend, shape, layout):
+    op = fused_op(backend)
     x = inputs(shape, layout, torch.float32, device, requires_grad=True)
     torch.library.opcheck(op, (x, False, EPS, 1.0 / inner_size(shape)))
     torch.library.opcheck(op, (x, True, 0.0, 1.0))
