@@ -107,6 +107,7 @@ class OpBench:
     cpu_cases: Sequence[tuple[Shape, torch.dtype]] = CPU_CASES
     gpu_cases: Sequence[tuple[Shape, torch.dtype]] = GPU_CASES
     flops: Callable[[Shape, torch.dtype, str], int] | None = None  # for GEMM-like ops: rated against matmul
+    check_eps: float = 16  # the sanity check against eager allows this many ulps (1.0's) of the dtype
 
 
 @dataclasses.dataclass(frozen=True)
@@ -173,7 +174,7 @@ def _implementation(bench: OpBench, provider: str) -> Callable:
 def _check_against_eager(bench: OpBench, fn: Callable, inputs: Inputs) -> None:
     # Catches a broken kernel before it gets a timing; precision is tests/'s job, hence loose.
     expected = bench.eager(*inputs)
-    tolerance = 16 * torch.finfo(expected.dtype).eps
+    tolerance = bench.check_eps * torch.finfo(expected.dtype).eps
     torch.testing.assert_close(fn(*inputs), expected, rtol=tolerance, atol=tolerance)
 
 

@@ -5,6 +5,7 @@
     mean, std = ops.feature_stats(features)           # per-(N, C) texture statistics
     mean, std, g = ops.culture_stats(features)        # ... and the Gram matrices
     y = ops.channel_affine(x, mean, 1 / std, beta, 0.2)  # normalise, shift, LeakyReLU: one pass
+    y = ops.conv2d_instance_norm_act(x, weight, padding=1, padding_mode="reflect")  # CycleGAN block
     loss = ops.gram_loss(features, target_gram)       # style loss with a fused backward
     y = ops.bias_leaky_relu(x, bias, backend="reference")
     with ops.use_backend("triton"):
@@ -24,10 +25,13 @@ from culturegan.ops._backends import (
 )
 from culturegan.ops.bias_leaky_relu import bias_leaky_relu, bias_leaky_relu_reference
 from culturegan.ops.channel_affine import channel_affine, channel_affine_reference
+from culturegan.ops.conv2d_bias_leaky_relu import conv2d_bias_leaky_relu, conv2d_bias_leaky_relu_reference
+from culturegan.ops.conv2d_instance_norm_act import conv2d_instance_norm_act, conv_transpose2d_instance_norm_act
 from culturegan.ops.culture_stats import culture_stats, culture_stats_reference
 from culturegan.ops.feature_stats import feature_stats, feature_stats_reference
 from culturegan.ops.gram import gram, gram_reference
 from culturegan.ops.gram_loss import gram_loss, gram_loss_reference
+from culturegan.ops.instance_norm_act import instance_norm_act, instance_norm_act_reference
 
 __all__ = [
     "BACKENDS",
@@ -36,6 +40,10 @@ __all__ = [
     "bias_leaky_relu_reference",
     "channel_affine",
     "channel_affine_reference",
+    "conv2d_bias_leaky_relu",
+    "conv2d_bias_leaky_relu_reference",
+    "conv2d_instance_norm_act",
+    "conv_transpose2d_instance_norm_act",
     "culture_stats",
     "culture_stats_reference",
     "feature_stats",
@@ -44,6 +52,8 @@ __all__ = [
     "gram_loss",
     "gram_loss_reference",
     "gram_reference",
+    "instance_norm_act",
+    "instance_norm_act_reference",
     "registered_ops",
     "unavailable_reason",
     "use_backend",

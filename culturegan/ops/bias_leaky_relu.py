@@ -35,7 +35,7 @@ def bias_leaky_relu_reference(x: torch.Tensor, bias: torch.Tensor | None = None,
     return y
 
 
-def _check_params(negative_slope: float, gain: float, clamp: float | None) -> tuple[float, float, float | None]:
+def check_activation_params(negative_slope: float, gain: float, clamp: float | None) -> tuple[float, float, float | None]:
     return (_checks.check_number(negative_slope, "negative_slope", minimum=0.0),
             _checks.check_number(gain, "gain", minimum=0.0, inclusive=False),
             None if clamp is None else _checks.check_number(clamp, "clamp", minimum=0.0))
@@ -45,7 +45,7 @@ def _check_forward(x, bias, negative_slope, gain, clamp) -> tuple[float, float, 
     _checks.check_channel_tensor(x, "x")
     if bias is not None:
         _checks.check_channel_vector(bias, "bias", x, "x")
-    return _check_params(negative_slope, gain, clamp)
+    return check_activation_params(negative_slope, gain, clamp)
 
 
 def _check_backward(grad, y, negative_slope, gain, clamp) -> None:
@@ -55,7 +55,7 @@ def _check_backward(grad, y, negative_slope, gain, clamp) -> None:
         raise ValueError(f"grad has shape {tuple(grad.shape)} but y has shape {tuple(y.shape)}")
     _checks.check_same_device(grad, "grad", y, "y")
     _checks.check_same_dtype(grad, "grad", y, "y")
-    _check_params(negative_slope, gain, clamp)
+    check_activation_params(negative_slope, gain, clamp)
 
 
 # ----------------------------------------------------------------------------------- triton

@@ -1,0 +1,192 @@
+"""instance_norm_act, conv2d_instance_norm_act and conv_transpose2d_instance_norm_act: every
+backend against the pure-torch reference, and against torch's own layers."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from culturegan import ops
+from culturegan.ops._conv import convolve
+from helpers import DTYPES, TOLERANCES, backend_params, interpreted, make_layout
+
+BACKENDS = backend_params()
+# (C_in, C_out, H, W, kernel, stride, padding, padding_mode): CycleGAN's stem (k7 reflect 3),
+# downsampling (k3 s2 p1), residual (k3 reflect 1), and odd and 1x1 sizes.
+GEOMETRIES = [
+    (3, 4, 11, 9, 7, 1, 3, "reflect"),
+    (3, 5, 9, 8, 3, 2, 1, "zeros"),
+    (4, 4, 8, 8, 3, 1, 1, "reflect"),
+    (2, 3, 5, 7, 1, 1, 0, "zeros"),
+    (2, 1, 4, 3, 3, 1, 0, "zeros"),
+]
+NORMS = ["plain", "affine", "adain"]
+ACTIVATIONS = [("relu", 0.2), ("leaky_relu", 0.2), ("none", 0.2)]
+
+
+def inputs(geometry, dtype, device, norm, layout="contiguous", transposed=False):
+    c_in, c_out, h, w, k = geometry[:5]
+    x = make_layout(torch.randn(2, c_in, h, w, device=device).to(dtype), layout)
+    shape = (c_in, c_out, k, k) if transposed else (c_out, c_in, k, k)
+    weight = (torch.randn(shape, device=device) / math.sqrt(c_in * k * k)).to(dtype)
+    bias = torch.randn(c_out, device=device).to(dtype)
+    norm_args = {}
+    if norm == "affine":
+        norm_args = dict(norm_weight=(1 + 0.3 * torch.randn(c_out, device=device)).to(dtype),
+                         norm_bias=torch.randn(c_out, device=device).to(dtype))
+    elif norm == "adain":
+        style = torch.promote_types(dtype, torch.float32)  # style codes come from float32 (or float64) nets
+        norm_args = dict(style_scale=(1 + 0.3 * torch.randn(2, c_out, device=device)).to(style),
+                         style_shift=torch.randn(2, c_out, device=device).to(style))
+    return x, weight, bias, norm_args
+
+
+def leaves(x, weight, bias, norm_args, dtype=None):
+    """The differentiable inputs, as fresh leaves (in `dtype` if given)."""
+    tensors = {"x": x, "weight": weight, "bias": bias, **norm_args}
+    return {k: (v.detach().to(dtype) if dtype else v.detach()).requires_grad_() for k, v in tensors.items()}
+
+
+def tolerance(dtype, conv64=None):
+    """Normalised outputs are O(1); a half conv's output is rounded before the normalisation,
+    which amplifies that rounding by max|z| / std per plane (large for planes of 2 elements)."""
+    atol, rtol = TOLERANCES[dtype]
+    if dtype not in (torch.float16, torch.bfloat16):
+        return atol * 10, rtol * 10
+    factor = 4.0
+    if conv64 is not None:
+        planes = conv64.flatten(2)
+        factor = max(factor, (planes.abs().amax(2) / planes.std(2, correction=0)).max().item())
+    return atol * factor, rtol * factor
+
+
+@pytest.mark.parametrize("device, backend", BACKENDS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("geometry", GEOMETRIES, ids=str)
+@pytest.mark.parametrize("norm", NORMS)
+@pytest.mark.parametrize("activation", ACTIVATIONS, ids=str)
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_conv2d_block_matches_reference(device, backend, dtype, geometry, norm, activation, layout):
+    if interpreted(device, backend) and (dtype != torch.float32 or layout != "contiguous"):
+        pytest.skip("the Triton interpreter gets float32 and one layout only (slow)")
+    if backend == "reference" and dtype in (torch.float16, torch.bfloat16):
+        pytest.skip("the reference in a half type is torch's own half arithmetic (normalisation and AdaIN in "
+                    "float16/bfloat16), not a culturegan kernel")
+    stride, padding, padding_mode = geometry[5:]
+    x, weight, bias, norm_args = inputs(geometry, dtype, device, norm, layout)
+    inputs_ = leaves(x, weight, bias, norm_args)
+    y = ops.conv2d_instance_norm_act(inputs_["x"], inputs_["weight"], inputs_["bias"], stride, padding, padding_mode,
+                                     **{k: inputs_[k] for k in norm_args}, activation=activation[0],
+                                     negative_slope=activation[1], backend=backend)
+    ref = leaves(x, weight, bias, norm_args, torch.float64)
+    y64 = ops.conv2d_instance_norm_act(ref["x"], ref["weight"], ref["bias"], stride, padding, padding_mode,
+                                       **{k: ref[k] for k in norm_args}, activation=activation[0],
+                                       negative_slope=activation[1], backend="reference")
+    conv64 = convolve(ref["x"].detach(), ref["weight"].detach(), None, stride, padding, padding_mode, 1)
+    atol, rtol = tolerance(dtype, conv64)
+    assert y.shape == y64.shape and y.dtype == dtype
+    torch.testing.assert_close(y.double(), y64, atol=atol, rtol=rtol, msg=lambda m: f"{backend} forward: {m}")
+    if dtype in (torch.float16, torch.bfloat16):
+        return
+    grad = torch.randn_like(y64)
+    names = list(inputs_)
+    got = torch.autograd.grad(y, [inputs_[k] for k in names], grad.to(dtype))
+    want = torch.autograd.grad(y64, [ref[k] for k in names], grad)
+    for name, g, w in zip(names, got, want):
+        if name == "bias" and backend == "reference":
+            continue  # torch's autograd finds the zero as a rounding residue of N*H*W terms
+        scale = 1 + w.abs().max().item()
+        torch.testing.assert_close(g.double(), w, atol=atol * scale, rtol=rtol,
+                                   msg=lambda m: f"{backend} grad {name}: {m}")
+
+
+@pytest.mark.parametrize("device, backend", [p for p in BACKENDS if not interpreted(*p.values)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("norm", NORMS)
+def test_transposed_block_matches_reference(device, backend, dtype, norm):
+    x, weight, bias, norm_args = inputs((4, 3, 5, 6, 3), dtype, device, norm, transposed=True)
+    y = ops.conv_transpose2d_instance_norm_act(x, weight, bias, **norm_args, backend=backend)
+    ref = {k: v.double() for k, v in norm_args.items()}
+    y64 = ops.conv_transpose2d_instance_norm_act(x.double(), weight.double(), bias.double(), **ref,
+                                                 backend="reference")
+    assert y.shape == (2, 3, 10, 12)  # CycleGAN's upsampling: 2H, 2W
+    atol, rtol = tolerance(dtype)
+    torch.testing.assert_close(y.double(), y64, atol=atol, rtol=rtol)
+
+
+def test_reference_is_torch_layers():
+    """InstanceNorm2d(affine) + LeakyReLU after a reflect-padded conv; ConvTranspose2d + IN + ReLU."""
+    conv = torch.nn.Conv2d(3, 6, 3, padding=1, padding_mode="reflect", dtype=torch.float64)
+    norm = torch.nn.InstanceNorm2d(6, affine=True, dtype=torch.float64)
+    torch.nn.init.normal_(norm.weight)
+    x = torch.randn(2, 3, 7, 9, dtype=torch.float64)
+    expected = F.leaky_relu(norm(conv(x)), 0.2)
+    got = ops.conv2d_instance_norm_act(x, conv.weight, conv.bias, 1, 1, "reflect", norm_weight=norm.weight,
+                                       norm_bias=norm.bias, activation="leaky_relu")
+    torch.testing.assert_close(got, expected)
+
+    up = torch.nn.ConvTranspose2d(3, 4, 3, stride=2, padding=1, output_padding=1, dtype=torch.float64)
+    expected = F.relu(F.instance_norm(up(x)))
+    torch.testing.assert_close(ops.conv_transpose2d_instance_norm_act(x, up.weight, up.bias), expected)
+
+
+@pytest.mark.parametrize("device, backend", [p for p in BACKENDS if p.values[1] != "triton"])
+def test_conv_bias_gets_a_zero_gradient(device, backend):
+    """The bias is cancelled by the normalisation: zero gradient, as autograd finds for torch's layers."""
+    x, weight, bias, _ = inputs((3, 4, 6, 6, 3, 1, 1, "zeros"), torch.float64, device, "plain")
+    bias.requires_grad_()
+    y = ops.conv2d_instance_norm_act(x, weight, bias, 1, 1, backend=backend)
+    (grad,) = torch.autograd.grad(y.square().sum(), bias)
+    torch.testing.assert_close(grad, torch.zeros_like(bias), atol=1e-10, rtol=0)
+
+
+@pytest.mark.parametrize("device, backend", [p for p in BACKENDS if p.values[1] != "triton"])
+@pytest.mark.parametrize("norm", NORMS)
+def test_gradcheck_float64(device, backend, norm):
+    x, weight, bias, norm_args = inputs((2, 3, 5, 4, 3), torch.float64, device, norm)
+    names = ["x", "weight", *norm_args]
+    tensors = [t.requires_grad_() for t in (x, weight, *norm_args.values())]
+
+    def fn(x, weight, *norm_values):
+        return ops.conv2d_instance_norm_act(x, weight, None, 2, 1, "reflect", **dict(zip(names[2:], norm_values)),
+                                            activation="leaky_relu", backend=backend)
+
+    assert torch.autograd.gradcheck(fn, tensors)
+
+
+@pytest.mark.parametrize("device, backend", BACKENDS)
+def test_torch_compile_fullgraph(device, backend):
+    x, weight, bias, norm_args = inputs((3, 4, 6, 6, 3), torch.float32, device, "adain")
+    x.requires_grad_()
+
+    def block(x):
+        return ops.conv2d_instance_norm_act(x, weight, bias, 1, 1, "reflect", **norm_args, backend=backend).sum()
+
+    compiled = torch.compile(block, fullgraph=True)
+    (got,) = torch.autograd.grad(compiled(x), x)
+    (want,) = torch.autograd.grad(block(x), x)
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+
+
+BAD_INPUTS = [
+    ("one of the style pair", dict(style_scale=torch.ones(1, 4)), ValueError, "both style_scale and style_shift"),
+    ("style and affine", dict(style_scale=torch.ones(1, 4), style_shift=torch.ones(1, 4), norm_weight=torch.ones(4)),
+     ValueError, "either the affine weight/bias"),
+    ("style shape", dict(style_scale=torch.ones(4), style_shift=torch.ones(4)), ValueError,
+     r"style_scale must have shape \(1, 4\)"),
+    ("norm weight shape", dict(norm_weight=torch.ones(3)), ValueError, r"weight must have shape \(4,\)"),
+    ("activation", dict(activation="gelu"), ValueError, "activation must be one of"),
+    ("eps", dict(eps=-1.0), ValueError, "eps must be >= 0"),
+    ("1x1 output", dict(x=torch.ones(1, 3, 3, 3), padding=0), ValueError, "more than 1 spatial element"),
+]
+
+
+@pytest.mark.parametrize("backend", ["cpu", "reference"])
+@pytest.mark.parametrize("description, changes, error, message", BAD_INPUTS, ids=[b[0] for b in BAD_INPUTS])
+def test_bad_input_raises_clear_error(backend, description, changes, error, message):
+    if ops.unavailable_reason(backend, "cpu"):
+        pytest.skip(ops.unavailable_reason(backend, "cpu"))
+    args = dict(x=torch.ones(1, 3, 8, 8), weight=torch.ones(4, 3, 3, 3), padding=1) | changes
+    with pytest.raises(error, match=message):
+        ops.conv2d_instance_norm_act(**args, backend=backend)
