@@ -119,3 +119,15 @@ def assert_within(actual, expected, bound, dtype, what=""):
         index = tuple(int(i) for i in torch.unravel_index(worst, error.shape))
         raise AssertionError(f"{what}: {int(bad.sum())} of {error.numel()} elements differ; at {index}: "
                              f"got {got:.6g}, expected {want:.6g}, |diff| {diff:.3g} > {limit:.3g} allowed")
+
+
+def assert_compiles_like_eager(fn, inputs, dtype=torch.float32):
+    """torch.compile(fn, fullgraph=True) gives fn's scalar value and its gradients in `inputs`."""
+    compiled = torch.compile(fn, fullgraph=True)
+    loss = compiled(*inputs)
+    grads = torch.autograd.grad(loss, inputs)
+    expected_loss = fn(*inputs)
+    expected = torch.autograd.grad(expected_loss, inputs)
+    assert_close(loss, expected_loss, dtype)
+    for got, want in zip(grads, expected):
+        assert_close(got, want, dtype)
