@@ -6,9 +6,11 @@ gamma, beta: nn.InstanceNorm2d's affine weight and bias (C,), or AdaIN's style s
 (N, C) (a style code per sample), or none. It matches nn.InstanceNorm2d (biased variance,
 eps=1e-5, no running statistics) followed by the activation. The fast backends read x twice
 and write y once: feature_stats (one stable pass) and channel_affine (normalise, scale, shift
-and activate in one pass); eager torch takes a pass more for the activation. The backward runs
-through those ops' own backward (channel_affine and feature_stats); a single fused
-normalisation backward kernel is not written yet.
+and activate in one pass); eager torch takes a pass more for the activation. The backward is
+one norm_act_backward kernel (csrc/ops/norm_act_backward.h): per (n, c) it sums g' and
+g' (z - mean), g' being the gradient through the activation, then writes dz while the plane is
+still in cache; y itself is never saved (the activation's side is recomputed from z). A double
+backward differentiates the composition of the two forward ops instead.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ import functools
 import torch
 import torch.nn.functional as F
 
-from culturegan.ops import _backends, _checks
+from culturegan import _libraries
+from culturegan.ops import _backends, _checks, _layout
 from culturegan.ops.channel_affine import channel_affine, math_dtype
 from culturegan.ops.feature_stats import feature_stats
 
@@ -81,14 +84,85 @@ def _gamma_beta(gamma, beta):
     return gamma, beta
 
 
-def _on_backend(backend: str, x, gamma, beta, slope, eps):
+def _composed(backend: str, x, gamma, beta, slope, eps):
+    """feature_stats, then channel_affine: forward of the fast backends; with autograd through
+    both ops, it is also the differentiable form used for double backward."""
     mean, std = feature_stats(x, False, eps, backend=backend)
     math = math_dtype(x.dtype)
-    scale = 1.0 / std.to(math)
-    if gamma is not None:
-        scale = scale * gamma.to(math)
-    shift = torch.zeros_like(scale) if beta is None else beta.to(math).expand_as(scale)
-    return channel_affine(x, mean.to(math), scale, shift, slope, backend=backend)
+    mean, std = mean.to(math), std.to(math)
+    return channel_affine(x, mean, gamma / std, beta, slope, backend=backend), mean, std
+
+
+# ------------------------------------------------ fused backward (norm_act_backward kernels)
+
+@torch.library.custom_op("culturegan::norm_act_backward_triton", mutates_args=())
+def _triton_backward(grad: torch.Tensor, z: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, gamma: torch.Tensor,
+                     beta: torch.Tensor, negative_slope: float | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    from culturegan.kernels import norm_act_backward as kernels
+
+    layout = _layout.channel_layout(z)
+    out = torch.empty_like(layout.tensor)
+    grad_gamma, grad_beta = torch.empty_like(mean), torch.empty_like(mean)
+    parameters = tuple(t.contiguous() for t in (mean, std, gamma, beta))
+    kernels.backward(_layout.match_layout(grad, layout.tensor), layout.tensor, out, parameters, grad_gamma, grad_beta,
+                     layout.inner == 1 and z[0, 0].numel() > 1, negative_slope)
+    return out, grad_gamma, grad_beta
+
+
+def _fake_backward(grad, z, mean, std, gamma, beta, negative_slope):
+    return _layout.empty_in_kernel_layout(z), torch.empty_like(mean), torch.empty_like(mean)
+
+
+_triton_backward.register_fake(_fake_backward)
+if _libraries.cpu_library().loaded:  # the C++ schema exists only once _C is loaded
+    torch.library.register_fake("culturegan::norm_act_backward")(_fake_backward)
+
+
+@torch.library.custom_op("culturegan::instance_norm_act_fused", mutates_args=())
+def _fused(x: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, negative_slope: float | None, eps: float,
+           backend: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(y, mean, std); gamma, beta (N, C) in x's math type. Its backward is one norm_act_backward.
+    mean and std are returned for the backward only: they are not differentiable outputs."""
+    return _composed(backend, x, gamma, beta, negative_slope, eps)
+
+
+@_fused.register_fake
+def _fake_fused(x, gamma, beta, negative_slope, eps, backend):
+    return _layout.empty_in_kernel_layout(x), torch.empty_like(gamma), torch.empty_like(gamma)
+
+
+def _setup_fused(ctx, inputs, output):
+    x, gamma, beta, negative_slope, eps, backend = inputs
+    ctx.save_for_backward(x, gamma, beta, *output[1:])
+    ctx.mark_non_differentiable(*output[1:])
+    ctx.negative_slope, ctx.eps, ctx.backend = negative_slope, eps, backend
+
+
+def _fused_vjp(ctx, grad_y, _grad_mean, _grad_std):
+    x, gamma, beta, mean, std = ctx.saved_tensors
+    if torch.is_grad_enabled():
+        # A double backward (create_graph=True): differentiate the composition of the forward's
+        # differentiable ops instead, recomputed from the saved inputs (rare: no GAN loss here
+        # differentiates a normalisation twice but gradient penalties).
+        y = _composed(ctx.backend, x, gamma, beta, ctx.negative_slope, ctx.eps)[0]
+        wanted = [t for t in (x, gamma, beta) if t.requires_grad]
+        grads = iter(torch.autograd.grad(y, wanted, grad_y, create_graph=True))
+        return (*(next(grads) if t.requires_grad else None for t in (x, gamma, beta)), None, None, None)
+    backward = (torch.ops.culturegan.norm_act_backward_triton if ctx.backend == "triton"
+                else torch.ops.culturegan.norm_act_backward)
+    grad_x, grad_gamma, grad_beta = backward(grad_y, x, mean, std, gamma, beta, ctx.negative_slope)
+    return grad_x, grad_gamma, grad_beta, None, None, None
+
+
+_fused.register_autograd(_fused_vjp, setup_context=_setup_fused)
+
+
+def _on_backend(backend: str, x, gamma, beta, slope, eps):
+    math = math_dtype(x.dtype)
+    shape = x.shape[:2]
+    gamma = torch.ones(shape, dtype=math, device=x.device) if gamma is None else gamma.to(math).expand(shape)
+    beta = torch.zeros(shape, dtype=math, device=x.device) if beta is None else beta.to(math).expand(shape)
+    return _fused(x, gamma, beta, slope, eps, backend)[0]
 
 
 _backends.register_op("instance_norm_act", {

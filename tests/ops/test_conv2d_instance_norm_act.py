@@ -190,3 +190,83 @@ def test_bad_input_raises_clear_error(backend, description, changes, error, mess
     args = dict(x=torch.ones(1, 3, 8, 8), weight=torch.ones(4, 3, 3, 3), padding=1) | changes
     with pytest.raises(error, match=message):
         ops.conv2d_instance_norm_act(**args, backend=backend)
+
+
+# ------------------------------------------ instance_norm_act alone: the fused backward kernel
+
+NORM_CASES = [((2, 3, 5, 7), "contiguous"), ((2, 5, 4, 3), "channels_last"), ((2, 4, 9), "contiguous"),
+              ((3, 2, 3, 5), "strided"), ((1, 3, 70, 90), "contiguous"), ((2, 70, 40, 30), "channels_last")]
+
+
+@pytest.mark.parametrize("device, backend", BACKENDS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("shape, layout", NORM_CASES, ids=str)
+@pytest.mark.parametrize("norm", NORMS)
+@pytest.mark.parametrize("activation", ACTIVATIONS, ids=str)
+def test_instance_norm_act_backward_matches_reference(device, backend, dtype, shape, layout, norm, activation):
+    """Several of the CPU kernel's sum blocks per plane, every layout: dx and the parameters' grads."""
+    if interpreted(device, backend) and (dtype != torch.float32 or math.prod(shape) > 1000):
+        pytest.skip("the Triton interpreter gets small float32 inputs only (slow)")
+    c = shape[1]
+    x = make_layout((3 + 2 * torch.randn(shape, device=device)).to(dtype), layout).requires_grad_()
+    norm_args = {}
+    if norm == "affine":
+        norm_args = dict(weight=(1 + 0.3 * torch.randn(c, device=device)).to(dtype),
+                         bias=torch.randn(c, device=device).to(dtype))
+    elif norm == "adain":
+        style = torch.promote_types(dtype, torch.float32)
+        norm_args = dict(style_scale=(1 + 0.3 * torch.randn(shape[0], c, device=device)).to(style),
+                         style_shift=torch.randn(shape[0], c, device=device).to(style))
+    norm_args = {k: v.requires_grad_() for k, v in norm_args.items()}
+    y = ops.instance_norm_act(x, **norm_args, activation=activation[0], negative_slope=activation[1], backend=backend)
+    grad = torch.randn(shape, device=device)
+    got = torch.autograd.grad(y, [x, *norm_args.values()], grad.to(dtype))
+    x64 = x.detach().double().requires_grad_()
+    ref = {k: v.detach().double().requires_grad_() for k, v in norm_args.items()}
+    y64 = ops.instance_norm_act_reference(x64, **ref, activation=activation[0], negative_slope=activation[1])
+    want = torch.autograd.grad(y64, [x64, *ref.values()], grad.double())
+    if backend == "reference" and dtype in (torch.float16, torch.bfloat16):
+        return  # torch's own half arithmetic (see test_conv2d_block_matches_reference)
+    atol, rtol = TOLERANCES[dtype]
+    torch.testing.assert_close(y.double(), y64, atol=atol * 4, rtol=rtol * 4)
+    # Where the pre-activation is within rounding of 0 (the statistics are rounded to the half
+    # type), the activation's derivative may flip: dx is compared elsewhere.
+    pre64 = ops.instance_norm_act_reference(x64.detach(), **{k: v.detach() for k, v in ref.items()}, activation="none")
+    away_from_kink = pre64.abs() > (0.02 if dtype in (torch.float16, torch.bfloat16) else 1e-6)
+    got = (got[0].double() * away_from_kink, *got[1:])
+    want = (want[0] * away_from_kink, *want[1:])
+    # A parameter's gradient sums the plane's g': each flipped derivative moves it by up to |grad|.
+    flips = (~away_from_kink).sum().item() * grad.abs().max().item()
+    for name, g, w in zip(["x", *norm_args], got, want):
+        count = math.prod(shape[2:]) * (shape[0] if w.dim() == 1 else 1)  # terms summed into a parameter's grad
+        scale = 1 + w.abs().max().item() + (atol * count + flips / (4 * atol) if name != "x" else 0)
+        torch.testing.assert_close(g.double(), w, atol=atol * 4 * scale, rtol=rtol * 4,
+                                   msg=lambda m: f"{backend} grad {name}: {m}")
+
+
+@pytest.mark.parametrize("device, backend", [p for p in BACKENDS if p.values[1] != "reference"])
+@pytest.mark.parametrize("activation", ACTIVATIONS, ids=str)
+def test_instance_norm_act_gradgradcheck(device, backend, activation):
+    """The double backward (gradient penalties) differentiates the composition of the forward ops."""
+    x = torch.randn(2, 3, 4, 3, dtype=torch.float64, device=device, requires_grad=True)
+    weight = torch.randn(3, dtype=torch.float64, device=device, requires_grad=True)
+
+    def fn(x, weight):
+        return ops.instance_norm_act(x, weight, activation=activation[0], backend=backend)
+
+    fast = interpreted(device, backend)  # the interpreter is slow: random projections
+    assert torch.autograd.gradcheck(fn, (x, weight), fast_mode=fast)
+    assert torch.autograd.gradgradcheck(fn, (x, weight), fast_mode=fast)
+
+
+@pytest.mark.parametrize("device, backend", [p for p in BACKENDS if p.values[1] != "reference"])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_norm_act_backward_opcheck(device, backend, layout):
+    op = (torch.ops.culturegan.norm_act_backward_triton if backend == "triton"
+          else torch.ops.culturegan.norm_act_backward)
+    z = make_layout(torch.randn(2, 3, 4, 5, device=device), layout)
+    grad = torch.randn_like(z)
+    mean, std = z.mean((2, 3)), z.std((2, 3))
+    gamma, beta = torch.randn(2, 3, device=device), torch.randn(2, 3, device=device)
+    torch.library.opcheck(op, (grad, z, mean, std, gamma, beta, 0.2))
+    torch.library.opcheck(op, (grad, z, mean, std, gamma, beta, None))
