@@ -108,6 +108,7 @@ class OpBench:
     gpu_cases: Sequence[tuple[Shape, torch.dtype]] = GPU_CASES
     flops: Callable[[Shape, torch.dtype, str], int] | None = None  # for GEMM-like ops: rated against matmul
     check_eps: float = 16  # the sanity check against eager allows this many ulps (1.0's) of the dtype
+    gpu_compile_mode: str | None = None  # torch.compile mode on GPUs (e.g. "max-autotune-no-cudagraphs")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -156,18 +157,18 @@ def _unavailable_reason(provider: str, device: torch.device) -> str | None:
     return ops.unavailable_reason(provider, device.type)
 
 
-def _compiled(fn: Callable) -> Callable:
+def _compiled(fn: Callable, mode: str | None = None) -> Callable:
     # Every case recompiles fn (dynamic=False): reset so dynamo's per-function recompile limit
     # is never reached, past which it would silently run eager code.
     torch._dynamo.reset()
-    return torch.compile(fn, dynamic=False)
+    return torch.compile(fn, dynamic=False, mode=mode)
 
 
-def _implementation(bench: OpBench, provider: str) -> Callable:
+def _implementation(bench: OpBench, provider: str, device: torch.device) -> Callable:
     if provider == EAGER:
         return bench.eager
     if provider == COMPILE:
-        return _compiled(bench.eager)
+        return _compiled(bench.eager, bench.gpu_compile_mode if device.type == "cuda" else None)
     return bench.backend(provider)
 
 
@@ -341,7 +342,7 @@ class Session:
         if reason is not None:
             self.skipped[param.provider] = reason
             pytest.skip(f"{param.provider}: {reason}")
-        fn = _implementation(bench, param.provider)
+        fn = _implementation(bench, param.provider, self.device)
         inputs = bench.make_inputs(param.shape, param.dtype, self.device)
         if param.mode == FORWARD and param.provider != EAGER:
             _check_against_eager(bench, fn, inputs)  # fwd+bwd reuses the same code, checked here

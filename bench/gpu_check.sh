@@ -3,7 +3,7 @@
 #
 #   bash bench/gpu_check.sh OUTDIR        (from the repository root, on a CUDA machine)
 #
-# Writes OUTDIR/{build,doctor,tests,hardware,bench}.log, OUTDIR/bench.json and
+# Writes OUTDIR/{build,doctor,tests,hardware,bench_kernels,bench_blocks}.log, their .json and
 # OUTDIR/results-<date>.md. Every step runs under a timeout cut to what is left of an 8-minute
 # budget, so a hang costs only its own step; a failed step does not stop the next ones, but the
 # script exits non-zero if any failed.
@@ -113,8 +113,11 @@ write_results() {
         echo "## Benchmarks"
         echo
         echo '```'
-        # The table pytest printed in its terminal summary (bench/conftest.py).
-        sed -n '/= culturegan benchmarks =/,/^results: /p' "$OUTDIR/bench.log" 2>/dev/null
+        # The tables pytest printed in its terminal summaries (bench/conftest.py).
+        local log
+        for log in bench_kernels bench_blocks; do
+            sed -n '/= culturegan benchmarks =/,/^results: /p' "$OUTDIR/$log.log" 2>/dev/null
+        done
         echo '```'
     } >"$RESULTS"
     echo "results: $RESULTS"
@@ -126,7 +129,12 @@ run_step build 180 env MAX_JOBS=16 CUDA_HOME=/usr/local/cuda TORCH_CUDA_ARCH_LIS
 run_step doctor 45 "${PY[@]}" -m culturegan doctor
 run_step tests 150 "${PY[@]}" -m pytest tests -x -q -p no:cacheprovider
 run_step hardware 45 "${PY[@]}" -c "$HARDWARE_PY"
-run_step bench 240 "${PY[@]}" -m pytest bench/ -q -p no:cacheprovider --gpu-sizes --bench-json "$OUTDIR/bench.json"
+# The kernels' benchmarks first: the blocks' and networks' compile with max-autotune (minutes)
+# and take whatever time is left.
+run_step bench_kernels 150 "${PY[@]}" -m pytest bench/test_bias_leaky_relu.py bench/test_feature_stats.py \
+    bench/test_gram.py -q -p no:cacheprovider --gpu-sizes --bench-json "$OUTDIR/bench_kernels.json"
+run_step bench_blocks 240 "${PY[@]}" -m pytest bench/test_conv_blocks.py bench/test_networks.py -q \
+    -p no:cacheprovider --gpu-sizes --bench-json "$OUTDIR/bench_blocks.json"
 write_results
 
 if ((${#FAILED[@]})); then

@@ -64,6 +64,7 @@ CPU_SHAPE = (1, 64, 128, 128)
 # Convolutions sum C * k * k products in orders that differ between a conv with and without its
 # bias and between backends: the sanity check against eager allows 256 ulps of 1.0.
 CHECK_EPS = 256
+COMPILE_MODE = "max-autotune-no-cudagraphs"  # on GPUs: Inductor's best convolution templates
 GPU_TARGETS = (
     _harness.Target("cuda", _harness.TRAINING, "vs_eager", 1.3, dtype=torch.bfloat16),
     _harness.Target("cuda", _harness.TRAINING, "vs_compile", 1.0, dtype=torch.bfloat16),
@@ -74,11 +75,11 @@ RESIDUAL = _harness.OpBench(
     "conv3x3_instance_norm_relu", eager_residual_conv, fused_residual_conv, make_inputs(1, 3), bytes_moved(1, 1),
     CPU_TARGETS + GPU_TARGETS, cpu_cases=((CPU_SHAPE, torch.float32),),
     gpu_cases=(((4, 256, 64, 64), torch.bfloat16), ((16, 256, 64, 64), torch.bfloat16),
-               ((4, 256, 64, 64), torch.float32)), check_eps=CHECK_EPS)
+               ((4, 256, 64, 64), torch.float32)), check_eps=CHECK_EPS, gpu_compile_mode=COMPILE_MODE)
 PATCHGAN = _harness.OpBench(
     "conv4x4s2_leaky_relu", eager_patchgan_conv, fused_patchgan_conv, make_inputs(2, 4), bytes_moved(2, 2),
     CPU_TARGETS + GPU_TARGETS, cpu_cases=((CPU_SHAPE, torch.float32),),
-    gpu_cases=(((4, 64, 128, 128), torch.bfloat16), ((16, 128, 64, 64), torch.bfloat16)), check_eps=CHECK_EPS)
+    gpu_cases=(((4, 64, 128, 128), torch.bfloat16), ((16, 128, 64, 64), torch.bfloat16)), check_eps=CHECK_EPS, gpu_compile_mode=COMPILE_MODE)
 
 test_residual_conv = _harness.make_test(RESIDUAL)
 test_patchgan_conv = _harness.make_test(PATCHGAN)

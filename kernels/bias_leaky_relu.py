@@ -20,13 +20,13 @@ ROWS_PER_PROGRAM = 1024
 
 
 @triton.jit
-def _params(gain_hi, gain_lo, negative_gain_hi, negative_gain_lo, clamp_hi, clamp_lo, COMPUTE: tl.constexpr):
+def params(gain_hi, gain_lo, negative_gain_hi, negative_gain_lo, clamp_hi, clamp_lo, COMPUTE: tl.constexpr):
     return (join(gain_hi, gain_lo, COMPUTE), join(negative_gain_hi, negative_gain_lo, COMPUTE),
             join(clamp_hi, clamp_lo, COMPUTE))
 
 
 @triton.jit
-def _activate(pre, gain, negative_gain, clamp, HAS_CLAMP: tl.constexpr):
+def activate(pre, gain, negative_gain, clamp, HAS_CLAMP: tl.constexpr):
     y = pre * tl.where(pre > 0, gain, negative_gain)
     if HAS_CLAMP:
         y = tl.where(y > clamp, clamp, tl.where(y < -clamp, -clamp, y))
@@ -55,20 +55,20 @@ def _block(numel, INDEX_64: tl.constexpr, BLOCK: tl.constexpr):
 def _forward_kernel(X, B, Y, numel, inner, channels, gain_hi, gain_lo, negative_gain_hi, negative_gain_lo, clamp_hi,
                     clamp_lo, HAS_BIAS: tl.constexpr, HAS_CLAMP: tl.constexpr, COMPUTE: tl.constexpr,
                     INDEX_64: tl.constexpr, BLOCK: tl.constexpr):
-    gain, negative_gain, clamp = _params(gain_hi, gain_lo, negative_gain_hi, negative_gain_lo, clamp_hi, clamp_lo,
+    gain, negative_gain, clamp = params(gain_hi, gain_lo, negative_gain_hi, negative_gain_lo, clamp_hi, clamp_lo,
                                          COMPUTE)
     offsets, mask = _block(numel, INDEX_64, BLOCK)
     pre = tl.load(X + offsets, mask=mask, other=0.0).to(COMPUTE)
     if HAS_BIAS:
         pre += tl.load(B + (offsets // inner) % channels, mask=mask, other=0.0).to(COMPUTE)
-    y = _activate(pre, gain, negative_gain, clamp, HAS_CLAMP)
+    y = activate(pre, gain, negative_gain, clamp, HAS_CLAMP)
     tl.store(Y + offsets, y.to(Y.dtype.element_ty), mask=mask)
 
 
 @triton.jit
 def _gradient_kernel(G, Y, GX, numel, gain_hi, gain_lo, negative_gain_hi, negative_gain_lo, clamp_hi, clamp_lo,
                      HAS_CLAMP: tl.constexpr, COMPUTE: tl.constexpr, INDEX_64: tl.constexpr, BLOCK: tl.constexpr):
-    gain, negative_gain, clamp = _params(gain_hi, gain_lo, negative_gain_hi, negative_gain_lo, clamp_hi, clamp_lo,
+    gain, negative_gain, clamp = params(gain_hi, gain_lo, negative_gain_hi, negative_gain_lo, clamp_hi, clamp_lo,
                                          COMPUTE)
     offsets, mask = _block(numel, INDEX_64, BLOCK)
     dy = tl.load(G + offsets, mask=mask, other=0.0).to(COMPUTE)
@@ -84,7 +84,7 @@ def _gradient_bias_kernel(G, Y, GX, PARTIAL, rows, inner, channels, gain_hi, gai
                           BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr, ROWS_PER_PROGRAM: tl.constexpr):
     """Program (pid_c, pid_r) covers BLOCK_C channels of ROWS_PER_PROGRAM rows, where a row r is
     one (outer, inner) position, writes grad_x there and PARTIAL[pid_r, c] = the sum over its rows."""
-    gain, negative_gain, clamp = _params(gain_hi, gain_lo, negative_gain_hi, negative_gain_lo, clamp_hi, clamp_lo,
+    gain, negative_gain, clamp = params(gain_hi, gain_lo, negative_gain_hi, negative_gain_lo, clamp_hi, clamp_lo,
                                          COMPUTE)
     pid_c = tl.program_id(0)
     pid_r = tl.program_id(1)
@@ -110,7 +110,7 @@ def _compute_dtype(t: torch.Tensor):
     return tl.float64 if t.dtype == torch.float64 else tl.float32
 
 
-def _scalars(negative_slope: float, gain: float, clamp: float | None) -> dict:
+def activation_scalars(negative_slope: float, gain: float, clamp: float | None) -> dict:
     """The kernels' scalar arguments: the output's slope on each side, and the clamp."""
     (gain_hi, gain_lo), (negative_gain_hi, negative_gain_lo) = split(gain), split(gain * negative_slope)
     clamp_hi, clamp_lo = split(0.0 if clamp is None else clamp)
@@ -125,7 +125,7 @@ def forward(x: torch.Tensor, bias: torch.Tensor | None, y: torch.Tensor, inner: 
     grid = (triton.cdiv(numel, ELEMENTWISE_BLOCK),)
     _forward_kernel[grid](x, bias if bias is not None else x, y, numel, inner, channels,
                           HAS_BIAS=bias is not None, COMPUTE=_compute_dtype(x), INDEX_64=numel > INT32_MAX,
-                          BLOCK=ELEMENTWISE_BLOCK, **_scalars(negative_slope, gain, clamp))
+                          BLOCK=ELEMENTWISE_BLOCK, **activation_scalars(negative_slope, gain, clamp))
 
 
 def backward(grad: torch.Tensor, y: torch.Tensor, grad_x: torch.Tensor, inner: int, channels: int,
@@ -133,7 +133,7 @@ def backward(grad: torch.Tensor, y: torch.Tensor, grad_x: torch.Tensor, inner: i
     """Writes grad_x; returns the bias gradient's float partial sums [programs, channels] if bias_grad."""
     numel = y.numel()
     index_64 = numel > INT32_MAX
-    scalars = _scalars(negative_slope, gain, clamp)
+    scalars = activation_scalars(negative_slope, gain, clamp)
     if not bias_grad:
         grid = (triton.cdiv(numel, ELEMENTWISE_BLOCK),)
         _gradient_kernel[grid](grad, y, grad_x, numel, COMPUTE=_compute_dtype(y), INDEX_64=index_64,

@@ -29,7 +29,7 @@ def check_channel_tensor(x: object, name: str, min_dim: int = 2, max_dim: int = 
     """A floating tensor (N, C, ...) with channels on dim 1 and no empty dimension."""
     x = check_tensor(x, name)
     if not min_dim <= x.dim() <= max_dim:
-        counts = f"{min_dim} or {max_dim}" if max_dim == min_dim + 1 else f"{min_dim} to {max_dim}"
+        counts = {0: f"{min_dim}", 1: f"{min_dim} or {max_dim}"}.get(max_dim - min_dim, f"{min_dim} to {max_dim}")
         raise ValueError(f"{name} must have {counts} dimensions, got shape {tuple(x.shape)}")
     if x.numel() == 0:
         raise ValueError(f"{name} is empty (shape {tuple(x.shape)}); every dimension must be >= 1")

@@ -2,12 +2,13 @@
 
     y = clamp(leaky_relu(conv2d(x, weight) + bias, negative_slope) * gain, -clamp, clamp)
 
-PatchGAN's first layer and StyleGAN-like nets. The fast backends run the convolution without
-its bias through ATen (cuDNN, oneDNN), then ONE pass of the fused bias_leaky_relu on the same
-backend. Its backward reads the saved output once to apply the activation's derivative and
-reduces the bias gradient in the same pass, before the convolution's backward: eager torch
-spends a pass on each. A Triton implicit-GEMM convolution with the epilogue inside it (one
-write of y) is not written yet.
+PatchGAN's first layer and StyleGAN-like nets. The triton backend is an implicit-GEMM
+convolution (kernels/conv2d.py, NHWC) with the bias, activation, gain and clamp in its epilogue:
+y is written once, and reflection padding is index arithmetic, not a padded copy. The cuda and
+cpu backends run the convolution without its bias through ATen (cuDNN, oneDNN), then ONE pass
+of the fused bias_leaky_relu. On every fast backend the backward reads the saved output once to
+apply the activation's derivative and reduce the bias gradient in the same pass, then runs
+ATen's convolution backward: eager torch spends a pass on each.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import functools
 
 import torch
+import torch.nn.functional as F
 
 from culturegan.ops import _backends, _conv
 from culturegan.ops.bias_leaky_relu import check_activation_params, bias_leaky_relu, bias_leaky_relu_reference
@@ -29,13 +31,100 @@ def conv2d_bias_leaky_relu_reference(x: torch.Tensor, weight: torch.Tensor, bias
     return bias_leaky_relu_reference(z, None, negative_slope, gain, clamp)
 
 
-def _on_backend(backend: str, x, weight, bias, stride, padding, padding_mode, dilation, negative_slope, gain, clamp):
+def _composed(backend: str, x, weight, bias, stride, padding, padding_mode, dilation, negative_slope, gain, clamp):
+    """ATen's convolution, then one bias_leaky_relu pass: the cpu and cuda backends, and the
+    differentiable form the triton op's double backward uses."""
     z = _conv.convolve(x, weight, None, stride, padding, padding_mode, dilation)
     return bias_leaky_relu(z, bias, negative_slope, gain, clamp, backend=backend)
 
 
+# ----------------------------------------------------------------------------------- triton
+
+def _output_size(x, weight, stride, padding, dilation) -> tuple[int, int]:
+    return tuple((size + 2 * pad - dil * (k - 1) - 1) // st + 1
+                 for size, k, st, pad, dil in zip(x.shape[2:], weight.shape[2:], stride, padding, dilation))
+
+
+def _empty_output(x, channels, height, width) -> torch.Tensor:
+    return torch.empty((x.shape[0], channels, height, width), dtype=x.dtype, device=x.device,
+                       memory_format=torch.channels_last)
+
+
+@torch.library.custom_op("culturegan::conv2d_bias_leaky_relu_triton", mutates_args=())
+def _triton_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride: list[int],
+                    padding: list[int], reflect: bool, dilation: list[int], negative_slope: float, gain: float,
+                    clamp: float | None) -> torch.Tensor:
+    """The implicit-GEMM convolution with the epilogue inside it (kernels/conv2d.py): y is
+    written once, channels_last."""
+    from culturegan.kernels import conv2d as kernels
+
+    out_height, out_width = _output_size(x, weight, stride, padding, dilation)
+    if out_height < 1 or out_width < 1:
+        raise ValueError(f"the convolution's output would be empty: x {tuple(x.shape)}, kernel "
+                         f"{tuple(weight.shape[2:])}, stride {stride}, padding {padding}, dilation {dilation}")
+    y = _empty_output(x, weight.shape[0], out_height, out_width)
+    x = x.contiguous(memory_format=torch.channels_last)
+    kernels.forward(x, weight, bias, y, stride, padding, dilation, reflect, negative_slope, gain, clamp)
+    return y
+
+
+@_triton_forward.register_fake
+def _fake(x, weight, bias, stride, padding, reflect, dilation, negative_slope, gain, clamp):
+    out_height, out_width = _output_size(x, weight, stride, padding, dilation)
+    return _empty_output(x, weight.shape[0], out_height, out_width)
+
+
+def _setup_context(ctx, inputs, output):
+    x, weight, bias, stride, padding, reflect, dilation, negative_slope, gain, clamp = inputs
+    ctx.save_for_backward(x, weight, bias, output)
+    ctx.geometry = (stride, padding, "reflect" if reflect else "zeros", dilation)
+    ctx.activation = (negative_slope, gain, clamp)
+
+
+def _vjp(ctx, grad):
+    x, weight, bias, y = ctx.saved_tensors
+    stride, padding, padding_mode, dilation = ctx.geometry
+    if torch.is_grad_enabled():  # double backward (R1 penalties): differentiate the composed form
+        inputs = [t for t in (x, weight, bias) if t is not None and t.requires_grad]
+        out = _composed("triton", x, weight, bias, *ctx.geometry, *ctx.activation)
+        grads = iter(torch.autograd.grad(out, inputs, grad, create_graph=True))
+        return (*(next(grads) if t is not None and t.requires_grad else None for t in (x, weight, bias)),
+                *[None] * 7)
+    # One pass for the activation's derivative and the bias gradient, then the convolution's
+    # backward (cuDNN / oneDNN) on the pre-activation gradient.
+    grad_pre, grad_bias = torch.ops.culturegan.bias_leaky_relu_backward_triton(
+        grad, y, *ctx.activation, bias is not None and ctx.needs_input_grad[2])
+    if padding_mode == "reflect":
+        padded = F.pad(x, (padding[1], padding[1], padding[0], padding[0]), mode="reflect")
+        grad_padded, grad_weight, _ = torch.ops.aten.convolution_backward(
+            grad_pre, padded, weight, None, stride, [0, 0], dilation, False, [0, 0], 1,
+            [ctx.needs_input_grad[0], ctx.needs_input_grad[1], False])
+        grad_x = None if grad_padded is None else torch.ops.aten.reflection_pad2d_backward(
+            grad_padded, x, [padding[1], padding[1], padding[0], padding[0]])
+    else:
+        grad_x, grad_weight, _ = torch.ops.aten.convolution_backward(
+            grad_pre, x, weight, None, stride, padding, dilation, False, [0, 0], 1,
+            [ctx.needs_input_grad[0], ctx.needs_input_grad[1], False])
+    return grad_x, grad_weight, grad_bias if ctx.needs_input_grad[2] else None, *[None] * 7
+
+
+_triton_forward.register_autograd(_vjp, setup_context=_setup_context)
+
+
+def _on_triton(x, weight, bias, stride, padding, padding_mode, dilation, negative_slope, gain, clamp):
+    stride, padding, dilation = (list(_conv.pair(v, name, minimum)) for v, name, minimum in
+                                 ((stride, "stride", 1), (padding, "padding", 0), (dilation, "dilation", 1)))
+    reflect = padding_mode == "reflect" and any(padding)
+    if reflect and (padding[0] >= x.shape[2] or padding[1] >= x.shape[3]):
+        raise ValueError(f"reflect padding {tuple(padding)} must be smaller than x's height and width "
+                         f"{tuple(x.shape[2:])}")
+    return _triton_forward(x, weight, bias, stride, padding, reflect, dilation, negative_slope, gain, clamp)
+
+
 _backends.register_op("conv2d_bias_leaky_relu", {
-    **{b: functools.partial(_on_backend, b) for b in _backends.BACKENDS if b != "reference"},
+    "cuda": functools.partial(_composed, "cuda"),
+    "cpu": functools.partial(_composed, "cpu"),
+    "triton": _on_triton,
     "reference": conv2d_bias_leaky_relu_reference,
 })
 

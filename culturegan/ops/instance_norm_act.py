@@ -85,8 +85,8 @@ def _gamma_beta(gamma, beta):
 
 
 def _composed(backend: str, x, gamma, beta, slope, eps):
-    """feature_stats, then channel_affine: forward of the fast backends; with autograd through
-    both ops, it is also the differentiable form used for double backward."""
+    """feature_stats, then channel_affine, with autograd through both ops: the differentiable
+    form of the fused op's forward, for double backward."""
     mean, std = feature_stats(x, False, eps, backend=backend)
     math = math_dtype(x.dtype)
     mean, std = mean.to(math), std.to(math)
@@ -122,8 +122,14 @@ if _libraries.cpu_library().loaded:  # the C++ schema exists only once _C is loa
 def _fused(x: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, negative_slope: float | None, eps: float,
            backend: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(y, mean, std); gamma, beta (N, C) in x's math type. Its backward is one norm_act_backward.
-    mean and std are returned for the backward only: they are not differentiable outputs."""
-    return _composed(backend, x, gamma, beta, negative_slope, eps)
+    mean and std are returned for the backward only: they are not differentiable outputs. The
+    kernels are called directly: the arguments are checked, and autograd is this op's own."""
+    suffix = "_triton" if backend == "triton" else ""
+    mean, std = getattr(torch.ops.culturegan, "feature_stats" + suffix)(x, False, eps)
+    math = math_dtype(x.dtype)
+    mean, std = mean.to(math), std.to(math)
+    y = getattr(torch.ops.culturegan, "channel_affine" + suffix)(x, mean, gamma / std, beta, negative_slope)
+    return y, mean, std
 
 
 @_fused.register_fake

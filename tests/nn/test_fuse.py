@@ -8,51 +8,18 @@ import torch
 from torch import nn
 
 from culturegan import ops
+from culturegan.models import NLayerDiscriminator, ResnetGenerator
 from culturegan.nn import FusedConvLeakyReLU, FusedConvNormAct, FusedRun, PassThrough, fuse
 
 BACKENDS = [b for b in ("cpu", "reference") if not ops.unavailable_reason(b, "cpu")]
 
 
-class ResnetBlock(nn.Module):
-    """The layout of pytorch-CycleGAN-and-pix2pix's ResnetBlock (reflect padding, instance norm)."""
-
-    def __init__(self, dim):
-        super().__init__()
-        self.conv_block = nn.Sequential(nn.ReflectionPad2d(1), nn.Conv2d(dim, dim, 3, bias=True), nn.InstanceNorm2d(dim),
-                                        nn.ReLU(True), nn.ReflectionPad2d(1), nn.Conv2d(dim, dim, 3, bias=True),
-                                        nn.InstanceNorm2d(dim))
-
-    def forward(self, x):
-        return x + self.conv_block(x)
+def resnet_generator():
+    return ResnetGenerator(ngf=8, n_blocks=2)
 
 
-def resnet_generator(ngf=8, blocks=2):
-    """CycleGAN's ResnetGenerator layout (7x7 stem, two stride-2 downs, residual blocks, two
-    transposed-conv ups, 7x7 head), small."""
-    layers = [nn.ReflectionPad2d(3), nn.Conv2d(3, ngf, 7, bias=True), nn.InstanceNorm2d(ngf), nn.ReLU(True)]
-    for i in range(2):
-        c = ngf * 2**i
-        layers += [nn.Conv2d(c, 2 * c, 3, stride=2, padding=1, bias=True), nn.InstanceNorm2d(2 * c), nn.ReLU(True)]
-    layers += [ResnetBlock(ngf * 4) for _ in range(blocks)]
-    for i in range(2):
-        c = ngf * 2 ** (2 - i)
-        layers += [nn.ConvTranspose2d(c, c // 2, 3, stride=2, padding=1, output_padding=1, bias=True),
-                   nn.InstanceNorm2d(c // 2), nn.ReLU(True)]
-    layers += [nn.ReflectionPad2d(3), nn.Conv2d(ngf, 3, 7), nn.Tanh()]
-    return nn.Sequential(*layers)
-
-
-def patchgan(ndf=8, layers=3):
-    """CycleGAN's NLayerDiscriminator layout (4x4 convs, LeakyReLU 0.2, instance norm)."""
-    sequence = [nn.Conv2d(3, ndf, 4, stride=2, padding=1), nn.LeakyReLU(0.2, True)]
-    mult = 1
-    for n in range(1, layers + 1):
-        prev, mult = mult, min(2**n, 8)
-        stride = 2 if n < layers else 1
-        sequence += [nn.Conv2d(ndf * prev, ndf * mult, 4, stride=stride, padding=1, bias=True),
-                     nn.InstanceNorm2d(ndf * mult), nn.LeakyReLU(0.2, True)]
-    sequence += [nn.Conv2d(ndf * mult, 1, 4, stride=1, padding=1)]
-    return nn.Sequential(*sequence)
+def patchgan():
+    return NLayerDiscriminator(ndf=8, n_layers=3)
 
 
 def outputs_and_grads(model, x):
@@ -148,3 +115,13 @@ def test_adain_block_takes_a_style_per_sample():
         block(x)
     with pytest.raises(ValueError, match="affine must be False"):
         FusedConvNormAct(3, 4, 3, norm="adain", affine=True)
+
+
+def test_cyclegan_models_have_the_published_sizes():
+    """resnet_9blocks: 48 tensors, 11,378,179 parameters; basic PatchGAN: 2,764,737 (CycleGAN's)."""
+    generator, discriminator = ResnetGenerator(), NLayerDiscriminator()
+    assert len(generator.state_dict()) == 48
+    assert sum(p.numel() for p in generator.parameters()) == 11_378_179
+    assert sum(p.numel() for p in discriminator.parameters()) == 2_764_737
+    fused = ResnetGenerator(fused=True)
+    assert fused.state_dict().keys() == generator.state_dict().keys()

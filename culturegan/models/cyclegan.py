@@ -1,0 +1,82 @@
+"""CycleGAN's generator and discriminator, with the layout of pytorch-CycleGAN-and-pix2pix.
+
+ResnetGenerator (7x7 reflect-padded stem, two stride-2 convolutions, residual blocks, two
+transposed convolutions, 7x7 head, tanh) and NLayerDiscriminator (PatchGAN: 4x4 convolutions,
+LeakyReLU 0.2), with instance normalisation, as that repository builds them by default
+(``--netG resnet_9blocks --netD basic --norm instance``). Their state_dict keys and shapes are
+that repository's, so its published checkpoints load into them. They are plain torch layers:
+``culturegan.nn.fuse(model)`` rewrites them into fused blocks (``fused=True`` does it here).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from culturegan.nn import fuse
+
+
+class ResnetBlock(nn.Module):
+    """x + (pad, conv3x3, norm, ReLU, [dropout], pad, conv3x3, norm)(x)."""
+
+    def __init__(self, channels: int, use_dropout: bool = False):
+        super().__init__()
+        layers = [nn.ReflectionPad2d(1), nn.Conv2d(channels, channels, 3, bias=True), nn.InstanceNorm2d(channels),
+                  nn.ReLU(True)]
+        if use_dropout:
+            layers.append(nn.Dropout(0.5))
+        layers += [nn.ReflectionPad2d(1), nn.Conv2d(channels, channels, 3, bias=True), nn.InstanceNorm2d(channels)]
+        self.conv_block = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv_block(x)
+
+
+class ResnetGenerator(nn.Module):
+    """CycleGAN's ResNet generator: resnet_9blocks (the default) has 11,378,179 parameters."""
+
+    def __init__(self, in_channels: int = 3, out_channels: int = 3, ngf: int = 64, n_blocks: int = 9,
+                 use_dropout: bool = False, fused: bool = False):
+        super().__init__()
+        if n_blocks < 0:
+            raise ValueError(f"n_blocks must be >= 0, got {n_blocks}")
+        layers = [nn.ReflectionPad2d(3), nn.Conv2d(in_channels, ngf, 7, bias=True), nn.InstanceNorm2d(ngf),
+                  nn.ReLU(True)]
+        for i in range(2):  # downsampling
+            channels = ngf * 2**i
+            layers += [nn.Conv2d(channels, 2 * channels, 3, stride=2, padding=1, bias=True),
+                       nn.InstanceNorm2d(2 * channels), nn.ReLU(True)]
+        layers += [ResnetBlock(ngf * 4, use_dropout) for _ in range(n_blocks)]
+        for i in range(2):  # upsampling
+            channels = ngf * 2 ** (2 - i)
+            layers += [nn.ConvTranspose2d(channels, channels // 2, 3, stride=2, padding=1, output_padding=1,
+                                          bias=True), nn.InstanceNorm2d(channels // 2), nn.ReLU(True)]
+        layers += [nn.ReflectionPad2d(3), nn.Conv2d(ngf, out_channels, 7), nn.Tanh()]
+        self.model = nn.Sequential(*layers)
+        if fused:
+            fuse(self)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+
+class NLayerDiscriminator(nn.Module):
+    """CycleGAN's PatchGAN discriminator: n_layers=3 (``basic``) has 2,764,737 parameters."""
+
+    def __init__(self, in_channels: int = 3, ndf: int = 64, n_layers: int = 3, fused: bool = False):
+        super().__init__()
+        if n_layers < 1:
+            raise ValueError(f"n_layers must be >= 1, got {n_layers}")
+        layers = [nn.Conv2d(in_channels, ndf, 4, stride=2, padding=1), nn.LeakyReLU(0.2, True)]
+        multiplier = 1
+        for n in range(1, n_layers + 1):
+            previous, multiplier = multiplier, min(2**n, 8)
+            layers += [nn.Conv2d(ndf * previous, ndf * multiplier, 4, stride=2 if n < n_layers else 1, padding=1,
+                                 bias=True), nn.InstanceNorm2d(ndf * multiplier), nn.LeakyReLU(0.2, True)]
+        layers += [nn.Conv2d(ndf * multiplier, 1, 4, stride=1, padding=1)]
+        self.model = nn.Sequential(*layers)
+        if fused:
+            fuse(self)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)

@@ -1,0 +1,119 @@
+"""Triton implicit-GEMM convolution with a fused bias + LeakyReLU + gain + clamp epilogue
+(installed as culturegan.kernels.conv2d).
+
+The convolution is a GEMM over output pixels (M = N * OH * OW) and output channels
+(C_out), reducing over K = KH * KW * C_in, with x read in place (NHWC, channels_last): for each
+kernel tap (kh, kw) the program loads a [BLOCK_M, BLOCK_K] tile of input channels at the input
+pixels that tap reads. Zero padding masks the loads; reflection padding reflects the indices,
+so no padded copy of x exists. The epilogue adds the bias, applies the activation, gain and
+clamp to the float32 accumulator and writes y once (NHWC). Mirrors the math of
+kernels/bias_leaky_relu.py.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from culturegan.kernels.bias_leaky_relu import activate, activation_scalars, params
+
+# Tiles for the interpreter (CPU tensors): small, one config. GPUs autotune over GPU_CONFIGS,
+# keyed on the GEMM's shape; the choice is cached per shape.
+BLOCK_M, BLOCK_N, BLOCK_K = 32, 32, 16
+GPU_CONFIGS = [
+    triton.Config({"BLOCK_M": m, "BLOCK_N": n, "BLOCK_K": k}, num_warps=w, num_stages=s)
+    for m, n, k, w, s in ((128, 128, 32, 8, 3), (128, 64, 32, 4, 4), (64, 128, 32, 4, 4), (64, 64, 64, 4, 3),
+                          (128, 256, 32, 8, 3), (64, 32, 32, 2, 4))
+]
+
+
+@triton.jit
+def _reflect(index, size):
+    index = tl.where(index < 0, -index, index)
+    return tl.where(index >= size, 2 * size - 2 - index, index)
+
+
+@triton.jit
+def _conv_kernel(X, W, B, Y, batch, height, width, in_channels, out_height, out_width, out_channels,
+                 stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w,
+                 gain_hi, gain_lo, negative_gain_hi, negative_gain_lo, clamp_hi, clamp_lo,
+                 KERNEL_H: tl.constexpr, KERNEL_W: tl.constexpr, REFLECT: tl.constexpr, HAS_BIAS: tl.constexpr,
+                 HAS_CLAMP: tl.constexpr, COMPUTE: tl.constexpr, UPCAST: tl.constexpr, DOT_PRECISION: tl.constexpr,
+                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    pid_m = tl.program_id(0)
+    pid_n = tl.program_id(1)
+    m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)  # output pixels (n, oh, ow)
+    co = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)  # output channels
+    m_mask = m < batch * out_height * out_width
+    co_mask = co < out_channels
+    ow = m % out_width
+    oh = (m // out_width) % out_height
+    n = (m // (out_width * out_height)).to(tl.int64)
+    acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=COMPUTE)
+    for kh in range(KERNEL_H):
+        ih = oh * stride_h - pad_h + kh * dilation_h
+        for kw in range(KERNEL_W):
+            iw = ow * stride_w - pad_w + kw * dilation_w
+            if REFLECT:
+                row_ok = m_mask
+                pixel = (n * height + _reflect(ih, height)) * width + _reflect(iw, width)
+            else:
+                row_ok = m_mask & (ih >= 0) & (ih < height) & (iw >= 0) & (iw < width)
+                pixel = (n * height + ih) * width + iw
+            for c0 in range(0, in_channels, BLOCK_K):
+                c = c0 + tl.arange(0, BLOCK_K)
+                c_mask = c < in_channels
+                a = tl.load(X + pixel[:, None] * in_channels + c[None, :], mask=row_ok[:, None] & c_mask[None, :],
+                            other=0.0)
+                tap = (kh * KERNEL_W + kw) * in_channels + c  # weight laid out [KH, KW, C_in, C_out]
+                b = tl.load(W + tap.to(tl.int64)[:, None] * out_channels + co[None, :],
+                            mask=c_mask[:, None] & co_mask[None, :], other=0.0)
+                if UPCAST:
+                    a, b = a.to(COMPUTE), b.to(COMPUTE)
+                acc += tl.dot(a, b, input_precision=DOT_PRECISION, out_dtype=COMPUTE)
+    if HAS_BIAS:
+        acc += tl.load(B + co, mask=co_mask, other=0.0).to(COMPUTE)[None, :]
+    gain, negative_gain, clamp = params(gain_hi, gain_lo, negative_gain_hi, negative_gain_lo, clamp_hi, clamp_lo,
+                                         COMPUTE)
+    y = activate(acc, gain, negative_gain, clamp, HAS_CLAMP)
+    out = m.to(tl.int64)[:, None] * out_channels + co[None, :]
+    tl.store(Y + out, y.to(Y.dtype.element_ty), mask=m_mask[:, None] & co_mask[None, :])
+
+
+_autotuned_conv_kernel = triton.autotune(
+    GPU_CONFIGS, key=["in_channels", "out_channels", "out_height", "out_width", "stride_h", "KERNEL_H", "KERNEL_W"])(_conv_kernel)
+
+
+def forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, y: torch.Tensor, stride, padding,
+            dilation, reflect: bool, negative_slope: float, gain: float, clamp: float | None) -> None:
+    """Writes y (N, C_out, OH, OW), channels_last, from x (N, C_in, H, W) channels_last and
+    weight (C_out, C_in, KH, KW) of any layout."""
+    batch, in_channels, height, width = x.shape
+    out_channels, _, kernel_h, kernel_w = weight.shape
+    out_height, out_width = y.shape[2:]
+    taps = weight.permute(2, 3, 1, 0).contiguous()  # [KH, KW, C_in, C_out]: B tiles are rows
+    compute = tl.float64 if x.dtype == torch.float64 else tl.float32
+    # Under the interpreter (CPU tensors) numpy has no bfloat16 dot: the tiles go up to float32.
+    # On GPUs half tiles feed the tensor cores; float32 ones use TF32 where torch lets cuDNN do so.
+    upcast = x.device.type == "cpu"
+    if x.dtype == torch.float64 or upcast:
+        precision = "ieee"
+    elif x.dtype == torch.float32:
+        precision = "tf32" if torch.backends.cudnn.allow_tf32 else "ieee"
+    else:
+        precision = None
+    pixels = batch * out_height * out_width
+    if x.device.type == "cpu":
+        kernel, tiles = _conv_kernel, dict(BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, BLOCK_K=BLOCK_K)
+        grid = (triton.cdiv(pixels, BLOCK_M), triton.cdiv(out_channels, BLOCK_N))
+    else:
+        kernel, tiles = _autotuned_conv_kernel, {}
+
+        def grid(meta):
+            return triton.cdiv(pixels, meta["BLOCK_M"]), triton.cdiv(out_channels, meta["BLOCK_N"])
+    kernel[grid](x, taps, bias if bias is not None else taps, y, batch, height, width, in_channels,
+                 out_height, out_width, out_channels, *stride, *padding, *dilation,
+                 KERNEL_H=kernel_h, KERNEL_W=kernel_w, REFLECT=reflect, HAS_BIAS=bias is not None,
+                 COMPUTE=compute, UPCAST=upcast, DOT_PRECISION=precision, **tiles,
+                 **activation_scalars(negative_slope, gain, clamp))
