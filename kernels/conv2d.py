@@ -8,6 +8,11 @@ pixels that tap reads. Zero padding masks the loads; reflection padding reflects
 so no padded copy of x exists. The epilogue adds the bias, applies the activation, gain and
 clamp to the float32 accumulator and writes y once (NHWC). Mirrors the math of
 kernels/bias_leaky_relu.py.
+
+Tiles never straddle two samples (program (tile, channel block, n)), so with STATS the
+epilogue also writes each tile's per-channel mean and squared deviations from it, from the
+float32 accumulator: instance normalisation's statistics without another read of y. The
+caller merges the tiles' moments (Chan et al.).
 """
 
 from __future__ import annotations
@@ -35,21 +40,23 @@ def _reflect(index, size):
 
 
 @triton.jit
-def _conv_kernel(X, W, B, Y, batch, height, width, in_channels, out_height, out_width, out_channels,
+def _conv_kernel(X, W, B, Y, TILE_MEAN, TILE_M2, height, width, in_channels, out_height, out_width, out_channels,
                  stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w,
                  gain_hi, gain_lo, negative_gain_hi, negative_gain_lo, clamp_hi, clamp_lo,
                  KERNEL_H: tl.constexpr, KERNEL_W: tl.constexpr, REFLECT: tl.constexpr, HAS_BIAS: tl.constexpr,
-                 HAS_CLAMP: tl.constexpr, COMPUTE: tl.constexpr, UPCAST: tl.constexpr, DOT_PRECISION: tl.constexpr,
-                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+                 HAS_CLAMP: tl.constexpr, STATS: tl.constexpr, COMPUTE: tl.constexpr, UPCAST: tl.constexpr,
+                 DOT_PRECISION: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
     pid_m = tl.program_id(0)
     pid_n = tl.program_id(1)
-    m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)  # output pixels (n, oh, ow)
+    n = tl.program_id(2).to(tl.int64)
+    pixels = out_height * out_width
+    p = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)  # output pixels (oh, ow) of sample n
     co = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)  # output channels
-    m_mask = m < batch * out_height * out_width
+    m_mask = p < pixels
     co_mask = co < out_channels
-    ow = m % out_width
-    oh = (m // out_width) % out_height
-    n = (m // (out_width * out_height)).to(tl.int64)
+    ow = p % out_width
+    oh = p // out_width
+    m = n * pixels + p
     acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=COMPUTE)
     for kh in range(KERNEL_H):
         ih = oh * stride_h - pad_h + kh * dilation_h
@@ -77,8 +84,16 @@ def _conv_kernel(X, W, B, Y, batch, height, width, in_channels, out_height, out_
     gain, negative_gain, clamp = params(gain_hi, gain_lo, negative_gain_hi, negative_gain_lo, clamp_hi, clamp_lo,
                                          COMPUTE)
     y = activate(acc, gain, negative_gain, clamp, HAS_CLAMP)
-    out = m.to(tl.int64)[:, None] * out_channels + co[None, :]
-    tl.store(Y + out, y.to(Y.dtype.element_ty), mask=m_mask[:, None] & co_mask[None, :])
+    mask = m_mask[:, None] & co_mask[None, :]
+    out = m[:, None] * out_channels + co[None, :]
+    tl.store(Y + out, y.to(Y.dtype.element_ty), mask=mask)
+    if STATS:
+        count = tl.sum(m_mask.to(COMPUTE), axis=0)
+        tile_mean = tl.sum(tl.where(mask, y, 0.0), axis=0) / count
+        deviation = tl.where(mask, y - tile_mean[None, :], 0.0)
+        stats = (n * tl.num_programs(0) + pid_m) * out_channels + co
+        tl.store(TILE_MEAN + stats, tile_mean, mask=co_mask)
+        tl.store(TILE_M2 + stats, tl.sum(deviation * deviation, axis=0), mask=co_mask)
 
 
 _autotuned_conv_kernel = triton.autotune(
@@ -86,9 +101,12 @@ _autotuned_conv_kernel = triton.autotune(
 
 
 def forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, y: torch.Tensor, stride, padding,
-            dilation, reflect: bool, negative_slope: float, gain: float, clamp: float | None) -> None:
+            dilation, reflect: bool, negative_slope: float, gain: float, clamp: float | None,
+            tile_pixels: int | None = None) -> tuple[torch.Tensor, torch.Tensor] | None:
     """Writes y (N, C_out, OH, OW), channels_last, from x (N, C_in, H, W) channels_last and
-    weight (C_out, C_in, KH, KW) of any layout."""
+    weight (C_out, C_in, KH, KW) of any layout. With tile_pixels (STATS mode, which the GPU
+    path runs with a fixed tile), returns the tiles' per-channel (mean, m2), each
+    [N, tiles, C_out] in the math type, tiles of tile_pixels output pixels."""
     batch, in_channels, height, width = x.shape
     out_channels, _, kernel_h, kernel_w = weight.shape
     out_height, out_width = y.shape[2:]
@@ -103,17 +121,27 @@ def forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, y:
         precision = "tf32" if torch.backends.cudnn.allow_tf32 else "ieee"
     else:
         precision = None
-    pixels = batch * out_height * out_width
-    if x.device.type == "cpu":
-        kernel, tiles = _conv_kernel, dict(BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, BLOCK_K=BLOCK_K)
-        grid = (triton.cdiv(pixels, BLOCK_M), triton.cdiv(out_channels, BLOCK_N))
+    pixels = out_height * out_width
+    stats = tile_pixels is not None
+    if x.device.type == "cpu" or stats:
+        block_m = tile_pixels or BLOCK_M
+        kernel, tiles = _conv_kernel, dict(BLOCK_M=block_m, BLOCK_N=BLOCK_N if upcast else 64,
+                                           BLOCK_K=BLOCK_K if upcast else 32)
+        grid = (triton.cdiv(pixels, block_m), triton.cdiv(out_channels, tiles["BLOCK_N"]), batch)
     else:
         kernel, tiles = _autotuned_conv_kernel, {}
 
         def grid(meta):
-            return triton.cdiv(pixels, meta["BLOCK_M"]), triton.cdiv(out_channels, meta["BLOCK_N"])
-    kernel[grid](x, taps, bias if bias is not None else taps, y, batch, height, width, in_channels,
+            return triton.cdiv(pixels, meta["BLOCK_M"]), triton.cdiv(out_channels, meta["BLOCK_N"]), batch
+    moments = None
+    if stats:
+        shape = (batch, triton.cdiv(pixels, tile_pixels), out_channels)
+        math = torch.float64 if x.dtype == torch.float64 else torch.float32
+        moments = torch.empty(shape, dtype=math, device=x.device), torch.empty(shape, dtype=math, device=x.device)
+    tile_mean, tile_m2 = moments if stats else (y, y)
+    kernel[grid](x, taps, bias if bias is not None else taps, y, tile_mean, tile_m2, height, width, in_channels,
                  out_height, out_width, out_channels, *stride, *padding, *dilation,
-                 KERNEL_H=kernel_h, KERNEL_W=kernel_w, REFLECT=reflect, HAS_BIAS=bias is not None,
+                 KERNEL_H=kernel_h, KERNEL_W=kernel_w, REFLECT=reflect, HAS_BIAS=bias is not None, STATS=stats,
                  COMPUTE=compute, UPCAST=upcast, DOT_PRECISION=precision, **tiles,
                  **activation_scalars(negative_slope, gain, clamp))
+    return moments

@@ -70,6 +70,23 @@ def convolve_transposed(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tenso
     return F.conv_transpose2d(x, weight, bias, stride, padding, output_padding, 1, dilation)
 
 
+def input_and_weight_grads(grad_output: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, stride, padding,
+                           padding_mode: str, dilation, needs: tuple[bool, bool]):
+    """(grad_x, grad_weight) of convolve(x, weight, None, ...) by ATen's convolution backward
+    (cuDNN, oneDNN); with reflection padding through the padded copy, made here only."""
+    if padding_mode == "reflect" and any(padding):
+        pads = [padding[1], padding[1], padding[0], padding[0]]
+        grad_padded, grad_weight, _ = torch.ops.aten.convolution_backward(
+            grad_output, F.pad(x, pads, mode="reflect"), weight, None, list(stride), [0, 0], list(dilation), False,
+            [0, 0], 1, [needs[0], needs[1], False])
+        grad_x = None if grad_padded is None else torch.ops.aten.reflection_pad2d_backward(grad_padded, x, pads)
+        return grad_x, grad_weight
+    grad_x, grad_weight, _ = torch.ops.aten.convolution_backward(
+        grad_output, x, weight, None, list(stride), list(padding), list(dilation), False, [0, 0], 1,
+        [needs[0], needs[1], False])
+    return grad_x, grad_weight
+
+
 class _CancelledBias(torch.autograd.Function):
     """y unchanged; the bias gets a zero gradient. A convolution bias followed by a normalisation
     is cancelled by it exactly (d y / d bias = 0): the fused blocks skip adding it, and this gives

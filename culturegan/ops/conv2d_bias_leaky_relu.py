@@ -16,9 +16,9 @@ from __future__ import annotations
 import functools
 
 import torch
-import torch.nn.functional as F
 
 from culturegan.ops import _backends, _conv
+from culturegan.ops._autograd import recomputed_grads
 from culturegan.ops.bias_leaky_relu import check_activation_params, bias_leaky_relu, bias_leaky_relu_reference
 
 
@@ -40,12 +40,12 @@ def _composed(backend: str, x, weight, bias, stride, padding, padding_mode, dila
 
 # ----------------------------------------------------------------------------------- triton
 
-def _output_size(x, weight, stride, padding, dilation) -> tuple[int, int]:
+def output_size(x, weight, stride, padding, dilation) -> tuple[int, int]:
     return tuple((size + 2 * pad - dil * (k - 1) - 1) // st + 1
                  for size, k, st, pad, dil in zip(x.shape[2:], weight.shape[2:], stride, padding, dilation))
 
 
-def _empty_output(x, channels, height, width) -> torch.Tensor:
+def empty_output(x, channels, height, width) -> torch.Tensor:
     return torch.empty((x.shape[0], channels, height, width), dtype=x.dtype, device=x.device,
                        memory_format=torch.channels_last)
 
@@ -58,11 +58,11 @@ def _triton_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | 
     written once, channels_last."""
     from culturegan.kernels import conv2d as kernels
 
-    out_height, out_width = _output_size(x, weight, stride, padding, dilation)
+    out_height, out_width = output_size(x, weight, stride, padding, dilation)
     if out_height < 1 or out_width < 1:
         raise ValueError(f"the convolution's output would be empty: x {tuple(x.shape)}, kernel "
                          f"{tuple(weight.shape[2:])}, stride {stride}, padding {padding}, dilation {dilation}")
-    y = _empty_output(x, weight.shape[0], out_height, out_width)
+    y = empty_output(x, weight.shape[0], out_height, out_width)
     x = x.contiguous(memory_format=torch.channels_last)
     kernels.forward(x, weight, bias, y, stride, padding, dilation, reflect, negative_slope, gain, clamp)
     return y
@@ -70,8 +70,8 @@ def _triton_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | 
 
 @_triton_forward.register_fake
 def _fake(x, weight, bias, stride, padding, reflect, dilation, negative_slope, gain, clamp):
-    out_height, out_width = _output_size(x, weight, stride, padding, dilation)
-    return _empty_output(x, weight.shape[0], out_height, out_width)
+    out_height, out_width = output_size(x, weight, stride, padding, dilation)
+    return empty_output(x, weight.shape[0], out_height, out_width)
 
 
 def _setup_context(ctx, inputs, output):
@@ -85,40 +85,36 @@ def _vjp(ctx, grad):
     x, weight, bias, y = ctx.saved_tensors
     stride, padding, padding_mode, dilation = ctx.geometry
     if torch.is_grad_enabled():  # double backward (R1 penalties): differentiate the composed form
-        inputs = [t for t in (x, weight, bias) if t is not None and t.requires_grad]
-        out = _composed("triton", x, weight, bias, *ctx.geometry, *ctx.activation)
-        grads = iter(torch.autograd.grad(out, inputs, grad, create_graph=True))
-        return (*(next(grads) if t is not None and t.requires_grad else None for t in (x, weight, bias)),
-                *[None] * 7)
+        def compose(x, weight, bias):
+            return _composed("triton", x, weight, bias, *ctx.geometry, *ctx.activation)
+
+        return *recomputed_grads(compose, (x, weight, bias), grad), *[None] * 7
     # One pass for the activation's derivative and the bias gradient, then the convolution's
     # backward (cuDNN / oneDNN) on the pre-activation gradient.
     grad_pre, grad_bias = torch.ops.culturegan.bias_leaky_relu_backward_triton(
         grad, y, *ctx.activation, bias is not None and ctx.needs_input_grad[2])
-    if padding_mode == "reflect":
-        padded = F.pad(x, (padding[1], padding[1], padding[0], padding[0]), mode="reflect")
-        grad_padded, grad_weight, _ = torch.ops.aten.convolution_backward(
-            grad_pre, padded, weight, None, stride, [0, 0], dilation, False, [0, 0], 1,
-            [ctx.needs_input_grad[0], ctx.needs_input_grad[1], False])
-        grad_x = None if grad_padded is None else torch.ops.aten.reflection_pad2d_backward(
-            grad_padded, x, [padding[1], padding[1], padding[0], padding[0]])
-    else:
-        grad_x, grad_weight, _ = torch.ops.aten.convolution_backward(
-            grad_pre, x, weight, None, stride, padding, dilation, False, [0, 0], 1,
-            [ctx.needs_input_grad[0], ctx.needs_input_grad[1], False])
+    grad_x, grad_weight = _conv.input_and_weight_grads(grad_pre, x, weight, stride, padding, padding_mode, dilation,
+                                                       ctx.needs_input_grad[:2])
     return grad_x, grad_weight, grad_bias if ctx.needs_input_grad[2] else None, *[None] * 7
 
 
 _triton_forward.register_autograd(_vjp, setup_context=_setup_context)
 
 
-def _on_triton(x, weight, bias, stride, padding, padding_mode, dilation, negative_slope, gain, clamp):
+def triton_geometry(x, stride, padding, padding_mode, dilation) -> tuple[list[int], list[int], bool, list[int]]:
+    """(stride, padding, reflect, dilation) as the Triton convolution ops take them, checked."""
     stride, padding, dilation = (list(_conv.pair(v, name, minimum)) for v, name, minimum in
                                  ((stride, "stride", 1), (padding, "padding", 0), (dilation, "dilation", 1)))
     reflect = padding_mode == "reflect" and any(padding)
     if reflect and (padding[0] >= x.shape[2] or padding[1] >= x.shape[3]):
         raise ValueError(f"reflect padding {tuple(padding)} must be smaller than x's height and width "
                          f"{tuple(x.shape[2:])}")
-    return _triton_forward(x, weight, bias, stride, padding, reflect, dilation, negative_slope, gain, clamp)
+    return stride, padding, reflect, dilation
+
+
+def _on_triton(x, weight, bias, stride, padding, padding_mode, dilation, negative_slope, gain, clamp):
+    return _triton_forward(x, weight, bias, *triton_geometry(x, stride, padding, padding_mode, dilation),
+                           negative_slope, gain, clamp)
 
 
 _backends.register_op("conv2d_bias_leaky_relu", {

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 from culturegan import _libraries
 from culturegan.ops import _backends, _checks, _layout
+from culturegan.ops._autograd import recomputed_grads
 from culturegan.ops.channel_affine import channel_affine, math_dtype
 from culturegan.ops.feature_stats import feature_stats
 
@@ -147,13 +148,11 @@ def _setup_fused(ctx, inputs, output):
 def _fused_vjp(ctx, grad_y, _grad_mean, _grad_std):
     x, gamma, beta, mean, std = ctx.saved_tensors
     if torch.is_grad_enabled():
-        # A double backward (create_graph=True): differentiate the composition of the forward's
-        # differentiable ops instead, recomputed from the saved inputs (rare: no GAN loss here
-        # differentiates a normalisation twice but gradient penalties).
-        y = _composed(ctx.backend, x, gamma, beta, ctx.negative_slope, ctx.eps)[0]
-        wanted = [t for t in (x, gamma, beta) if t.requires_grad]
-        grads = iter(torch.autograd.grad(y, wanted, grad_y, create_graph=True))
-        return (*(next(grads) if t.requires_grad else None for t in (x, gamma, beta)), None, None, None)
+        # A double backward (create_graph=True): see recomputed_grads.
+        def compose(x, gamma, beta):
+            return _composed(ctx.backend, x, gamma, beta, ctx.negative_slope, ctx.eps)[0]
+
+        return *recomputed_grads(compose, (x, gamma, beta), grad_y), None, None, None
     backward = (torch.ops.culturegan.norm_act_backward_triton if ctx.backend == "triton"
                 else torch.ops.culturegan.norm_act_backward)
     grad_x, grad_gamma, grad_beta = backward(grad_y, x, mean, std, gamma, beta, ctx.negative_slope)
@@ -163,12 +162,28 @@ def _fused_vjp(ctx, grad_y, _grad_mean, _grad_std):
 _fused.register_autograd(_fused_vjp, setup_context=_setup_fused)
 
 
+def per_sample(gamma, beta, shape, dtype: torch.dtype, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """gamma and beta as the (N, C) tensors in the math type of `dtype` that the kernels take
+    (ones and zeros where None)."""
+    math = math_dtype(dtype)
+    gamma = torch.ones(shape, dtype=math, device=device) if gamma is None else gamma.to(math).expand(shape)
+    beta = torch.zeros(shape, dtype=math, device=device) if beta is None else beta.to(math).expand(shape)
+    return gamma, beta
+
+
 def _on_backend(backend: str, x, gamma, beta, slope, eps):
-    math = math_dtype(x.dtype)
-    shape = x.shape[:2]
-    gamma = torch.ones(shape, dtype=math, device=x.device) if gamma is None else gamma.to(math).expand(shape)
-    beta = torch.zeros(shape, dtype=math, device=x.device) if beta is None else beta.to(math).expand(shape)
-    return _fused(x, gamma, beta, slope, eps, backend)[0]
+    return _fused(x, *per_sample(gamma, beta, x.shape[:2], x.dtype, x.device), slope, eps, backend)[0]
+
+
+def check_arguments(x, weight, bias, style_scale, style_shift, activation, negative_slope, eps):
+    """(gamma, beta, slope, eps) of instance_norm_act's arguments for input x, checked. x only
+    lends its shape (N, C, ...), dtype and device."""
+    if x[0, 0].numel() == 1:
+        raise ValueError(f"instance normalisation needs more than 1 spatial element per channel, got shape "
+                         f"{tuple(x.shape)} (as nn.InstanceNorm2d)")
+    gamma, beta = _gamma_beta(*_scale_and_shift(x, weight, bias, style_scale, style_shift))
+    slope = activation_slope(activation, negative_slope)
+    return gamma, beta, slope, _checks.check_number(eps, "eps", minimum=0.0)
 
 
 _backends.register_op("instance_norm_act", {
@@ -194,11 +209,7 @@ def instance_norm_act(x: torch.Tensor, weight: torch.Tensor | None = None, bias:
     Differentiable in x and in every parameter.
     """
     _checks.check_channel_tensor(x, "x", min_dim=3, max_dim=4)
-    if x[0, 0].numel() == 1:
-        raise ValueError(f"instance normalisation needs more than 1 spatial element per channel, got shape "
-                         f"{tuple(x.shape)} (as nn.InstanceNorm2d)")
-    gamma, beta = _gamma_beta(*_scale_and_shift(x, weight, bias, style_scale, style_shift))
-    slope = activation_slope(activation, negative_slope)
-    eps = _checks.check_number(eps, "eps", minimum=0.0)
+    gamma, beta, slope, eps = check_arguments(x, weight, bias, style_scale, style_shift, activation, negative_slope,
+                                              eps)
     implementation = _backends.dispatch("instance_norm_act", x.device, backend)
     return implementation(x, gamma, beta, slope, eps)

@@ -270,3 +270,44 @@ def test_norm_act_backward_opcheck(device, backend, layout):
     gamma, beta = torch.randn(2, 3, device=device), torch.randn(2, 3, device=device)
     torch.library.opcheck(op, (grad, z, mean, std, gamma, beta, 0.2))
     torch.library.opcheck(op, (grad, z, mean, std, gamma, beta, None))
+
+
+# ---------------------------- triton: the statistics kept by the implicit-GEMM convolution
+
+TRITON = [p for p in BACKENDS if p.values[1] == "triton"]
+
+
+@pytest.mark.parametrize("device, backend", TRITON)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("geometry", [(3, 5, 9, 8, 3, 1, 1, "reflect"), (17, 33, 7, 10, 4, 2, 1, "zeros")], ids=str)
+@pytest.mark.parametrize("norm", NORMS)
+def test_triton_statistics_in_the_epilogue(device, backend, dtype, geometry, norm):
+    """Pixels per sample not a multiple of the tile, channels beyond one tile, every dtype."""
+    stride, padding, padding_mode = geometry[5:]
+    x, weight, bias, norm_args = inputs(geometry, dtype, device, norm, "channels_last")
+    y = ops.conv2d_instance_norm_act(x, weight, bias, stride, padding, padding_mode, **norm_args,
+                                     activation="leaky_relu", backend=backend)
+    y64 = ops.conv2d_instance_norm_act(x.double(), weight.double(), bias.double(), stride, padding, padding_mode,
+                                       **{k: v.double() for k, v in norm_args.items()}, activation="leaky_relu",
+                                       backend="reference")
+    conv64 = convolve(x.double(), weight.double(), None, stride, padding, padding_mode, 1)
+    atol, rtol = tolerance(dtype, conv64)
+    torch.testing.assert_close(y.double(), y64, atol=atol, rtol=rtol)
+
+
+@pytest.mark.parametrize("device, backend", TRITON)
+def test_triton_block_opcheck_and_double_backward(device, backend):
+    x, weight, _, norm_args = inputs((3, 4, 6, 5, 3), torch.float64, device, "adain")
+    gamma, beta = norm_args["style_scale"], norm_args["style_shift"]
+    op = torch.ops.culturegan.conv2d_instance_norm_act_triton
+    torch.library.opcheck(op, (x.float(), weight.float(), gamma.float(), beta.float(), [1, 1], [1, 1], True, [1, 1],
+                               0.2, 1e-5))
+    leaves = [t.requires_grad_() for t in (x, weight, gamma, beta)]
+
+    def fn(x, weight, gamma, beta):
+        return ops.conv2d_instance_norm_act(x, weight, None, 1, 1, "reflect", style_scale=gamma, style_shift=beta,
+                                            activation="leaky_relu", backend=backend)
+
+    fast = interpreted(device, backend)
+    assert torch.autograd.gradcheck(fn, leaves, fast_mode=fast)
+    assert torch.autograd.gradgradcheck(fn, leaves, fast_mode=fast)
