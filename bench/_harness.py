@@ -71,8 +71,8 @@ class Target:
 
     device_type: str
     mode: str
-    metric: str  # "vs_eager", "vs_compile", "copy_fraction" or "matmul_fraction"
-    minimum: float
+    metric: str  # "vs_eager", "vs_compile", "copy_fraction", "matmul_fraction" or "memory_vs_eager"
+    minimum: float  # the bound: a minimum, except for memory_vs_eager (peak memory / eager's), a maximum
     shape: Shape | None = None
     dtype: torch.dtype | None = None
     min_tensor_bytes: int = 0
@@ -85,13 +85,15 @@ class Target:
                 and row.tensor_bytes >= self.min_tensor_bytes)
 
     def met(self, row: Row) -> bool:
-        return getattr(row, self.metric) >= self.minimum
+        value = getattr(row, self.metric)
+        return value <= self.minimum if self.metric == "memory_vs_eager" else value >= self.minimum
 
     @property
     def label(self) -> str:
         return {"vs_eager": f">={self.minimum:g}x eager", "vs_compile": f">={self.minimum:g}x compile",
                 "copy_fraction": f">={self.minimum:.0%} copy bw",
-                "matmul_fraction": f">={self.minimum:.0%} matmul rate"}[self.metric]
+                "matmul_fraction": f">={self.minimum:.0%} matmul rate",
+                "memory_vs_eager": f"<={self.minimum:g}x eager memory"}[self.metric]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -230,6 +232,15 @@ def measure(benchmark, step: Callable[[], None], device: torch.device) -> tuple[
     return [seconds / iterations for seconds in benchmark.stats.stats.data], iterations
 
 
+def _peak_bytes(step: Callable[[], None]) -> int:
+    """The most CUDA memory one more step holds at once (everything allocated counts)."""
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    step()
+    torch.cuda.synchronize()
+    return torch.cuda.max_memory_allocated()
+
+
 def _timed(fn: Callable[[], None]) -> float:
     start = time.perf_counter()
     fn()
@@ -250,6 +261,7 @@ class Measurement:
     bytes_moved: int
     tensor_bytes: int  # of the op's main tensor (the first input)
     flops: int  # 0 where the op declares none
+    peak_bytes: int | None  # CUDA only: the most memory one step held (inputs and weights included)
 
     @property
     def key(self) -> tuple:
@@ -278,6 +290,8 @@ class Row:
     copy_fraction: float | None  # of the measured copy bandwidth, CUDA only; > 1 where data stays in L2
     tflops: float | None  # where the op declares its FLOPs
     matmul_fraction: float | None  # of the measured matmul rate in the same dtype, CUDA only
+    peak_mib: float | None  # CUDA only
+    memory_vs_eager: float | None  # this peak / eager's: < 1 holds less
     target: str  # "", "pass" or "miss", with the goals
 
 
@@ -353,11 +367,12 @@ class Session:
                                     bytes_moved=bench.bytes_moved(param.shape, param.dtype, param.mode))
         seconds, iterations = measure(benchmark, step, self.device)
         benchmark.extra_info["calls_per_round"] = iterations
+        peak = _peak_bytes(step) if self.device.type == "cuda" else None
         self._targets[bench.name] = bench.targets
         self.measurements.append(Measurement(
             bench.name, param.shape, dtype_name(param.dtype), param.mode, param.provider, tuple(seconds), iterations,
             bench.bytes_moved(param.shape, param.dtype, param.mode), inputs[0].numel() * inputs[0].element_size(),
-            bench.flops(param.shape, param.dtype, param.mode) if bench.flops else 0))
+            bench.flops(param.shape, param.dtype, param.mode) if bench.flops else 0, peak))
 
     @functools.cached_property
     def copy_bandwidth(self) -> float | None:
@@ -383,16 +398,19 @@ class Session:
 
     def rows(self) -> list[Row]:
         medians = {(m.key, m.provider): statistics.median(m.seconds) for m in self.measurements}
-        return [self._row(m, medians) for m in self.measurements]
+        eager_peaks = {m.key: m.peak_bytes for m in self.measurements if m.provider == EAGER}
+        return [self._row(m, medians, eager_peaks.get(m.key)) for m in self.measurements]
 
-    def _row(self, m: Measurement, medians: dict) -> Row:
+    def _row(self, m: Measurement, medians: dict, eager_peak: int | None) -> Row:
         median = medians[m.key, m.provider]
         rate = m.bytes_moved / median
         row = Row(m.op, m.shape, m.dtype, m.mode, m.provider, self.device.type, median, min(m.seconds),
                   len(m.seconds), m.iterations, m.bytes_moved, m.tensor_bytes, rate / 1e9,
                   _ratio(medians.get((m.key, EAGER)), median), _ratio(medians.get((m.key, COMPILE)), median),
                   None if self.copy_bandwidth is None else rate / self.copy_bandwidth,
-                  m.flops / median / 1e12 if m.flops else None, self._matmul_fraction(m, median), "")
+                  m.flops / median / 1e12 if m.flops else None, self._matmul_fraction(m, median),
+                  None if m.peak_bytes is None else m.peak_bytes / 2**20,
+                  None if m.peak_bytes is None or not eager_peak else m.peak_bytes / eager_peak, "")
         return dataclasses.replace(row, target=_target_verdict(self._targets[m.op], row))
 
     def _matmul_fraction(self, m: Measurement, median: float) -> float | None:
@@ -414,7 +432,7 @@ class Session:
     def _table_header(self) -> list[str]:
         header = ["op", "shape", "dtype", "provider", "mode", "median", "vs eager", "vs compile"]
         if self.copy_bandwidth is not None:
-            header += ["GB/s", "of copy", "TFLOP/s", "of matmul"]
+            header += ["GB/s", "of copy", "TFLOP/s", "of matmul", "peak MiB", "mem vs eager"]
         return header + ["target"]
 
     def _table_cells(self, row: Row) -> list[str]:
@@ -423,7 +441,9 @@ class Session:
         if self.copy_bandwidth is not None:
             cells += [f"{row.gb_per_s:.0f}", f"{row.copy_fraction:.0%}",
                       "" if row.tflops is None else f"{row.tflops:.1f}",
-                      "" if row.matmul_fraction is None else f"{row.matmul_fraction:.0%}"]
+                      "" if row.matmul_fraction is None else f"{row.matmul_fraction:.0%}",
+                      "" if row.peak_mib is None else f"{row.peak_mib:.0f}",
+                      "" if row.memory_vs_eager is None else f"{row.memory_vs_eager:.2f}x"]
         return cells + [row.target]
 
     def write_json(self, path: Path) -> None:

@@ -62,6 +62,7 @@ def bytes_moved(shape, dtype, mode):
 
 TARGETS = (
     _harness.Target("cuda", _harness.TRAINING, "vs_eager", 1.3, dtype=torch.bfloat16),
+    _harness.Target("cuda", _harness.TRAINING, "memory_vs_eager", 0.8, dtype=torch.bfloat16),
     _harness.Target("cpu", _harness.TRAINING, "vs_eager", 1.0, dtype=torch.float32),
 )
 NETWORKS = _harness.OpBench(
