@@ -34,7 +34,7 @@ def activate(pre, gain, negative_gain, clamp, HAS_CLAMP: tl.constexpr):
 
 
 @triton.jit
-def _gradient(dy, y, gain, negative_gain, clamp, HAS_CLAMP: tl.constexpr):
+def gradient(dy, y, gain, negative_gain, clamp, HAS_CLAMP: tl.constexpr):
     d = dy * tl.where(y > 0, gain, negative_gain)
     if HAS_CLAMP:
         d = tl.where((y > -clamp) & (y < clamp), d, 0.0)
@@ -73,7 +73,7 @@ def _gradient_kernel(G, Y, GX, numel, gain_hi, gain_lo, negative_gain_hi, negati
     offsets, mask = _block(numel, INDEX_64, BLOCK)
     dy = tl.load(G + offsets, mask=mask, other=0.0).to(COMPUTE)
     y = tl.load(Y + offsets, mask=mask, other=0.0).to(COMPUTE)
-    d = _gradient(dy, y, gain, negative_gain, clamp, HAS_CLAMP)
+    d = gradient(dy, y, gain, negative_gain, clamp, HAS_CLAMP)
     tl.store(GX + offsets, d.to(GX.dtype.element_ty), mask=mask)
 
 
@@ -100,7 +100,7 @@ def _gradient_bias_kernel(G, Y, GX, PARTIAL, rows, inner, channels, gain_hi, gai
         mask = (r < rows)[:, None] & c_mask[None, :]
         dy = tl.load(G + offsets, mask=mask, other=0.0).to(COMPUTE)
         y = tl.load(Y + offsets, mask=mask, other=0.0).to(COMPUTE)
-        d = tl.where(mask, _gradient(dy, y, gain, negative_gain, clamp, HAS_CLAMP), 0.0)
+        d = tl.where(mask, gradient(dy, y, gain, negative_gain, clamp, HAS_CLAMP), 0.0)
         tl.store(GX + offsets, d.to(GX.dtype.element_ty), mask=mask)
         acc += d
     tl.store(PARTIAL + pid_r * channels + c, tl.sum(acc, axis=0), mask=c_mask)

@@ -21,7 +21,7 @@ import torch
 import triton
 import triton.language as tl
 
-from culturegan.kernels.bias_leaky_relu import activate, activation_scalars, params
+from culturegan.kernels.bias_leaky_relu import activate, activation_scalars, gradient, params
 
 # Tiles for the interpreter (CPU tensors): small, one config. GPUs autotune over GPU_CONFIGS,
 # keyed on the GEMM's shape; the choice is cached per shape.
@@ -111,16 +111,7 @@ def forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, y:
     out_channels, _, kernel_h, kernel_w = weight.shape
     out_height, out_width = y.shape[2:]
     taps = weight.permute(2, 3, 1, 0).contiguous()  # [KH, KW, C_in, C_out]: B tiles are rows
-    compute = tl.float64 if x.dtype == torch.float64 else tl.float32
-    # Under the interpreter (CPU tensors) numpy has no bfloat16 dot: the tiles go up to float32.
-    # On GPUs half tiles feed the tensor cores; float32 ones use TF32 where torch lets cuDNN do so.
-    upcast = x.device.type == "cpu"
-    if x.dtype == torch.float64 or upcast:
-        precision = "ieee"
-    elif x.dtype == torch.float32:
-        precision = "tf32" if torch.backends.cudnn.allow_tf32 else "ieee"
-    else:
-        precision = None
+    compute, upcast, precision = _operands(x)
     pixels = out_height * out_width
     stats = tile_pixels is not None
     if x.device.type == "cpu" or stats:
@@ -145,3 +136,181 @@ def forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, y:
                  COMPUTE=compute, UPCAST=upcast, DOT_PRECISION=precision, **tiles,
                  **activation_scalars(negative_slope, gain, clamp))
     return moments
+
+
+# ------------------------------------------------------------------------------- backward
+#
+# Both backward kernels take the forward's output y and dL/dy, and apply the activation's
+# derivative (kernels/bias_leaky_relu.py's gradient) as they load them: the gradient of the
+# pre-activation is never written to memory.
+
+@triton.jit
+def _input_grad_kernel(G, Y, W, DX, height, width, in_channels, out_height, out_width, out_channels,
+                       stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w,
+                       gain_hi, gain_lo, negative_gain_hi, negative_gain_lo, clamp_hi, clamp_lo,
+                       KERNEL_H: tl.constexpr, KERNEL_W: tl.constexpr, HAS_CLAMP: tl.constexpr,
+                       COMPUTE: tl.constexpr, UPCAST: tl.constexpr, DOT_PRECISION: tl.constexpr,
+                       BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    """dx[n, ih, iw, ci] = sum over taps and C_out of g'[n, oh, ow, co] w[co, ci, kh, kw], where
+    oh * stride = ih + pad - kh * dilation (zero padding; the caller pads for reflection)."""
+    pid_m = tl.program_id(0)
+    pid_n = tl.program_id(1)
+    n = tl.program_id(2).to(tl.int64)
+    p = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)  # input pixels (ih, iw) of sample n
+    ci = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    p_mask = p < height * width
+    ci_mask = ci < in_channels
+    ih = p // width
+    iw = p % width
+    gain, negative_gain, clamp = params(gain_hi, gain_lo, negative_gain_hi, negative_gain_lo, clamp_hi, clamp_lo,
+                                        COMPUTE)
+    acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=COMPUTE)
+    for kh in range(KERNEL_H):
+        th = ih + pad_h - kh * dilation_h
+        oh = th // stride_h
+        ok_h = (th >= 0) & (th % stride_h == 0) & (oh < out_height)
+        for kw in range(KERNEL_W):
+            tw = iw + pad_w - kw * dilation_w
+            ow = tw // stride_w
+            valid = p_mask & ok_h & (tw >= 0) & (tw % stride_w == 0) & (ow < out_width)
+            pixel = (n * out_height + oh) * out_width + ow
+            for co0 in range(0, out_channels, BLOCK_K):
+                co = co0 + tl.arange(0, BLOCK_K)
+                mask = valid[:, None] & (co < out_channels)[None, :]
+                offsets = pixel[:, None] * out_channels + co[None, :]
+                dy = tl.load(G + offsets, mask=mask, other=0.0).to(COMPUTE)
+                y = tl.load(Y + offsets, mask=mask, other=0.0).to(COMPUTE)
+                g = gradient(dy, y, gain, negative_gain, clamp, HAS_CLAMP)
+                tap = (kh * KERNEL_W + kw) * out_channels + co  # weight laid out [KH, KW, C_out, C_in]
+                w = tl.load(W + tap.to(tl.int64)[:, None] * in_channels + ci[None, :],
+                            mask=(co < out_channels)[:, None] & ci_mask[None, :], other=0.0)
+                if UPCAST:
+                    w = w.to(COMPUTE)
+                else:
+                    g = g.to(W.dtype.element_ty)
+                acc += tl.dot(g, w, input_precision=DOT_PRECISION, out_dtype=COMPUTE)
+    out = (n * height * width + p)[:, None] * in_channels + ci[None, :]
+    tl.store(DX + out, acc.to(DX.dtype.element_ty), mask=p_mask[:, None] & ci_mask[None, :])
+
+
+@triton.jit
+def _weight_grad_kernel(G, Y, X, DW, DB, batch, height, width, in_channels, out_height, out_width, out_channels,
+                        stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w,
+                        gain_hi, gain_lo, negative_gain_hi, negative_gain_lo, clamp_hi, clamp_lo,
+                        KERNEL_H: tl.constexpr, KERNEL_W: tl.constexpr, REFLECT: tl.constexpr,
+                        HAS_CLAMP: tl.constexpr, BIAS_GRAD: tl.constexpr, SPLIT: tl.constexpr,
+                        COMPUTE: tl.constexpr, UPCAST: tl.constexpr, DOT_PRECISION: tl.constexpr,
+                        BLOCK_CO: tl.constexpr, BLOCK_CI: tl.constexpr, BLOCK_P: tl.constexpr):
+    """Partial dw[split, tap, co, ci] = sum over a 1/SPLIT share of the output pixels of
+    g'[p, co] x[p at tap, ci] (and, on tap 0's first channel block, the bias gradient's share)."""
+    pid_co = tl.program_id(0)
+    pid_ci = tl.program_id(1)
+    tap = tl.program_id(2) // SPLIT
+    split = tl.program_id(2) % SPLIT
+    kh = tap // KERNEL_W
+    kw = tap % KERNEL_W
+    co = pid_co * BLOCK_CO + tl.arange(0, BLOCK_CO)
+    ci = pid_ci * BLOCK_CI + tl.arange(0, BLOCK_CI)
+    co_mask = co < out_channels
+    ci_mask = ci < in_channels
+    gain, negative_gain, clamp = params(gain_hi, gain_lo, negative_gain_hi, negative_gain_lo, clamp_hi, clamp_lo,
+                                        COMPUTE)
+    pixels = out_height * out_width
+    total = batch * pixels
+    chunk = tl.cdiv(tl.cdiv(total, SPLIT), BLOCK_P) * BLOCK_P
+    start = split * chunk
+    end = tl.minimum(start + chunk, total)
+    acc = tl.zeros([BLOCK_CO, BLOCK_CI], dtype=COMPUTE)
+    bias_sum = tl.zeros([BLOCK_CO], dtype=COMPUTE)
+    for p0 in range(start, end, BLOCK_P):
+        pp = p0 + tl.arange(0, BLOCK_P)
+        p_mask = pp < end
+        n = (pp // pixels).to(tl.int64)
+        oh = (pp % pixels) // out_width
+        ow = pp % out_width
+        g_offsets = pp.to(tl.int64)[:, None] * out_channels + co[None, :]
+        g_mask = p_mask[:, None] & co_mask[None, :]
+        dy = tl.load(G + g_offsets, mask=g_mask, other=0.0).to(COMPUTE)
+        y = tl.load(Y + g_offsets, mask=g_mask, other=0.0).to(COMPUTE)
+        g = gradient(dy, y, gain, negative_gain, clamp, HAS_CLAMP)  # [BLOCK_P, BLOCK_CO], 0 where masked
+        ih = oh * stride_h - pad_h + kh * dilation_h
+        iw = ow * stride_w - pad_w + kw * dilation_w
+        if REFLECT:
+            row_ok = p_mask
+            pixel = (n * height + _reflect(ih, height)) * width + _reflect(iw, width)
+        else:
+            row_ok = p_mask & (ih >= 0) & (ih < height) & (iw >= 0) & (iw < width)
+            pixel = (n * height + ih) * width + iw
+        x = tl.load(X + pixel[:, None] * in_channels + ci[None, :], mask=row_ok[:, None] & ci_mask[None, :],
+                    other=0.0)
+        if UPCAST:
+            x = x.to(COMPUTE)
+        else:
+            g = g.to(X.dtype.element_ty)
+        acc += tl.dot(tl.trans(g), x, input_precision=DOT_PRECISION, out_dtype=COMPUTE)
+        if BIAS_GRAD:
+            bias_sum += tl.sum(g.to(COMPUTE), axis=0)
+    out = ((split * KERNEL_H * KERNEL_W + tap) * out_channels + co).to(tl.int64)[:, None] * in_channels + ci[None, :]
+    tl.store(DW + out, acc, mask=co_mask[:, None] & ci_mask[None, :])
+    if BIAS_GRAD:
+        if (tap == 0) & (pid_ci == 0):
+            tl.store(DB + split * out_channels + co, bias_sum, mask=co_mask)
+
+
+def _operands(x: torch.Tensor) -> tuple:
+    """(COMPUTE, UPCAST, DOT_PRECISION) for tensors like x. Under the interpreter (CPU tensors)
+    numpy has no bfloat16 dot: the tiles go up to float32. On GPUs half tiles feed the tensor
+    cores; float32 ones use TF32 where torch lets cuDNN do so."""
+    compute = tl.float64 if x.dtype == torch.float64 else tl.float32
+    upcast = x.device.type == "cpu"
+    if x.dtype == torch.float64 or upcast:
+        return compute, upcast, "ieee"
+    if x.dtype == torch.float32:
+        return compute, upcast, "tf32" if torch.backends.cudnn.allow_tf32 else "ieee"
+    return compute, upcast, None
+
+
+def input_grad(grad: torch.Tensor, y: torch.Tensor, weight: torch.Tensor, input_size: tuple[int, int], stride,
+               padding, dilation, negative_slope: float, gain: float, clamp: float | None) -> torch.Tensor:
+    """dL/dx (N, C_in, *input_size), channels_last, for zero padding (the caller reflects), from
+    grad and y (N, C_out, OH, OW) channels_last."""
+    batch, out_channels, out_height, out_width = y.shape
+    in_channels = weight.shape[1]
+    height, width = input_size
+    taps = weight.permute(2, 3, 0, 1).contiguous()  # [KH, KW, C_out, C_in]
+    dx = torch.empty((batch, in_channels, height, width), dtype=y.dtype, device=y.device,
+                     memory_format=torch.channels_last)
+    compute, upcast, precision = _operands(y)
+    block_m, block_n, block_k = (BLOCK_M, BLOCK_N, BLOCK_K) if upcast else (64, 64, 32)
+    grid = (triton.cdiv(height * width, block_m), triton.cdiv(in_channels, block_n), batch)
+    _input_grad_kernel[grid](grad, y, taps, dx, height, width, in_channels, out_height, out_width, out_channels,
+                             *stride, *padding, *dilation, KERNEL_H=weight.shape[2], KERNEL_W=weight.shape[3],
+                             COMPUTE=compute, UPCAST=upcast, DOT_PRECISION=precision, BLOCK_M=block_m,
+                             BLOCK_N=block_n, BLOCK_K=block_k, **activation_scalars(negative_slope, gain, clamp))
+    return dx
+
+
+def weight_grad(grad: torch.Tensor, y: torch.Tensor, x: torch.Tensor, kernel_size: tuple[int, int], stride, padding,
+                dilation, reflect: bool, negative_slope: float, gain: float, clamp: float | None,
+                bias_grad: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(dL/dweight (C_out, C_in, KH, KW), dL/dbias (C_out,) or None) in the math type, from grad
+    and y channels_last and x channels_last. Split-K partials are summed in a fixed order."""
+    batch, in_channels, height, width = x.shape
+    out_channels, out_height, out_width = y.shape[1:]
+    kernel_h, kernel_w = kernel_size
+    compute, upcast, precision = _operands(x)
+    block_co, block_ci, block_p = (32, 32, 32) if upcast else (64, 64, 64)
+    tiles = triton.cdiv(out_channels, block_co) * triton.cdiv(in_channels, block_ci) * kernel_h * kernel_w
+    total = batch * out_height * out_width
+    # Enough programs to fill a GPU (about 4 per SM on 132 SMs), each with >= 4 pixel blocks.
+    split = 1 if upcast else max(1, min(triton.cdiv(528, tiles), triton.cdiv(total, 4 * block_p)))
+    math = torch.float64 if x.dtype == torch.float64 else torch.float32
+    dw = torch.empty((split, kernel_h, kernel_w, out_channels, in_channels), dtype=math, device=x.device)
+    db = torch.empty((split, out_channels), dtype=math, device=x.device) if bias_grad else dw
+    grid = (triton.cdiv(out_channels, block_co), triton.cdiv(in_channels, block_ci), kernel_h * kernel_w * split)
+    _weight_grad_kernel[grid](grad, y, x, dw, db, batch, height, width, in_channels, out_height, out_width,
+                              out_channels, *stride, *padding, *dilation, KERNEL_H=kernel_h, KERNEL_W=kernel_w,
+                              REFLECT=reflect, BIAS_GRAD=bias_grad, SPLIT=split, COMPUTE=compute, UPCAST=upcast,
+                              DOT_PRECISION=precision, BLOCK_CO=block_co, BLOCK_CI=block_ci, BLOCK_P=block_p,
+                              **activation_scalars(negative_slope, gain, clamp))
+    return dw.sum(0).permute(2, 3, 0, 1).contiguous(), db.sum(0) if bias_grad else None

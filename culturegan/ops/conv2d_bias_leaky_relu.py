@@ -6,9 +6,10 @@ PatchGAN's first layer and StyleGAN-like nets. The triton backend is an implicit
 convolution (kernels/conv2d.py, NHWC) with the bias, activation, gain and clamp in its epilogue:
 y is written once, and reflection padding is index arithmetic, not a padded copy. The cuda and
 cpu backends run the convolution without its bias through ATen (cuDNN, oneDNN), then ONE pass
-of the fused bias_leaky_relu. On every fast backend the backward reads the saved output once to
-apply the activation's derivative and reduce the bias gradient in the same pass, then runs
-ATen's convolution backward: eager torch spends a pass on each.
+of the fused bias_leaky_relu. On triton the backward is two implicit GEMMs (dx, and dweight
+with the bias gradient) that apply the activation's derivative as they load grad and y: no
+pass over grad of its own. On cuda and cpu one pass applies the derivative and reduces the
+bias gradient, then ATen's convolution backward runs: eager torch spends a pass on each.
 """
 
 from __future__ import annotations
@@ -89,13 +90,52 @@ def _vjp(ctx, grad):
             return _composed("triton", x, weight, bias, *ctx.geometry, *ctx.activation)
 
         return *recomputed_grads(compose, (x, weight, bias), grad), *[None] * 7
-    # One pass for the activation's derivative and the bias gradient, then the convolution's
-    # backward (cuDNN / oneDNN) on the pre-activation gradient.
-    grad_pre, grad_bias = torch.ops.culturegan.bias_leaky_relu_backward_triton(
-        grad, y, *ctx.activation, bias is not None and ctx.needs_input_grad[2])
-    grad_x, grad_weight = _conv.input_and_weight_grads(grad_pre, x, weight, stride, padding, padding_mode, dilation,
-                                                       ctx.needs_input_grad[:2])
-    return grad_x, grad_weight, grad_bias if ctx.needs_input_grad[2] else None, *[None] * 7
+    needs_bias = ctx.needs_input_grad[2] and bias is not None
+    grad_x, grad_weight, grad_bias = _triton_backward(
+        grad, y, x, weight, *_triton_args(ctx.geometry), *ctx.activation,
+        [ctx.needs_input_grad[0], ctx.needs_input_grad[1], needs_bias])
+    return (grad_x if ctx.needs_input_grad[0] else None, grad_weight if ctx.needs_input_grad[1] else None,
+            grad_bias if needs_bias else None, *[None] * 7)
+
+
+def _triton_args(geometry) -> tuple:
+    stride, padding, padding_mode, dilation = geometry
+    return stride, padding, padding_mode == "reflect" and any(padding), dilation
+
+
+@torch.library.custom_op("culturegan::conv2d_bias_leaky_relu_backward_triton", mutates_args=())
+def _triton_backward(grad: torch.Tensor, y: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, stride: list[int],
+                     padding: list[int], reflect: bool, dilation: list[int], negative_slope: float, gain: float,
+                     clamp: float | None, needs: list[bool]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(dx, dweight, dbias), each empty where `needs` says no: Triton implicit GEMMs that apply
+    the activation's derivative as they load grad and y (the weight kernel also reduces the
+    bias gradient), so the pre-activation gradient is never written."""
+    from culturegan.kernels import conv2d as kernels
+
+    grad = grad.contiguous(memory_format=torch.channels_last)
+    activation = (negative_slope, gain, clamp)
+    grad_x, grad_weight, grad_bias = x.new_empty(0), weight.new_empty(0), weight.new_empty(0)
+    if needs[0] and reflect:  # the gradient of the reflected input, folded back by ATen
+        padded_size = (x.shape[2] + 2 * padding[0], x.shape[3] + 2 * padding[1])
+        grad_padded = kernels.input_grad(grad, y, weight, padded_size, stride, [0, 0], dilation, *activation)
+        grad_x = torch.ops.aten.reflection_pad2d_backward(grad_padded, x, [padding[1], padding[1], padding[0],
+                                                                         padding[0]])
+        grad_x = grad_x.contiguous(memory_format=torch.channels_last)
+    elif needs[0]:
+        grad_x = kernels.input_grad(grad, y, weight, tuple(x.shape[2:]), stride, padding, dilation, *activation)
+    if needs[1] or needs[2]:
+        dw, db = kernels.weight_grad(grad, y, x.contiguous(memory_format=torch.channels_last), tuple(weight.shape[2:]),
+                                     stride, padding, dilation, reflect, *activation, needs[2])
+        grad_weight = dw.to(weight.dtype) if needs[1] else grad_weight
+        grad_bias = db.to(weight.dtype) if needs[2] else grad_bias
+    return grad_x, grad_weight, grad_bias
+
+
+@_triton_backward.register_fake
+def _fake_backward(grad, y, x, weight, stride, padding, reflect, dilation, negative_slope, gain, clamp, needs):
+    grad_x = torch.empty_like(x, memory_format=torch.channels_last) if needs[0] else x.new_empty(0)
+    grad_weight = torch.empty_like(weight, memory_format=torch.contiguous_format) if needs[1] else weight.new_empty(0)
+    return grad_x, grad_weight, weight.new_empty(weight.shape[0] if needs[2] else 0)
 
 
 _triton_forward.register_autograd(_vjp, setup_context=_setup_context)
