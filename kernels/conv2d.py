@@ -40,6 +40,16 @@ def _reflect(index, size):
 
 
 @triton.jit
+def _input_pixel(n, ih, iw, height, width, row_mask, REFLECT: tl.constexpr):
+    """(flat NHW index, validity) of the input pixel (ih, iw) that a tap reads: reflected into
+    the image, or masked out (zero padding)."""
+    if REFLECT:
+        return (n * height + _reflect(ih, height)) * width + _reflect(iw, width), row_mask
+    valid = row_mask & (ih >= 0) & (ih < height) & (iw >= 0) & (iw < width)
+    return (n * height + ih) * width + iw, valid
+
+
+@triton.jit
 def _conv_kernel(X, W, B, Y, TILE_MEAN, TILE_M2, height, width, in_channels, out_height, out_width, out_channels,
                  stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w,
                  gain_hi, gain_lo, negative_gain_hi, negative_gain_lo, clamp_hi, clamp_lo,
@@ -62,12 +72,7 @@ def _conv_kernel(X, W, B, Y, TILE_MEAN, TILE_M2, height, width, in_channels, out
         ih = oh * stride_h - pad_h + kh * dilation_h
         for kw in range(KERNEL_W):
             iw = ow * stride_w - pad_w + kw * dilation_w
-            if REFLECT:
-                row_ok = m_mask
-                pixel = (n * height + _reflect(ih, height)) * width + _reflect(iw, width)
-            else:
-                row_ok = m_mask & (ih >= 0) & (ih < height) & (iw >= 0) & (iw < width)
-                pixel = (n * height + ih) * width + iw
+            pixel, row_ok = _input_pixel(n, ih, iw, height, width, m_mask, REFLECT)
             for c0 in range(0, in_channels, BLOCK_K):
                 c = c0 + tl.arange(0, BLOCK_K)
                 c_mask = c < in_channels
@@ -235,12 +240,7 @@ def _weight_grad_kernel(G, Y, X, DW, DB, batch, height, width, in_channels, out_
         g = gradient(dy, y, gain, negative_gain, clamp, HAS_CLAMP)  # [BLOCK_P, BLOCK_CO], 0 where masked
         ih = oh * stride_h - pad_h + kh * dilation_h
         iw = ow * stride_w - pad_w + kw * dilation_w
-        if REFLECT:
-            row_ok = p_mask
-            pixel = (n * height + _reflect(ih, height)) * width + _reflect(iw, width)
-        else:
-            row_ok = p_mask & (ih >= 0) & (ih < height) & (iw >= 0) & (iw < width)
-            pixel = (n * height + ih) * width + iw
+        pixel, row_ok = _input_pixel(n, ih, iw, height, width, p_mask, REFLECT)
         x = tl.load(X + pixel[:, None] * in_channels + ci[None, :], mask=row_ok[:, None] & ci_mask[None, :],
                     other=0.0)
         if UPCAST:
