@@ -148,8 +148,10 @@ def test_torch_compile_fullgraph(device, backend):
         s_mean, s_std = ops.feature_stats(style, backend=backend)
         return ops.channel_affine(content, c_mean, s_std / c_std, s_mean, 0.2, backend=backend).square().mean()
 
-    content, _, _, _ = inputs((2, 3, 4, 4), "channels_last", torch.float32, device, requires_grad=True)
-    style, _, _, _ = inputs((2, 3, 5, 3), "contiguous", torch.float32, device, requires_grad=True)
+    # Unit-scale features: Inductor reorders float32 sums, which the tolerance is sized for;
+    # inputs() adds offsets of ~50 that would scale the rounding beyond it.
+    content = make_layout(torch.randn(2, 3, 4, 4, device=device), "channels_last").requires_grad_()
+    style = torch.randn(2, 3, 5, 3, device=device, requires_grad=True)
     assert_compiles_like_eager(adain, (content, style))
 
 
