@@ -9,13 +9,40 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="culturegan", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("doctor", help="show versions, compiled libraries and usable backends per op")
+    data = commands.add_parser("data", help="culture datasets (ROOT/<culture>/<images>)")
+    data_commands = data.add_subparsers(dest="data_command", required=True)
+    clean = data_commands.add_parser("clean", help="check every image and write a manifest of what to keep; "
+                                                   "never changes the images")
+    clean.add_argument("root", help="the dataset folder, holding one sub-folder per culture")
+    clean.add_argument("--min-side", type=int, default=64, help="reject images whose shorter side is below this")
+    clean.add_argument("--near-duplicate-distance", type=int, default=4,
+                       help="reject images whose 64-bit perceptual hash differs from a kept one's in at most this "
+                            "many bits (0: exact perceptual matches only)")
+    clean.add_argument("--manifest", help="where to write the JSON manifest (default: ROOT/culturegan-manifest.json)")
     args = parser.parse_args(argv)
     if args.command == "doctor":
         from culturegan import doctor
 
         return doctor.main()
+    if args.command == "data":
+        return _clean(args, parser)
     parser.error(f"unknown command {args.command}")
     return 2
+
+
+def _clean(args, parser: argparse.ArgumentParser) -> int:
+    from pathlib import Path
+
+    from culturegan.data.clean import MANIFEST_NAME, clean, write_manifest
+
+    try:
+        report = clean(args.root, args.min_side, args.near_duplicate_distance)
+    except (FileNotFoundError, ValueError) as error:
+        parser.exit(2, f"culturegan data clean: {error}\n")
+    manifest = write_manifest(report, args.manifest or Path(args.root) / MANIFEST_NAME)
+    print(report.summary())
+    print(f"manifest: {manifest}")
+    return 0
 
 
 if __name__ == "__main__":
