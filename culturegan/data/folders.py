@@ -1,0 +1,91 @@
+"""CultureImages: the images of a culture dataset (ROOT/<culture>/<images>) as a torch Dataset,
+and the DataLoader that serves them on one device or under DistributedDataParallel."""
+
+from __future__ import annotations
+
+import json
+import random
+import warnings
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from culturegan.data.clean import find_cultures
+from culturegan.data.images import ImageReadError, is_image_file, open_rgb
+from culturegan.data.transforms import Augment
+
+
+class CultureImages(Dataset):
+    """Items are dicts: ``image`` (3, crop, crop) in [-1, 1], ``culture`` (its index in
+    ``self.cultures``) and ``path``.
+
+    Args:
+        root: the dataset folder.
+        cultures: the culture names to use (default: every sub-folder); unknown names raise.
+        manifest: a `culturegan data clean` manifest: only its kept files are used.
+        augment: the augmentation (CycleGAN's defaults).
+        seed: with the epoch (``set_epoch``) and the index, seeds each item's augmentation.
+
+    A file that turns out unreadable when loaded is skipped with a warning (the next readable
+    item is served instead), never a crash; a dataset with nothing readable raises.
+    """
+
+    def __init__(self, root, cultures: list[str] | None = None, manifest=None, augment: Augment = Augment(),
+                 seed: int = 0):
+        self.root = Path(root)
+        available = [folder.name for folder in find_cultures(self.root)]
+        unknown = sorted(set(cultures or ()) - set(available))
+        if unknown:
+            raise ValueError(f"unknown culture(s) {', '.join(unknown)} in {self.root}; it has: {', '.join(available)}")
+        self.cultures = list(cultures or available)
+        self.items = self._list(manifest)
+        empty = [c for c in self.cultures if not any(label == self.cultures.index(c) for _, label in self.items)]
+        if empty:
+            raise ValueError(f"culture folder(s) {', '.join(empty)} in {self.root} hold no usable image")
+        self.augment, self.seed, self.epoch = augment, seed, 0
+        self._unreadable: set[int] = set()
+
+    def _list(self, manifest) -> list[tuple[Path, int]]:
+        if manifest is not None:
+            kept = json.loads(Path(manifest).read_text())["cultures"]
+            return [(self.root / path, index) for index, culture in enumerate(self.cultures)
+                    for path in kept.get(culture, [])]
+        return [(path, index) for index, culture in enumerate(self.cultures)
+                for path in sorted(p for p in (self.root / culture).rglob("*") if is_image_file(p))]
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> dict:
+        for offset in range(len(self.items)):
+            candidate = (index + offset) % len(self.items)
+            if candidate in self._unreadable:
+                continue
+            path, label = self.items[candidate]
+            try:
+                image, _ = open_rgb(path)
+            except ImageReadError as error:
+                self._unreadable.add(candidate)
+                warnings.warn(f"skipping {error}", RuntimeWarning, stacklevel=2)
+                continue
+            rng = random.Random(hash((self.seed, self.epoch, candidate)))
+            return {"image": self.augment(image, rng), "culture": label, "path": str(path)}
+        raise RuntimeError(f"no readable image left in {self.root}")
+
+
+def make_loader(dataset: Dataset, batch_size: int, workers: int = 4, shuffle: bool = True, seed: int = 0,
+                drop_last: bool = True) -> DataLoader:
+    """A DataLoader with worker processes, pinned memory when CUDA is there, and a
+    DistributedSampler (each rank its share) when torch.distributed is initialised."""
+    sampler = None
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        sampler = DistributedSampler(dataset, shuffle=shuffle, seed=seed, drop_last=drop_last)
+        shuffle = False
+    generator = torch.Generator().manual_seed(seed)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, sampler=sampler, num_workers=workers,
+                      pin_memory=torch.cuda.is_available(), drop_last=drop_last, generator=generator,
+                      persistent_workers=workers > 0)
