@@ -19,7 +19,8 @@ from PIL import Image, ImageEnhance
 @dataclasses.dataclass(frozen=True)
 class Augment:
     load_size: int = 286  # the shorter side is resized to this first
-    crop_size: int = 256  # then a random square crop of this side
+    crop_size: int = 256  # then a square crop of this side
+    random_crop: bool = True  # where the crop lies: random, or the centre (evaluation, profiles)
     flip: bool = True  # horizontal flip with probability 1/2
     rotation: float = 0.0  # uniform in [-rotation, rotation] degrees (reflect-filled borders)
     scale: tuple[float, float] = (1.0, 1.0)  # the load size is multiplied by a uniform factor in this range
@@ -45,8 +46,11 @@ class Augment:
         image = self._resize(image, rng)
         if self.rotation:
             image = _rotate_reflect(image, rng.uniform(-self.rotation, self.rotation))
-        left = rng.randint(0, image.width - self.crop_size)
-        top = rng.randint(0, image.height - self.crop_size)
+        if self.random_crop:
+            left = rng.randint(0, image.width - self.crop_size)
+            top = rng.randint(0, image.height - self.crop_size)
+        else:
+            left, top = (image.width - self.crop_size) // 2, (image.height - self.crop_size) // 2
         image = image.crop((left, top, left + self.crop_size, top + self.crop_size))
         if self.flip and rng.random() < 0.5:
             image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)

@@ -1,0 +1,174 @@
+"""Culture features: colour, texture and line statistics of images, one fixed-length vector
+per image and group, differentiable (so the culture loss can use them) and offline.
+
+Images are (N, 3, H, W) RGB in [-1, 1] (culturegan's convention; the loaders produce it).
+
+- colour (10): Lab mean and std (6), HSV saturation mean and std (2), Hasler-Susstrunk
+  colourfulness, and the entropy of a soft 64-colour palette histogram. Low-dimensional and
+  robust: on the notes' procedural styles this group generalised best.
+- texture (256 by default): per-channel mean and std (AdaIN's statistics) of a fixed
+  multi-scale random-filter layer (kernels 3, 5, 7 and 11, 32 zero-mean unit-norm filters
+  each, ReLU; seeded, needs no downloaded weights), computed by culturegan.ops.culture_stats;
+  ``gram=True`` adds each scale's Gram matrix (upper triangle).
+- line (13): Sobel gradient magnitude mean and std, edge density, a magnitude-weighted
+  8-bin orientation histogram and its entropy, and a stroke width estimate (2 x area /
+  perimeter of the dark mask).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import torch
+import torch.nn.functional as F
+
+from culturegan import ops
+
+GROUPS = ("colour", "texture", "line")
+TEXTURE_KERNELS = (3, 5, 7, 11)
+TEXTURE_FILTERS = 32
+TEXTURE_SEED = 0
+EDGE_THRESHOLD = 0.1  # Sobel magnitude (on [0, 1] luminance) counted as an edge
+ORIENTATION_BINS = 8
+
+
+@dataclasses.dataclass
+class CultureFeatures:
+    """(N, d) feature vectors per group."""
+
+    colour: torch.Tensor
+    texture: torch.Tensor
+    line: torch.Tensor
+
+    def groups(self) -> dict[str, torch.Tensor]:
+        return {group: getattr(self, group) for group in GROUPS}
+
+    def all(self) -> torch.Tensor:
+        return torch.cat([self.colour, self.texture, self.line], dim=1)
+
+
+def check_images(images: torch.Tensor) -> None:
+    if not isinstance(images, torch.Tensor):
+        raise TypeError(f"images must be a torch.Tensor, got {type(images).__name__}")
+    if images.dim() != 4 or images.shape[1] != 3:
+        raise ValueError(f"images must be (N, 3, H, W) RGB, got shape {tuple(images.shape)}")
+    if not images.is_floating_point():
+        raise TypeError(f"images must be floating point in [-1, 1], got {images.dtype}")
+    if min(images.shape[2:]) < 16:
+        raise ValueError(f"images must be at least 16 x 16 for the texture and line statistics, got "
+                         f"{tuple(images.shape[2:])}")
+
+
+# ---------------------------------------------------------------------------------- colour
+
+def rgb_to_lab(rgb: torch.Tensor) -> torch.Tensor:
+    """sRGB in [0, 1] (N, 3, H, W) to CIE Lab (D65), differentiable."""
+    linear = torch.where(rgb > 0.04045, ((rgb.clamp_min(0.04045) + 0.055) / 1.055) ** 2.4, rgb / 12.92)
+    matrix = rgb.new_tensor([[0.4124, 0.3576, 0.1805], [0.2126, 0.7152, 0.0722], [0.0193, 0.1192, 0.9505]])
+    xyz = torch.einsum("ij,njhw->nihw", matrix, linear) / rgb.new_tensor([0.95047, 1.0, 1.08883]).view(1, 3, 1, 1)
+    delta = 6 / 29
+    f = torch.where(xyz > delta**3, xyz.clamp_min(delta**3) ** (1 / 3), xyz / (3 * delta**2) + 4 / 29)
+    return torch.stack([116 * f[:, 1] - 16, 500 * (f[:, 0] - f[:, 1]), 200 * (f[:, 1] - f[:, 2])], dim=1)
+
+
+def colour_features(rgb: torch.Tensor) -> torch.Tensor:
+    lab = rgb_to_lab(rgb).flatten(2)
+    high, low = rgb.amax(1), rgb.amin(1)
+    saturation = ((high - low) / (high + 1e-6)).flatten(1)
+    r, g, b = rgb.unbind(1)
+    rg, yb = (r - g).flatten(1), (0.5 * (r + g) - b).flatten(1)
+    colourfulness = (rg.std(1) ** 2 + yb.std(1) ** 2).sqrt() + 0.3 * (rg.mean(1) ** 2 + yb.mean(1) ** 2).sqrt()
+    return torch.cat([lab.mean(2) / 100, lab.std(2) / 100, saturation.mean(1, keepdim=True),
+                      saturation.std(1, keepdim=True), colourfulness[:, None], _palette_entropy(rgb)[:, None]], 1)
+
+
+def _palette_entropy(rgb: torch.Tensor, levels: int = 4) -> torch.Tensor:
+    """Entropy (bits) of a 64-colour histogram whose pixels spread over nearby bins
+    (triangular weights), so that it is differentiable."""
+    centres = torch.linspace(0, 1, levels, device=rgb.device, dtype=rgb.dtype)
+    weights = (1 - (rgb.flatten(2)[..., None] - centres).abs() * (levels - 1)).clamp_min(0)  # (N, 3, P, L)
+    joint = torch.einsum("npi,npj,npk->nijk", weights[:, 0], weights[:, 1], weights[:, 2]).flatten(1)
+    p = joint / joint.sum(1, keepdim=True)
+    return -(p * torch.log2(p.clamp_min(1e-12))).sum(1)
+
+
+# --------------------------------------------------------------------------------- texture
+
+def random_filters(seed: int = TEXTURE_SEED, device=None, dtype=torch.float32) -> list[torch.Tensor]:
+    """The fixed multi-scale filter bank: per kernel size, TEXTURE_FILTERS zero-mean unit-norm
+    3-channel filters drawn with `seed` (the same on every machine)."""
+    generator = torch.Generator().manual_seed(seed)
+    bank = []
+    for k in TEXTURE_KERNELS:
+        w = torch.randn(TEXTURE_FILTERS, 3, k, k, generator=generator, dtype=torch.float64)
+        w = w - w.mean((1, 2, 3), keepdim=True)
+        bank.append((w / w.flatten(1).norm(dim=1).view(-1, 1, 1, 1)).to(device=device, dtype=dtype))
+    return bank
+
+
+def texture_features(rgb: torch.Tensor, filters: list[torch.Tensor], gram: bool = False,
+                     backend: str | None = None) -> torch.Tensor:
+    parts = []
+    for w in filters:
+        response = F.relu(F.conv2d(rgb, w, padding=w.shape[-1] // 2))
+        mean, std, g = ops.culture_stats(response, backend=backend)
+        parts += [mean, std]
+        if gram:
+            rows, cols = torch.triu_indices(w.shape[0], w.shape[0], device=rgb.device)
+            parts.append(g[:, rows, cols])
+    return torch.cat(parts, 1)
+
+
+# ------------------------------------------------------------------------------------ line
+
+def line_features(rgb: torch.Tensor) -> torch.Tensor:
+    luminance = (0.299 * rgb[:, 0] + 0.587 * rgb[:, 1] + 0.114 * rgb[:, 2])[:, None]
+    sobel = rgb.new_tensor([[1.0, 0.0, -1.0], [2.0, 0.0, -2.0], [1.0, 0.0, -1.0]]) / 4
+    padded = F.pad(luminance, (1, 1, 1, 1), mode="replicate")
+    gx = F.conv2d(padded, sobel.view(1, 1, 3, 3))
+    gy = F.conv2d(padded, sobel.t().reshape(1, 1, 3, 3))
+    magnitude = (gx.square() + gy.square() + 1e-12).sqrt().flatten(1)
+    edges = torch.sigmoid((magnitude - EDGE_THRESHOLD) * 50)  # a soft count: differentiable
+    angle = torch.atan2(gy, gx).flatten(1) % math.pi  # orientation, not direction
+    position = angle / math.pi * ORIENTATION_BINS
+    bins = torch.arange(ORIENTATION_BINS, device=rgb.device, dtype=rgb.dtype)
+    distance = (position[..., None] - bins - 0.5).abs()
+    share = (1 - torch.minimum(distance, ORIENTATION_BINS - distance)).clamp_min(0)  # circular triangular bins
+    histogram = (share * magnitude[..., None]).sum(1)
+    histogram = histogram / histogram.sum(1, keepdim=True).clamp_min(1e-12)
+    entropy = -(histogram * torch.log2(histogram.clamp_min(1e-12))).sum(1, keepdim=True)
+    flat = luminance.flatten(1)
+    dark = torch.sigmoid((flat.mean(1, keepdim=True) - 0.5 * flat.std(1, keepdim=True) - flat) * 50)
+    dark_map = dark.view_as(luminance)
+    perimeter = ((dark_map[..., 1:, :] - dark_map[..., :-1, :]).abs().flatten(1).sum(1)
+                 + (dark_map[..., :, 1:] - dark_map[..., :, :-1]).abs().flatten(1).sum(1))
+    stroke_width = 2 * dark.sum(1) / (perimeter + 1.0) / min(rgb.shape[2:])  # in image sides
+    return torch.cat([magnitude.mean(1, keepdim=True), magnitude.std(1, keepdim=True),
+                      edges.mean(1, keepdim=True), histogram, entropy, stroke_width[:, None]], 1)
+
+
+# ------------------------------------------------------------------------------ extraction
+
+class CultureFeatureExtractor(torch.nn.Module):
+    """extract() as a module holding its filter bank (a buffer: it follows .to())."""
+
+    def __init__(self, seed: int = TEXTURE_SEED, gram: bool = False, backend: str | None = None):
+        super().__init__()
+        for k, w in zip(TEXTURE_KERNELS, random_filters(seed)):
+            self.register_buffer(f"filters_{k}", w, persistent=False)
+        self.seed, self.gram, self.backend = seed, gram, backend
+
+    def forward(self, images: torch.Tensor) -> CultureFeatures:
+        check_images(images)
+        rgb = ((images.float() + 1) / 2).clamp(0, 1)
+        filters = [getattr(self, f"filters_{k}") for k in TEXTURE_KERNELS]
+        return CultureFeatures(colour_features(rgb), texture_features(rgb, filters, self.gram, self.backend),
+                               line_features(rgb))
+
+
+def extract(images: torch.Tensor, seed: int = TEXTURE_SEED, gram: bool = False,
+            backend: str | None = None) -> CultureFeatures:
+    """The colour, texture and line features of (N, 3, H, W) images in [-1, 1]."""
+    check_images(images)
+    return CultureFeatureExtractor(seed, gram, backend).to(images.device)(images)

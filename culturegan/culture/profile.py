@@ -1,0 +1,120 @@
+"""CultureProfile: a culture's feature distribution (mean and covariance per group), fitted on
+its images, saved as safetensors + JSON, and the distance of new images to it."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from culturegan.culture.features import GROUPS, TEXTURE_SEED, CultureFeatureExtractor, CultureFeatures
+
+FORMAT_VERSION = 1
+SHRINKAGE = 0.1  # covariance shrunk toward its diagonal: stable with fewer images than dimensions
+
+
+class CultureProfile:
+    """Per group: the mean and (shrunk) covariance of a culture's features."""
+
+    def __init__(self, culture: str, means: dict[str, torch.Tensor], covariances: dict[str, torch.Tensor],
+                 count: int, seed: int = TEXTURE_SEED, gram: bool = False):
+        missing = set(GROUPS) - set(means) | set(GROUPS) - set(covariances)
+        if missing:
+            raise ValueError(f"a culture profile needs every group; {sorted(missing)} missing")
+        self.culture, self.means, self.covariances = culture, means, covariances
+        self.count, self.seed, self.gram = count, seed, gram
+
+    @classmethod
+    def fit(cls, culture: str, features: CultureFeatures | list[CultureFeatures], seed: int = TEXTURE_SEED,
+            gram: bool = False) -> CultureProfile:
+        """The profile of features (of at least 2 images), e.g. extract() of a culture's batches."""
+        batches = features if isinstance(features, list) else [features]
+        groups = {g: torch.cat([getattr(b, g).detach().double() for b in batches]) for g in GROUPS}
+        count = groups["colour"].shape[0]
+        if count < 2:
+            raise ValueError(f"a culture profile needs at least 2 images, got {count}")
+        means = {g: v.mean(0) for g, v in groups.items()}
+        covariances = {g: _shrunk_covariance(v) for g, v in groups.items()}
+        return cls(culture, means, covariances, count, seed, gram)
+
+    @classmethod
+    def fit_images(cls, culture: str, batches, extractor: CultureFeatureExtractor | None = None) -> CultureProfile:
+        """The profile of image batches ((N, 3, H, W) in [-1, 1], or loader items with "image")."""
+        extractor = extractor or CultureFeatureExtractor()
+        with torch.no_grad():
+            features = [extractor(b["image"] if isinstance(b, dict) else b) for b in batches]
+        return cls.fit(culture, features, extractor.seed, extractor.gram)
+
+    @classmethod
+    def fit_folder(cls, root: str | os.PathLike, culture: str, size: int = 128, batch_size: int = 16,
+                   manifest: str | os.PathLike | None = None,
+                   extractor: CultureFeatureExtractor | None = None) -> CultureProfile:
+        """The profile of one culture folder of a dataset (ROOT/<culture>/...): every image,
+        resized so that its shorter side is `size` and centre-cropped (no random augmentation)."""
+        from culturegan.data import Augment, CultureImages, make_loader
+
+        images = CultureImages(root, cultures=[culture], manifest=manifest,
+                               augment=Augment(load_size=size, crop_size=size, flip=False, random_crop=False))
+        loader = make_loader(images, batch_size, workers=0, shuffle=False, drop_last=False)
+        return cls.fit_images(culture, loader, extractor)
+
+    def distance(self, features: CultureFeatures, group: str) -> torch.Tensor:
+        """(N,) Mahalanobis distance of each image's `group` features to this culture
+        (differentiable in the features: usable as a loss)."""
+        if group not in GROUPS:
+            raise ValueError(f"unknown feature group {group!r}; expected one of {', '.join(GROUPS)}")
+        values = getattr(features, group)
+        mean = self.means[group].to(values)
+        precision = torch.linalg.inv(self.covariances[group]).to(values)
+        centred = values - mean
+        return torch.einsum("ni,ij,nj->n", centred, precision, centred).clamp_min(0).sqrt()
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """path.safetensors (the tensors) and path.json (what they are), each written atomically."""
+        path = Path(path).with_suffix(".safetensors")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tensors = {f"{kind}.{g}": getattr(self, kind)[g].contiguous() for kind in ("means", "covariances")
+                   for g in GROUPS}
+        meta = {"format": "culturegan.CultureProfile", "version": FORMAT_VERSION, "culture": self.culture,
+                "count": self.count, "texture_seed": self.seed, "texture_gram": self.gram,
+                "groups": {g: int(self.means[g].numel()) for g in GROUPS}}
+        temporary = path.with_name(f".{path.name}.tmp")
+        save_file(tensors, str(temporary), metadata={"culture": self.culture})
+        os.replace(temporary, path)
+        json_path = path.with_suffix(".json")
+        temporary = json_path.with_name(f".{json_path.name}.tmp")
+        temporary.write_text(json.dumps(meta, indent=2) + "\n")
+        os.replace(temporary, json_path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> CultureProfile:
+        path = Path(path).with_suffix(".safetensors")
+        json_path = path.with_suffix(".json")
+        try:
+            meta = json.loads(json_path.read_text())
+            tensors = load_file(str(path))
+        except (OSError, ValueError, SafetensorError) as error:
+            raise ValueError(f"{path}: not a readable culture profile ({error})") from error
+        if not isinstance(meta, dict) or meta.get("format") != "culturegan.CultureProfile" \
+                or meta.get("version") != FORMAT_VERSION:
+            raise ValueError(f"{json_path}: not a culturegan culture profile of version {FORMAT_VERSION}")
+        try:
+            means = {g: tensors[f"means.{g}"] for g in GROUPS}
+            covariances = {g: tensors[f"covariances.{g}"] for g in GROUPS}
+        except KeyError as error:
+            raise ValueError(f"{path}: culture profile lacks tensor {error}") from error
+        for g in GROUPS:
+            if means[g].numel() != meta["groups"][g] or covariances[g].shape != (means[g].numel(),) * 2:
+                raise ValueError(f"{path}: group {g} has inconsistent shapes")
+        return cls(meta["culture"], means, covariances, meta["count"], meta["texture_seed"], meta["texture_gram"])
+
+
+def _shrunk_covariance(values: torch.Tensor) -> torch.Tensor:
+    covariance = torch.cov(values.T).reshape(values.shape[1], values.shape[1])
+    diagonal = torch.diag(covariance.diagonal().clamp_min(1e-8))
+    return (1 - SHRINKAGE) * covariance + SHRINKAGE * diagonal
