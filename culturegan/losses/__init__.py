@@ -1,0 +1,14 @@
+"""culturegan.losses: adversarial, cycle, identity, R1 and culture losses."""
+
+from culturegan.losses.culture import CultureLoss, CultureLossWeights
+from culturegan.losses.gan import (
+    GAN_MODES,
+    cycle_loss,
+    discriminator_loss,
+    generator_loss,
+    identity_loss,
+    r1_penalty,
+)
+
+__all__ = ["GAN_MODES", "CultureLoss", "CultureLossWeights", "cycle_loss", "discriminator_loss", "generator_loss",
+           "identity_loss", "r1_penalty"]
