@@ -155,7 +155,7 @@ def main() -> None:
             log(f"built {', '.join(built)}" + (f"; skipped {', '.join(skipped)}" if skipped else ""))
 
     setup(
-        packages=["culturegan", "culturegan.ops", "culturegan.nn", "culturegan.models", "culturegan.data", "culturegan.culture", "culturegan.losses",
+        packages=["culturegan", "culturegan.ops", "culturegan.nn", "culturegan.models", "culturegan.data", "culturegan.culture", "culturegan.losses", "culturegan.training",
                   "culturegan.kernels"],
         # The Triton kernels live in kernels/ in the source tree and ship as culturegan.kernels.
         package_dir={"culturegan.kernels": "kernels"},

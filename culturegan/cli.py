@@ -19,7 +19,15 @@ def main(argv: list[str] | None = None) -> int:
                        help="reject images whose 64-bit perceptual hash differs from a kept one's in at most this "
                             "many bits (0: exact perceptual matches only)")
     clean.add_argument("--manifest", help="where to write the JSON manifest (default: ROOT/culturegan-manifest.json)")
+    train = commands.add_parser("train", help="train culture-aware CycleGAN translation between two cultures "
+                                              "(one device, or many with torchrun)")
+    train.add_argument("--config", help="a TOML (or YAML) file of training settings")
+    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override one setting (repeatable), e.g. --set steps=2000")
+    train.add_argument("--resume", action="store_true", help="continue from the run's latest checkpoint")
     args = parser.parse_args(argv)
+    if args.command == "train":
+        return _train(args, parser)
     if args.command == "doctor":
         from culturegan import doctor
 
@@ -28,6 +36,21 @@ def main(argv: list[str] | None = None) -> int:
         return _clean(args, parser)
     parser.error(f"unknown command {args.command}")
     return 2
+
+
+def _train(args, parser: argparse.ArgumentParser) -> int:
+    from culturegan.training import Trainer, TrainingDiverged, load_config
+
+    try:
+        config = load_config(args.config, args.set)
+        trainer = Trainer(config, resume=args.resume)
+    except (FileNotFoundError, ValueError) as error:
+        parser.exit(2, f"culturegan train: {error}\n")
+    try:
+        trainer.fit()
+    except TrainingDiverged as error:
+        parser.exit(1, f"culturegan train: {error}\n")
+    return 0
 
 
 def _clean(args, parser: argparse.ArgumentParser) -> int:

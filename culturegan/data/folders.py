@@ -60,7 +60,10 @@ class CultureImages(Dataset):
     def __len__(self) -> int:
         return len(self.items)
 
-    def __getitem__(self, index: int) -> dict:
+    def __getitem__(self, index: int | tuple[int, int]) -> dict:
+        """Item `index`, augmented for the dataset's epoch; or, for an (epoch, index) pair (what
+        culturegan.training's sampler yields), for that epoch."""
+        epoch, index = index if isinstance(index, tuple) else (self.epoch, index)
         for offset in range(len(self.items)):
             candidate = (index + offset) % len(self.items)
             if candidate in self._unreadable:
@@ -72,7 +75,7 @@ class CultureImages(Dataset):
                 self._unreadable.add(candidate)
                 warnings.warn(f"skipping {error}", RuntimeWarning, stacklevel=2)
                 continue
-            rng = random.Random(hash((self.seed, self.epoch, candidate)))
+            rng = random.Random(hash((self.seed, epoch, candidate)))
             return {"image": self.augment(image, rng), "culture": label, "path": str(path)}
         raise RuntimeError(f"no readable image left in {self.root}")
 

@@ -1,0 +1,133 @@
+"""Training configuration: a TOML (or YAML, with PyYAML installed) file plus `key=value`
+overrides, checked against TrainConfig's fields: an unknown key or a value of the wrong type is
+an error that names it. Every run saves its resolved configuration beside its checkpoints."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tomllib
+import typing
+from pathlib import Path
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    # data: ROOT/<culture>/<images>; translate `source` images into the `target` culture
+    data_root: str = ""
+    source: str = ""
+    target: str = ""
+    manifest: str = ""  # a `culturegan data clean` manifest ("" to use every image)
+    load_size: int = 286
+    crop_size: int = 256
+    batch_size: int = 1
+    workers: int = 4
+    # models (CycleGAN's resnet_9blocks and basic PatchGAN by default)
+    ngf: int = 64
+    n_blocks: int = 9
+    ndf: int = 64
+    # losses
+    gan_mode: str = "lsgan"
+    lambda_cycle: float = 10.0
+    lambda_identity: float = 0.5  # times lambda_cycle
+    lambda_culture: float = 1.0
+    culture_weights: tuple[float, float, float] = (1.0, 1.0, 1.0)  # colour, texture, line
+    profile_size: int = 128  # images are resized to this to fit the culture profiles
+    r1_gamma: float = 0.0  # R1 penalty on real images; 0 is off
+    # optimisation
+    steps: int = 10000
+    decay_steps: int = 5000  # the last `decay_steps` decay the learning rate linearly to 0
+    lr: float = 2e-4
+    beta1: float = 0.5
+    beta2: float = 0.999
+    pool_size: int = 50
+    amp: str = "none"  # "none", "bf16" or "fp16" (with a gradient scaler)
+    channels_last: bool = True
+    device: str = "auto"  # "auto", "cpu" or "cuda"
+    seed: int = 0
+    # output
+    output: str = "runs/culturegan"
+    checkpoint_every: int = 1000
+    keep_last: int = 3
+    log_every: int = 50
+    max_bad_steps: int = 10  # consecutive non-finite losses before the run stops
+
+    def validate(self) -> TrainConfig:
+        if not self.data_root or not self.source or not self.target:
+            raise ValueError("data_root, source and target must be set (the dataset and the two culture names)")
+        if self.source == self.target:
+            raise ValueError(f"source and target are the same culture {self.source!r}")
+        checks = {"gan_mode": self.gan_mode in ("lsgan", "vanilla", "hinge"),
+                  "amp": self.amp in ("none", "bf16", "fp16"), "device": self.device in ("auto", "cpu", "cuda"),
+                  "crop_size": 16 <= self.crop_size <= self.load_size, "batch_size": self.batch_size >= 1,
+                  "steps": self.steps >= 1, "decay_steps": 0 <= self.decay_steps <= self.steps,
+                  "checkpoint_every": self.checkpoint_every >= 1, "keep_last": self.keep_last >= 1,
+                  "log_every": self.log_every >= 1, "max_bad_steps": self.max_bad_steps >= 1,
+                  "workers": self.workers >= 0, "pool_size": self.pool_size >= 0}
+        bad = [name for name, ok in checks.items() if not ok]
+        if bad:
+            raise ValueError("invalid setting(s): " + ", ".join(f"{name}={getattr(self, name)!r}" for name in bad))
+        return self
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2)
+
+
+FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
+
+
+def _coerce(name: str, value):
+    """value as the type of field `name` (from a file, or a string from the command line)."""
+    kind = typing.get_type_hints(TrainConfig)[name]
+    try:
+        if kind is bool:
+            if isinstance(value, str):
+                if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                    raise ValueError(value)
+                return value.lower() in ("true", "1", "yes")
+            if not isinstance(value, bool):
+                raise TypeError(value)
+            return value
+        if typing.get_origin(kind) is tuple:
+            items = value.split(",") if isinstance(value, str) else list(value)
+            arguments = typing.get_args(kind)
+            if len(items) != len(arguments):
+                raise ValueError(value)
+            return tuple(t(v) for t, v in zip(arguments, items))
+        if kind in (int, float) and isinstance(value, bool):
+            raise TypeError(value)
+        if kind is int and isinstance(value, float) and not value.is_integer():
+            raise ValueError(value)
+        return kind(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"config key {name!r} takes a {getattr(kind, '__name__', str(kind))}, got {value!r}") from None
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> TrainConfig:
+    """TrainConfig from a TOML/YAML file (optional) and `key=value` overrides, validated."""
+    values: dict = {}
+    if path is not None:
+        path = Path(path)
+        text = path.read_text()
+        if path.suffix in (".yaml", ".yml"):
+            try:
+                import yaml
+            except ImportError:
+                raise ValueError(f"{path}: YAML configs need PyYAML (pip install pyyaml), or use TOML") from None
+            values = yaml.safe_load(text) or {}
+        else:
+            try:
+                values = tomllib.loads(text)
+            except tomllib.TOMLDecodeError as error:
+                raise ValueError(f"{path}: not valid TOML ({error})") from error
+        if not isinstance(values, dict):
+            raise ValueError(f"{path}: a config is a table of key = value")
+    for override in overrides:
+        key, sep, value = override.partition("=")
+        if not sep:
+            raise ValueError(f"override {override!r} is not key=value")
+        values[key.strip()] = value.strip()
+    unknown = sorted(set(values) - set(FIELDS))
+    if unknown:
+        raise ValueError(f"unknown config key(s) {', '.join(unknown)}; valid keys: {', '.join(FIELDS)}")
+    return TrainConfig(**{name: _coerce(name, value) for name, value in values.items()}).validate()

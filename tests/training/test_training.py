@@ -1,0 +1,112 @@
+"""culturegan.training: configuration, a tiny training run, exact resume, divergence, the CLI."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from culturegan import cli
+from culturegan.training import TrainConfig, Trainer, TrainingDiverged, load_config
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cultures")
+    rng = np.random.default_rng(0)
+    for culture, colour in (("ink_wash", (40, 40, 40)), ("kente", (220, 160, 20))):
+        (root / culture).mkdir()
+        for i in range(4):
+            array = np.clip(rng.normal(128, 40, (40, 40, 3)) * 0.3 + np.array(colour) * 0.7, 0, 255).astype(np.uint8)
+            Image.fromarray(array).save(root / culture / f"{i}.png")
+    return root
+
+
+def tiny(dataset, output, **changes) -> TrainConfig:
+    settings = dict(data_root=str(dataset), source="ink_wash", target="kente", load_size=36, crop_size=32,
+                    workers=0, ngf=4, n_blocks=1, ndf=4, profile_size=32, steps=4, decay_steps=2, checkpoint_every=2,
+                    log_every=1, device="cpu", output=str(output), pool_size=2)
+    return TrainConfig(**{**settings, **changes})
+
+
+def parameters(trainer):
+    return {f"{n}.{k}": v.detach().clone() for n, m in trainer.models.items() for k, v in m.state_dict().items()}
+
+
+def test_config_file_overrides_and_errors(tmp_path):
+    path = tmp_path / "run.toml"
+    path.write_text('data_root = "data"\nsource = "a"\ntarget = "b"\nsteps = 100\ndecay_steps = 50\nculture_weights = [1.0, 0.5, 0.0]\n')
+    config = load_config(path, ["steps=50", "decay_steps=10", "amp=bf16", "channels_last=false"])
+    assert (config.steps, config.amp, config.channels_last, config.culture_weights) == (50, "bf16", False,
+                                                                                         (1.0, 0.5, 0.0))
+    with pytest.raises(ValueError, match="unknown config key.*stepz"):
+        load_config(path, ["stepz=3"])
+    with pytest.raises(ValueError, match="'steps' takes a int"):
+        load_config(path, ["steps=many"])
+    with pytest.raises(ValueError, match="invalid setting.*amp='fp8'"):
+        load_config(path, ["amp=fp8"])
+    with pytest.raises(ValueError, match="same culture"):
+        load_config(path, ["target=a"])
+    path.write_text("steps = [")
+    with pytest.raises(ValueError, match="not valid TOML"):
+        load_config(path)
+
+
+def test_tiny_run_logs_checkpoints_and_learns(dataset, tmp_path):
+    trainer = Trainer(tiny(dataset, tmp_path / "run"))
+    before = parameters(trainer)
+    trainer.fit()
+    after = parameters(trainer)
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2, 3, 4]
+    assert all(np.isfinite(r["G"]) and r["culture"] > 0 for r in records)
+    assert records[-1]["lr"] == 0.0  # decayed linearly to zero at the last step
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == ["step-00000002", "step-00000004"]
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["target"] == "kente"
+
+
+def test_resume_reaches_the_uninterrupted_parameters(dataset, tmp_path):
+    straight = Trainer(tiny(dataset, tmp_path / "straight"))
+    straight.fit()
+    interrupted = Trainer(tiny(dataset, tmp_path / "resumed"))
+    interrupted.fit(until=2)  # as if killed right after the step-2 checkpoint
+    resumed = Trainer(tiny(dataset, tmp_path / "resumed"), resume=True)
+    assert resumed.step == 2
+    resumed.fit()
+    want, got = parameters(straight), parameters(resumed)
+    for key in want:
+        torch.testing.assert_close(got[key], want[key], rtol=1e-5, atol=1e-6, msg=lambda m: f"{key}: {m}")
+
+
+def test_non_finite_losses_are_skipped_then_stop_the_run(dataset, tmp_path, monkeypatch):
+    trainer = Trainer(tiny(dataset, tmp_path / "nan", max_bad_steps=2, steps=6, decay_steps=0))
+    trainer.fit(until=1)
+    monkeypatch.setattr(trainer.culture_loss, "forward", lambda images, profile: torch.tensor(float("nan")))
+    with pytest.warns(RuntimeWarning, match="non-finite loss"), pytest.raises(TrainingDiverged, match="last good"):
+        trainer.fit()
+    assert (tmp_path / "nan" / "checkpoints" / "step-00000002").is_dir()  # saved when it stopped
+
+
+def test_a_checkpoint_of_another_architecture_is_refused(dataset, tmp_path):
+    Trainer(tiny(dataset, tmp_path / "arch", steps=1, decay_steps=0)).fit()
+    with pytest.raises(ValueError, match="does not fit this model.*other shapes"):
+        Trainer(tiny(dataset, tmp_path / "arch", steps=1, decay_steps=0, ngf=8), resume=True)
+
+
+def test_bad_datasets_are_reported(dataset, tmp_path):
+    with pytest.raises(ValueError, match="unknown culture"):
+        Trainer(tiny(dataset, tmp_path / "x", target="ukiyoe"))
+
+
+def test_cli_train(dataset, tmp_path, capsys):
+    config = tmp_path / "run.toml"
+    config.write_text(f'data_root = "{dataset}"\nsource = "kente"\ntarget = "ink_wash"\n')
+    overrides = ["load_size=36", "crop_size=32", "workers=0", "ngf=4", "n_blocks=1", "ndf=4", "profile_size=32",
+                 "steps=2", "decay_steps=1", "log_every=1", "device=cpu", f"output={tmp_path / 'cli'}"]
+    assert cli.main(["train", "--config", str(config), *[a for o in overrides for a in ("--set", o)]]) == 0
+    assert "step 2" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as error:
+        cli.main(["train", "--config", str(config), "--set", "bogus=1"])
+    assert error.value.code == 2
