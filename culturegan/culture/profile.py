@@ -15,6 +15,10 @@ from culturegan.culture.features import GROUPS, TEXTURE_SEED, CultureFeatureExtr
 
 FORMAT_VERSION = 1
 SHRINKAGE = 0.1  # covariance shrunk toward its diagonal: stable with fewer images than dimensions
+# Each feature's variance is floored at this share of the group's mean variance: a feature that
+# barely varies within a culture (few images, a constant statistic) would otherwise dominate the
+# distance and give the culture loss huge gradients.
+VARIANCE_FLOOR = 0.01
 
 
 class CultureProfile:
@@ -116,5 +120,7 @@ class CultureProfile:
 
 def _shrunk_covariance(values: torch.Tensor) -> torch.Tensor:
     covariance = torch.cov(values.T).reshape(values.shape[1], values.shape[1])
-    diagonal = torch.diag(covariance.diagonal().clamp_min(1e-8))
-    return (1 - SHRINKAGE) * covariance + SHRINKAGE * diagonal
+    variances = covariance.diagonal()
+    floor = (VARIANCE_FLOOR * variances.mean()).clamp_min(1e-8)
+    shrunk = (1 - SHRINKAGE) * covariance + SHRINKAGE * torch.diag(variances)
+    return shrunk + torch.diag((floor - variances).clamp_min(0))

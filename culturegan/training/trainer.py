@@ -4,7 +4,8 @@ Two generators (A->B, B->A) and two PatchGAN discriminators, all on culturegan's
 trained with the adversarial, cycle, identity and culture losses (culturegan.losses) against
 culture profiles fitted on the training folders; Adam(2e-4, 0.5, 0.999), a constant then
 linearly decaying learning rate, image pools, optional AMP and R1. One device, or many with
-torchrun (DistributedDataParallel; rank 0 logs and checkpoints). Resuming restores
+torchrun (data parallel: each rank its share of every batch, gradients averaged with one
+all-reduce per optimiser step; rank 0 logs and checkpoints). Resuming restores
 everything, so an interrupted run ends with the parameters of an uninterrupted one.
 """
 
@@ -78,11 +79,10 @@ class Trainer:
             ("G_BA", ResnetGenerator(ngf=c.ngf, n_blocks=c.n_blocks, fused=True)),
             ("D_A", NLayerDiscriminator(ndf=c.ndf, fused=True)),
             ("D_B", NLayerDiscriminator(ndf=c.ndf, fused=True)))}
-        self.wrapped = dict(self.models)
-        if self.world > 1:
-            self.wrapped = {name: torch.nn.parallel.DistributedDataParallel(
-                model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
-                for name, model in self.models.items()}
+        if self.world > 1:  # every rank starts from rank 0's weights
+            for model in self.models.values():
+                for tensor in model.state_dict().values():
+                    torch.distributed.broadcast(tensor, 0)
         betas = (c.beta1, c.beta2)
         self.optimizers = {
             "optim_G": torch.optim.Adam([*self.models["G_AB"].parameters(), *self.models["G_BA"].parameters()],
@@ -114,7 +114,7 @@ class Trainer:
 
     def train_step(self, real_a: torch.Tensor, real_b: torch.Tensor) -> dict[str, float] | None:
         """One generator and one discriminator update; None when a loss was not finite (skipped)."""
-        c, m = self.config, self.wrapped
+        c, m = self.config, self.models
         for name in ("D_A", "D_B"):
             self.models[name].requires_grad_(False)
         with self._autocast():
@@ -134,6 +134,7 @@ class Trainer:
             return None
         self.optimizers["optim_G"].zero_grad(set_to_none=True)
         self.scaler.scale(loss_g).backward()
+        self._average_gradients("optim_G")
         self.scaler.step(self.optimizers["optim_G"])
         for name in ("D_A", "D_B"):
             self.models[name].requires_grad_(True)
@@ -146,6 +147,7 @@ class Trainer:
             return None
         self.optimizers["optim_D"].zero_grad(set_to_none=True)
         self.scaler.scale(loss_d).backward()
+        self._average_gradients("optim_D")
         self.scaler.step(self.optimizers["optim_D"])
         self.scaler.update()
         for scheduler in self.schedulers.values():
@@ -153,6 +155,20 @@ class Trainer:
         self.bad_steps = 0
         return {**{k: float(v.detach()) for k, v in losses.items()}, "G": float(loss_g.detach()),
                 "D": float(loss_d.detach())}
+
+    def _average_gradients(self, optimizer: str) -> None:
+        """Data parallelism: the mean of the ranks' gradients, one all-reduce per optimiser step.
+        (DistributedDataParallel's hooks expect each module to run once per backward; CycleGAN
+        runs each generator three times, so the gradients are averaged here instead.)"""
+        if self.world == 1:
+            return
+        parameters = [p for group in self.optimizers[optimizer].param_groups for p in group["params"]]
+        grads = [torch.zeros_like(p) if p.grad is None else p.grad for p in parameters]
+        flat = torch._utils._flatten_dense_tensors(grads)
+        torch.distributed.all_reduce(flat)
+        flat /= self.world
+        for p, synced in zip(parameters, torch._utils._unflatten_dense_tensors(flat, grads)):
+            p.grad = synced
 
     def _finite(self, loss: torch.Tensor) -> bool:
         if torch.isfinite(loss).all():

@@ -1,0 +1,44 @@
+"""Two CPU processes (gloo) under DistributedDataParallel train to the parameters of one
+process with the same global batch."""
+
+import os
+import socket
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from culturegan.training import Trainer
+from test_training import dataset, tiny  # noqa: F401  (the fixture and the tiny config)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _worker(rank: int, world: int, port: int, root: str, output: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world), RANK=str(rank),
+                      LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    try:
+        trainer = Trainer(tiny(root, output, batch_size=1, pool_size=0, lambda_culture=0.0))
+        trainer.fit()
+        if rank == 0:
+            torch.save({f"{n}.{k}": v for n, m in trainer.models.items() for k, v in m.state_dict().items()},
+                       os.path.join(output, "final.pt"))
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_two_gloo_processes_match_one_with_the_same_global_batch(dataset, tmp_path):  # noqa: F811
+    single = Trainer(tiny(dataset, tmp_path / "single", batch_size=2, pool_size=0, lambda_culture=0.0))
+    single.fit()
+    want = {f"{n}.{k}": v for n, m in single.models.items() for k, v in m.state_dict().items()}
+    mp.spawn(_worker, args=(2, _free_port(), str(dataset), str(tmp_path / "ddp")), nprocs=2, join=True)
+    got = torch.load(tmp_path / "ddp" / "final.pt")
+    assert got.keys() == want.keys()
+    for key in want:
+        torch.testing.assert_close(got[key], want[key], rtol=1e-4, atol=1e-5, msg=lambda m: f"{key}: {m}")
