@@ -18,7 +18,7 @@ import functools
 
 import torch
 
-from culturegan.ops import _backends, _conv
+from culturegan.ops import _backends, _checks, _conv
 from culturegan.ops._autograd import recomputed_grads
 from culturegan.ops.bias_leaky_relu import check_activation_params, bias_leaky_relu, bias_leaky_relu_reference
 
@@ -59,6 +59,8 @@ def _triton_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | 
     written once, channels_last."""
     from culturegan.kernels import conv2d as kernels
 
+    _conv.check_conv_input(x, weight, bias, "zeros")  # direct calls of the op get the same checks
+    check_activation_params(negative_slope, gain, clamp)
     out_height, out_width = output_size(x, weight, stride, padding, dilation)
     if out_height < 1 or out_width < 1:
         raise ValueError(f"the convolution's output would be empty: x {tuple(x.shape)}, kernel "
@@ -112,6 +114,11 @@ def _triton_backward(grad: torch.Tensor, y: torch.Tensor, x: torch.Tensor, weigh
     bias gradient), so the pre-activation gradient is never written."""
     from culturegan.kernels import conv2d as kernels
 
+    _conv.check_conv_input(x, weight, None, "zeros")
+    _checks.check_same_dtype(grad, "grad", y, "y")
+    if grad.shape != y.shape or y.shape[:2] != (x.shape[0], weight.shape[0]):
+        raise ValueError(f"grad {tuple(grad.shape)} and y {tuple(y.shape)} must be the convolution's output "
+                         f"({x.shape[0]}, {weight.shape[0]}, ...)")
     grad = grad.contiguous(memory_format=torch.channels_last)
     activation = (negative_slope, gain, clamp)
     grad_x, grad_weight, grad_bias = x.new_empty(0), weight.new_empty(0), weight.new_empty(0)

@@ -67,6 +67,7 @@ def _triton_forward(x: torch.Tensor, weight: torch.Tensor, gamma: torch.Tensor, 
     channel_affine pass). z, mean and std are kept for the backward, not differentiable."""
     from culturegan.kernels import conv2d as kernels
 
+    _conv.check_conv_input(x, weight, None, "zeros")  # direct calls of the op get the same checks
     out_height, out_width = output_size(x, weight, stride, padding, dilation)
     if out_height * out_width < 2:
         raise ValueError(f"instance normalisation needs more than 1 spatial element per channel: the convolution "

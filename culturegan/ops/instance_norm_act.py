@@ -101,6 +101,7 @@ def _triton_backward(grad: torch.Tensor, z: torch.Tensor, mean: torch.Tensor, st
                      beta: torch.Tensor, negative_slope: float | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     from culturegan.kernels import norm_act_backward as kernels
 
+    _check_backward_args(grad, z, (mean, std, gamma, beta), negative_slope)
     layout = _layout.channel_layout(z)
     out = torch.empty_like(layout.tensor)
     grad_gamma, grad_beta = torch.empty_like(mean), torch.empty_like(mean)
@@ -108,6 +109,23 @@ def _triton_backward(grad: torch.Tensor, z: torch.Tensor, mean: torch.Tensor, st
     kernels.backward(_layout.match_layout(grad, layout.tensor), layout.tensor, out, parameters, grad_gamma, grad_beta,
                      layout.inner == 1 and z[0, 0].numel() > 1, negative_slope)
     return out, grad_gamma, grad_beta
+
+
+def _check_backward_args(grad, z, parameters, negative_slope) -> None:
+    """What the C++ op checks (csrc/ops/norm_act_backward.h), for direct calls of the Triton op."""
+    _checks.check_channel_tensor(z, "z", min_dim=3, max_dim=4)
+    _checks.check_tensor(grad, "grad")
+    if grad.shape != z.shape:
+        raise ValueError(f"grad has shape {tuple(grad.shape)} but z has shape {tuple(z.shape)}")
+    _checks.check_same_device(grad, "grad", z, "z")
+    _checks.check_same_dtype(grad, "grad", z, "z")
+    for name, parameter in zip(("mean", "std", "gamma", "beta"), parameters):
+        _checks.check_same_device(parameter, name, z, "z")
+        if parameter.dtype != math_dtype(z.dtype) or parameter.shape != z.shape[:2]:
+            raise ValueError(f"{name} must be ({z.shape[0]}, {z.shape[1]}) in {math_dtype(z.dtype)}, got "
+                             f"{tuple(parameter.shape)} in {parameter.dtype}")
+    if negative_slope is not None:
+        _checks.check_number(negative_slope, "negative_slope", minimum=0.0)
 
 
 def _fake_backward(grad, z, mean, std, gamma, beta, negative_slope):

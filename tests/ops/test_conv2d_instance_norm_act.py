@@ -311,3 +311,18 @@ def test_triton_block_opcheck_and_double_backward(device, backend):
     fast = interpreted(device, backend)
     assert torch.autograd.gradcheck(fn, leaves, fast_mode=fast)
     assert torch.autograd.gradgradcheck(fn, leaves, fast_mode=fast)
+
+
+@pytest.mark.parametrize("device, backend", TRITON)
+def test_direct_calls_of_the_triton_ops_check_their_arguments(device, backend):
+    z = torch.randn(2, 3, 4, 5)
+    good = (torch.randn_like(z), z, *(torch.ones(2, 3) for _ in range(4)), 0.2)
+    op = torch.ops.culturegan.norm_act_backward_triton
+    with pytest.raises(ValueError, match="grad has shape"):
+        op(torch.randn(2, 3, 4, 4), *good[1:])
+    with pytest.raises(ValueError, match=r"gamma must be \(2, 3\)"):
+        op(*good[:4], torch.ones(3), *good[5:])
+    with pytest.raises(ValueError, match="takes 2 input channels, but x has 3"):
+        torch.ops.culturegan.conv2d_instance_norm_act_triton(z, torch.ones(4, 2, 3, 3), torch.ones(2, 4),
+                                                             torch.zeros(2, 4), [1, 1], [1, 1], False, [1, 1], 0.2,
+                                                             1e-5)
