@@ -25,6 +25,12 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="override one setting (repeatable), e.g. --set steps=2000")
     train.add_argument("--resume", action="store_true", help="continue from the run's latest checkpoint")
+    train.add_argument("--init-from", metavar="WEIGHTS",
+                       help="start from pretrained weights: a culturegan run or checkpoint, or a generator file "
+                            "(.safetensors/.pth); same as --set init_from=WEIGHTS")
+    train.add_argument("--freeze", metavar="PARTS",
+                       help="keep generator parts fixed: encoder, blocks or blocks:K, decoder (comma-separated); "
+                            "same as --set freeze=PARTS")
     args = parser.parse_args(argv)
     if args.command == "train":
         return _train(args, parser)
@@ -39,10 +45,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _train(args, parser: argparse.ArgumentParser) -> int:
-    from culturegan.training import Trainer, TrainingDiverged, load_config
+    from culturegan.training import Trainer, TrainingDiverged, TrainingInterrupted, load_config
 
+    shortcuts = [f"{key}={value}" for key, value in (("init_from", args.init_from), ("freeze", args.freeze))
+                 if value is not None]
     try:
-        config = load_config(args.config, args.set)
+        config = load_config(args.config, [*args.set, *shortcuts])
         trainer = Trainer(config, resume=args.resume)
     except (FileNotFoundError, ValueError) as error:
         parser.exit(2, f"culturegan train: {error}\n")
@@ -50,6 +58,8 @@ def _train(args, parser: argparse.ArgumentParser) -> int:
         trainer.fit()
     except TrainingDiverged as error:
         parser.exit(1, f"culturegan train: {error}\n")
+    except TrainingInterrupted as error:
+        parser.exit(128 + 15, f"culturegan train: {error}\n")
     return 0
 
 

@@ -166,6 +166,11 @@ class CultureFeatureExtractor(torch.nn.Module):
         return CultureFeatures(colour_features(rgb), texture_features(rgb, filters, self.gram, self.backend),
                                line_features(rgb))
 
+    def feature_dim(self) -> int:
+        """The length of the CultureFeatures.all() vectors this extractor returns."""
+        with torch.no_grad():
+            return self(torch.zeros(1, 3, 32, 32, device=self.filters_3.device)).all().shape[1]
+
 
 def extract(images: torch.Tensor, seed: int = TEXTURE_SEED, gram: bool = False,
             backend: str | None = None) -> CultureFeatures:

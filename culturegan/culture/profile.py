@@ -77,15 +77,36 @@ class CultureProfile:
         centred = values - mean
         return torch.einsum("ni,ij,nj->n", centred, precision, centred).clamp_min(0).sqrt()
 
-    def save(self, path: str | os.PathLike) -> Path:
-        """path.safetensors (the tensors) and path.json (what they are), each written atomically."""
-        path = Path(path).with_suffix(".safetensors")
-        path.parent.mkdir(parents=True, exist_ok=True)
+    def state(self) -> tuple[dict[str, torch.Tensor], dict]:
+        """(tensors, metadata): what save() writes, for containers such as training checkpoints."""
         tensors = {f"{kind}.{g}": getattr(self, kind)[g].contiguous() for kind in ("means", "covariances")
                    for g in GROUPS}
         meta = {"format": "culturegan.CultureProfile", "version": FORMAT_VERSION, "culture": self.culture,
                 "count": self.count, "texture_seed": self.seed, "texture_gram": self.gram,
                 "groups": {g: int(self.means[g].numel()) for g in GROUPS}}
+        return tensors, meta
+
+    @classmethod
+    def from_state(cls, tensors: dict[str, torch.Tensor], meta: dict, source: str | os.PathLike) -> CultureProfile:
+        """The profile state() returned; `source` names where it came from in errors."""
+        if not isinstance(meta, dict) or meta.get("format") != "culturegan.CultureProfile" \
+                or meta.get("version") != FORMAT_VERSION:
+            raise ValueError(f"{source}: not a culturegan culture profile of version {FORMAT_VERSION}")
+        try:
+            means = {g: tensors[f"means.{g}"] for g in GROUPS}
+            covariances = {g: tensors[f"covariances.{g}"] for g in GROUPS}
+        except KeyError as error:
+            raise ValueError(f"{source}: culture profile lacks tensor {error}") from error
+        for g in GROUPS:
+            if means[g].numel() != meta["groups"][g] or covariances[g].shape != (means[g].numel(),) * 2:
+                raise ValueError(f"{source}: group {g} has inconsistent shapes")
+        return cls(meta["culture"], means, covariances, meta["count"], meta["texture_seed"], meta["texture_gram"])
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """path.safetensors (the tensors) and path.json (what they are), each written atomically."""
+        path = Path(path).with_suffix(".safetensors")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tensors, meta = self.state()
         temporary = path.with_name(f".{path.name}.tmp")
         save_file(tensors, str(temporary), metadata={"culture": self.culture})
         os.replace(temporary, path)
@@ -104,18 +125,7 @@ class CultureProfile:
             tensors = load_file(str(path))
         except (OSError, ValueError, SafetensorError) as error:
             raise ValueError(f"{path}: not a readable culture profile ({error})") from error
-        if not isinstance(meta, dict) or meta.get("format") != "culturegan.CultureProfile" \
-                or meta.get("version") != FORMAT_VERSION:
-            raise ValueError(f"{json_path}: not a culturegan culture profile of version {FORMAT_VERSION}")
-        try:
-            means = {g: tensors[f"means.{g}"] for g in GROUPS}
-            covariances = {g: tensors[f"covariances.{g}"] for g in GROUPS}
-        except KeyError as error:
-            raise ValueError(f"{path}: culture profile lacks tensor {error}") from error
-        for g in GROUPS:
-            if means[g].numel() != meta["groups"][g] or covariances[g].shape != (means[g].numel(),) * 2:
-                raise ValueError(f"{path}: group {g} has inconsistent shapes")
-        return cls(meta["culture"], means, covariances, meta["count"], meta["texture_seed"], meta["texture_gram"])
+        return cls.from_state(tensors, meta, json_path)
 
 
 def _shrunk_covariance(values: torch.Tensor) -> torch.Tensor:

@@ -1,15 +1,18 @@
 """The culture loss: how far generated images are from the target culture's profile.
 
-    L_culture = lambda_culture * sum_g w_g * mean_n distance_g(features_g(G(x)_n), profile_g)
+    L_culture = lambda_culture * sum_g w_g * mean_n distance_g(features_g(G(x)_n), profile_g) / sqrt(d_g)
 
 over the feature groups (colour, texture, line) with per-group weights; lambda_culture = 0
 turns it off (for ablations). The distance is the profile's Mahalanobis distance, so each
-group counts in units of the culture's own spread.
+group counts in units of the culture's own spread; dividing by the root of the group's length
+d_g (the distance a typical image of the culture has) puts every group, whatever its length, on
+the scale of about 1 for an image of the culture, beside the adversarial and cycle terms.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import torch
 
@@ -62,5 +65,5 @@ class CultureLoss(torch.nn.Module):
                 mask = targets == index
                 if mask.any():
                     distances = torch.where(mask, profile.distance(features, group), distances)
-            total = total + weight * distances.mean()
+            total = total + weight * distances.mean() / math.sqrt(getattr(features, group).shape[1])
         return self.weights.culture * total

@@ -90,6 +90,19 @@ class MultiCultureGenerator(nn.Module):
             h = block(h, style)
         return self.decoder(h)
 
+    def parts(self) -> dict[str, list[str]]:
+        """Parameter names by part: "encoder", "block0".., "decoder" and "style" (the culture
+        embedding and the reference projection), as ResnetGenerator.parts()."""
+        names: dict[str, list[str]] = {}
+        for name, _ in self.named_parameters():
+            top, child = name.split(".")[:2]
+            if top == "blocks":
+                part = f"block{child}"
+            else:
+                part = top if top in ("encoder", "decoder") else "style"
+            names.setdefault(part, []).append(name)
+        return names
+
 
 class CultureDiscriminator(nn.Module):
     """Returns (patch logits (N, 1, h, w), culture logits (N, K)) for images and their

@@ -53,11 +53,28 @@ class ResnetGenerator(nn.Module):
                                           bias=True), nn.InstanceNorm2d(channels // 2), nn.ReLU(True)]
         layers += [nn.ReflectionPad2d(3), nn.Conv2d(ngf, out_channels, 7), nn.Tanh()]
         self.model = nn.Sequential(*layers)
+        self.n_blocks = n_blocks
         if fused:
             fuse(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
+
+    def parts(self) -> dict[str, list[str]]:
+        """Parameter names by part: "encoder" (stem and downsampling), "block0".. and "decoder"
+        (upsampling and head), for freezing or fine-tuning parts of a pretrained generator."""
+        first_block = 10  # model.0-3 stem, model.4-9 two downsampling conv/norm/ReLU triples
+        names: dict[str, list[str]] = {}
+        for name, _ in self.named_parameters():
+            index = int(name.split(".")[1])
+            if index < first_block:
+                part = "encoder"
+            elif index < first_block + self.n_blocks:
+                part = f"block{index - first_block}"
+            else:
+                part = "decoder"
+            names.setdefault(part, []).append(name)
+        return names
 
 
 class NLayerDiscriminator(nn.Module):

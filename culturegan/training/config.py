@@ -10,13 +10,20 @@ import tomllib
 import typing
 from pathlib import Path
 
+MODES = ("pair", "multi")
+FREEZABLE = ("encoder", "blocks", "blocks:K", "decoder", "style")
+
 
 @dataclasses.dataclass
 class TrainConfig:
-    # data: ROOT/<culture>/<images>; translate `source` images into the `target` culture
+    # mode "pair": CycleGAN between `source` and `target`; "multi": one AdaIN-conditioned
+    # generator for all `cultures` (comma-separated; empty: every culture folder)
+    mode: str = "pair"
+    # data: ROOT/<culture>/<images>
     data_root: str = ""
     source: str = ""
     target: str = ""
+    cultures: str = ""
     manifest: str = ""  # a `culturegan data clean` manifest ("" to use every image)
     load_size: int = 286
     crop_size: int = 256
@@ -26,6 +33,15 @@ class TrainConfig:
     ngf: int = 64
     n_blocks: int = 9
     ndf: int = 64
+    style_dim: int = 64  # multi: the culture style code's length
+    discriminator_features: bool = True  # multi: the discriminator's projection head sees culture features
+    # transfer learning: a culturegan checkpoint (run or step directory) or a generator weights
+    # file (.safetensors/.pth) for G_AB (pair) or G (multi); G_BA from `init_from_reverse`
+    init_from: str = ""
+    init_from_reverse: str = ""
+    init_discriminators: bool = False  # also take the discriminators from an init_from checkpoint
+    freeze: str = ""  # generator parts kept fixed, comma-separated: encoder, blocks or blocks:K, decoder, style
+    pretrained_lr: float = 1.0  # learning-rate factor of the trainable pretrained generator layers
     # losses
     gan_mode: str = "lsgan"
     lambda_cycle: float = 10.0
@@ -34,6 +50,7 @@ class TrainConfig:
     culture_weights: tuple[float, float, float] = (1.0, 1.0, 1.0)  # colour, texture, line
     profile_size: int = 128  # images are resized to this to fit the culture profiles
     r1_gamma: float = 0.0  # R1 penalty on real images; 0 is off
+    lambda_class: float = 1.0  # multi: the discriminator's auxiliary culture classification
     # optimisation
     steps: int = 10000
     decay_steps: int = 5000  # the last `decay_steps` decay the learning rate linearly to 0
@@ -43,6 +60,7 @@ class TrainConfig:
     pool_size: int = 50
     amp: str = "none"  # "none", "bf16" or "fp16" (with a gradient scaler)
     channels_last: bool = True
+    compile: bool = False  # torch.compile the networks
     device: str = "auto"  # "auto", "cpu" or "cuda"
     seed: int = 0
     # output
@@ -50,14 +68,26 @@ class TrainConfig:
     checkpoint_every: int = 1000
     keep_last: int = 3
     log_every: int = 50
+    sample_every: int = 500  # sample grids (input, output, reconstruction); 0 is off
+    sample_count: int = 4
+    progress: bool = True  # a progress bar, when standard error is a terminal
+    tensorboard: bool = False  # also log to OUTPUT/tensorboard (needs the tensorboard package)
     max_bad_steps: int = 10  # consecutive non-finite losses before the run stops
 
     def validate(self) -> TrainConfig:
-        if not self.data_root or not self.source or not self.target:
-            raise ValueError("data_root, source and target must be set (the dataset and the two culture names)")
-        if self.source == self.target:
+        if not self.data_root:
+            raise ValueError("data_root must be set (the dataset folder, one sub-folder per culture)")
+        if self.mode == "pair" and (not self.source or not self.target):
+            raise ValueError("mode 'pair' needs source and target (the two culture names)")
+        if self.mode == "pair" and self.source == self.target:
             raise ValueError(f"source and target are the same culture {self.source!r}")
-        checks = {"gan_mode": self.gan_mode in ("lsgan", "vanilla", "hinge"),
+        self.freeze_parts()
+        checks = {"mode": self.mode in MODES, "pretrained_lr": self.pretrained_lr >= 0,
+                  "sample_every": self.sample_every >= 0, "sample_count": self.sample_count >= 1,
+                  "init_from_reverse": not self.init_from_reverse or (self.init_from and self.mode == "pair"),
+                  "init_discriminators": not self.init_discriminators or bool(self.init_from),
+                  "style_dim": self.style_dim >= 1, "lambda_class": self.lambda_class >= 0,
+                  "gan_mode": self.gan_mode in ("lsgan", "vanilla", "hinge"),
                   "amp": self.amp in ("none", "bf16", "fp16"), "device": self.device in ("auto", "cpu", "cuda"),
                   "crop_size": 16 <= self.crop_size <= self.load_size, "batch_size": self.batch_size >= 1,
                   "steps": self.steps >= 1, "decay_steps": 0 <= self.decay_steps <= self.steps,
@@ -68,6 +98,19 @@ class TrainConfig:
         if bad:
             raise ValueError("invalid setting(s): " + ", ".join(f"{name}={getattr(self, name)!r}" for name in bad))
         return self
+
+    def culture_list(self) -> list[str]:
+        return [name.strip() for name in self.cultures.split(",") if name.strip()]
+
+    def freeze_parts(self) -> list[str]:
+        """The `freeze` entries, checked: encoder, blocks, blocks:K, decoder or style."""
+        parts = [part.strip() for part in self.freeze.split(",") if part.strip()]
+        for part in parts:
+            name, _, count = part.partition(":")
+            if name not in ("encoder", "blocks", "decoder", "style") or (count and (name != "blocks"
+                                                                                 or not count.isdigit())):
+                raise ValueError(f"freeze: unknown generator part {part!r}; expected some of {', '.join(FREEZABLE)}")
+        return parts
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2)

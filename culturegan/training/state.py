@@ -21,37 +21,44 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch.utils.data import Sampler
 
+from culturegan.models.weights import load_weights
+
 FORMAT_VERSION = 1
 
 
 class ImagePool:
     """CycleGAN's history of generated images (Shrivastava et al.): once full, each new image
-    is returned as is or, with probability 1/2, swapped for a stored older one."""
+    is returned as is or, with probability 1/2, swapped for a stored older one. Images may
+    carry a label (their target culture), which travels with them."""
 
     def __init__(self, size: int, rng: random.Random):
-        self.size, self.rng, self.images = size, rng, []
+        self.size, self.rng, self.images, self.labels = size, rng, [], []
 
-    def query(self, images: torch.Tensor) -> torch.Tensor:
+    def query(self, images: torch.Tensor, labels: torch.Tensor | None = None):
+        """The images to show the discriminator (and their labels, when labels are given)."""
+        images = images.detach()
         if self.size == 0:
-            return images.detach()
-        out = []
-        for image in images.detach():
+            return images if labels is None else (images, labels)
+        carried = labels if labels is not None else images.new_zeros(len(images), dtype=torch.long)
+        chosen = list(zip(images, carried))
+        for position, entry in enumerate(chosen):
             if len(self.images) < self.size:
-                self.images.append(image.clone())
-                out.append(image)
+                self.images.append(entry[0].clone())
+                self.labels.append(entry[1].clone())
             elif self.rng.random() < 0.5:
                 index = self.rng.randrange(self.size)
-                out.append(self.images[index].clone())
-                self.images[index] = image.clone()
-            else:
-                out.append(image)
-        return torch.stack(out)
+                chosen[position] = (self.images[index].clone(), self.labels[index].clone())
+                self.images[index], self.labels[index] = entry[0].clone(), entry[1].clone()
+        out = torch.stack([image for image, _ in chosen])
+        return out if labels is None else (out, torch.stack([label for _, label in chosen]))
 
-    def state(self) -> torch.Tensor | None:
-        return torch.stack(self.images).cpu() if self.images else None
+    def state(self) -> dict[str, torch.Tensor]:
+        return {"images": torch.stack(self.images).cpu(), "labels": torch.stack(self.labels).cpu()} \
+            if self.images else {}
 
-    def restore(self, stacked: torch.Tensor | None, device) -> None:
-        self.images = [] if stacked is None else [image.to(device) for image in stacked]
+    def restore(self, state: dict[str, torch.Tensor], device) -> None:
+        self.images = [image.to(device) for image in state.get("images", ())]
+        self.labels = [label.to(device) for label in state.get("labels", ())]
 
 
 class SampleStream(Sampler):
@@ -108,12 +115,5 @@ def subset(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Ten
 
 
 def load_module(module: torch.nn.Module, tensors: dict[str, torch.Tensor], name: str, path: Path) -> None:
-    """module's weights from a checkpoint, or an error listing what does not match."""
-    state = subset(tensors, name)
-    expected = module.state_dict()
-    missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
-    wrong = sorted(k for k in set(expected) & set(state) if expected[k].shape != state[k].shape)
-    if missing or unexpected or wrong:
-        raise ValueError(f"{path}: checkpoint's {name} does not fit this model (another architecture?): "
-                         f"missing {missing[:8]}, unexpected {unexpected[:8]}, other shapes {wrong[:8]}")
-    module.load_state_dict(state)
+    """module's weights from a checkpoint's `name.*` tensors, or an error listing what does not fit."""
+    load_weights(module, subset(tensors, name), f"{path} ({name})")

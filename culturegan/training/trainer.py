@@ -1,12 +1,14 @@
-"""The culture-aware CycleGAN training loop: source culture A <-> target culture B.
+"""The culture-aware training loop, for either mode of culturegan.training.objectives: CycleGAN
+between two cultures ("pair") or one AdaIN generator for K cultures ("multi").
 
-Two generators (A->B, B->A) and two PatchGAN discriminators, all on culturegan's fused blocks,
-trained with the adversarial, cycle, identity and culture losses (culturegan.losses) against
-culture profiles fitted on the training folders; Adam(2e-4, 0.5, 0.999), a constant then
-linearly decaying learning rate, image pools, optional AMP and R1. One device, or many with
-torchrun (data parallel: each rank its share of every batch, gradients averaged with one
-all-reduce per optimiser step; rank 0 logs and checkpoints). Resuming restores
-everything, so an interrupted run ends with the parameters of an uninterrupted one.
+All networks are built on culturegan's fused blocks and trained with the adversarial, cycle,
+identity and culture losses (culturegan.losses) against culture profiles fitted on the training
+folders; Adam(2e-4, 0.5, 0.999), a constant then linearly decaying learning rate, image pools,
+optional AMP, torch.compile and R1; optionally from pretrained weights with frozen parts
+(culturegan.training.pretrained). One device, or many with torchrun (data parallel: each rank
+its share of every batch, gradients averaged with one all-reduce per optimiser step; rank 0
+logs, samples and checkpoints). Resuming restores everything, so an interrupted run ends with
+the parameters of an uninterrupted one; SIGTERM stops after the current step with a checkpoint.
 """
 
 from __future__ import annotations
@@ -15,23 +17,25 @@ import dataclasses
 import json
 import os
 import random
+import signal
+import threading
 import time
 import warnings
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader
+from tqdm import tqdm
 
 from culturegan.culture import CultureProfile
-from culturegan.data import Augment, CultureImages
-from culturegan.losses import CultureLoss, CultureLossWeights, cycle_loss, discriminator_loss, generator_loss
-from culturegan.losses import identity_loss, r1_penalty
-from culturegan.models import NLayerDiscriminator, ResnetGenerator
+from culturegan.losses import CultureLoss, CultureLossWeights
+from culturegan.training import pretrained
 from culturegan.training import state as checkpoints
 from culturegan.training.config import TrainConfig
+from culturegan.training.objectives import OBJECTIVES, Batch
+from culturegan.training.samples import save_grid
 
-MODELS = ("G_AB", "G_BA", "D_A", "D_B")
 OPTIMIZERS = ("optim_G", "optim_D")
 
 
@@ -39,71 +43,92 @@ class TrainingDiverged(RuntimeError):
     """Too many consecutive steps with a non-finite loss; the last good state was saved."""
 
 
+class TrainingInterrupted(RuntimeError):
+    """SIGTERM (or SIGINT) arrived; the run stopped after its current step and saved a checkpoint."""
+
+
 class Trainer:
     def __init__(self, config: TrainConfig, resume: bool = False):
-        self.config = config.validate()
+        self.config = c = config.validate()
         self.rank, self.world = _distributed_setup(config)
         self.device = _device(config.device, self.rank)
         torch.manual_seed(config.seed)
         self.rng = random.Random(config.seed)
         self.output = Path(config.output)
         self.checkpoints = self.output / "checkpoints"
-        self._build_data()
-        self._build_models()
+        weights = CultureLossWeights(c.lambda_culture, *c.culture_weights)
+        self.culture_loss = CultureLoss(weights).to(self.device)
+        self.objective = OBJECTIVES[c.mode](config, self.culture_loss, self.rng)
+        self.data = self.objective.datasets()
+        self._build_models(initialise=not resume)
         self.step, self.bad_steps = 0, 0
+        self._writer = None
         if resume:
             latest = checkpoints.latest_checkpoint(self.checkpoints)
             if latest is None:
                 raise FileNotFoundError(f"--resume: no checkpoint in {self.checkpoints}")
             self.load(latest)
+        else:
+            self.objective.profiles = {name: CultureProfile.fit_folder(c.data_root, name, size=c.profile_size,
+                                                                       manifest=c.manifest or None)
+                                       for name in self.objective.cultures}
         if self.rank == 0:
             self.output.mkdir(parents=True, exist_ok=True)
             (self.output / "config.json").write_text(config.to_json() + "\n")
+            if c.tensorboard:
+                self._writer = _tensorboard_writer(self.output / "tensorboard")
+
+    @property
+    def profiles(self) -> dict[str, CultureProfile]:
+        return self.objective.profiles
 
     # ------------------------------------------------------------------------------ setup
 
-    def _build_data(self) -> None:
-        c = self.config
-        augment = Augment(load_size=c.load_size, crop_size=c.crop_size)
-        manifest = c.manifest or None
-        self.data = {side: CultureImages(c.data_root, [name], manifest, augment, seed=c.seed + i)
-                     for i, (side, name) in enumerate((("A", c.source), ("B", c.target)))}
-        self.profiles = {side: CultureProfile.fit_folder(c.data_root, name, size=c.profile_size, manifest=manifest)
-                         for side, name in (("A", c.source), ("B", c.target))}
-
-    def _build_models(self) -> None:
-        c = self.config
+    def _build_models(self, initialise: bool) -> None:
+        c, o = self.config, self.objective
         memory = torch.channels_last if c.channels_last else torch.contiguous_format
-        self.models = {name: model.to(self.device, memory_format=memory) for name, model in (
-            ("G_AB", ResnetGenerator(ngf=c.ngf, n_blocks=c.n_blocks, fused=True)),
-            ("G_BA", ResnetGenerator(ngf=c.ngf, n_blocks=c.n_blocks, fused=True)),
-            ("D_A", NLayerDiscriminator(ndf=c.ndf, fused=True)),
-            ("D_B", NLayerDiscriminator(ndf=c.ndf, fused=True)))}
-        if self.world > 1:  # every rank starts from rank 0's weights
-            for model in self.models.values():
+        self.models = o.build_models()
+        if c.init_from and initialise:  # (a resumed run gets everything from its checkpoint)
+            pretrained.initialise(c, self.models, o.generators, o.discriminators)
+        self.frozen = pretrained.freeze(c, self.models, o.generators)
+        for model in self.models.values():
+            model.to(self.device, memory_format=memory)
+            if self.world > 1:  # every rank starts from rank 0's weights
                 for tensor in model.state_dict().values():
                     torch.distributed.broadcast(tensor, 0)
-        betas = (c.beta1, c.beta2)
-        self.optimizers = {
-            "optim_G": torch.optim.Adam([*self.models["G_AB"].parameters(), *self.models["G_BA"].parameters()],
-                                        lr=c.lr, betas=betas),
-            "optim_D": torch.optim.Adam([*self.models["D_A"].parameters(), *self.models["D_B"].parameters()],
-                                        lr=c.lr, betas=betas)}
+        self.forward = {name: torch.compile(model) if c.compile else model for name, model in self.models.items()}
+        tuned = pretrained.pretrained_models(c, o.generators)
+        groups = {"optim_G": pretrained.parameter_groups([self.models[n] for n in o.generators],
+                                                         [n in tuned for n in o.generators], c.lr, c.pretrained_lr),
+                  "optim_D": pretrained.parameter_groups([self.models[n] for n in o.discriminators],
+                                                         [False] * len(o.discriminators), c.lr, c.pretrained_lr)}
+        if not groups["optim_G"]:
+            raise ValueError(f"freeze={c.freeze!r} leaves the generators nothing to train")
+        self.optimizers = {name: torch.optim.Adam(g, betas=(c.beta1, c.beta2)) for name, g in groups.items()}
         constant = c.steps - c.decay_steps
         factor = (lambda s: 1.0 if s < constant else max(0.0, (c.steps - s) / max(1, c.decay_steps)))
         self.schedulers = {name: torch.optim.lr_scheduler.LambdaLR(opt, factor) for name, opt in self.optimizers.items()}
-        self.pools = {side: checkpoints.ImagePool(c.pool_size, self.rng) for side in ("A", "B")}
-        weights = CultureLossWeights(c.lambda_culture, *c.culture_weights)
-        self.culture_loss = CultureLoss(weights).to(self.device)
         self.autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(c.amp)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=c.amp == "fp16")
 
-    def _loader(self, side: str) -> DataLoader:
+    def _loader(self, name: str, index: int) -> DataLoader:
         c = self.config
-        stream = checkpoints.SampleStream(len(self.data[side]), c.seed + (side == "B"), self.step * c.batch_size,
+        stream = checkpoints.SampleStream(len(self.data[name]), c.seed + index, self.step * c.batch_size,
                                           self.rank, self.world)
-        return DataLoader(self.data[side], batch_size=c.batch_size, sampler=stream, num_workers=c.workers,
-                          pin_memory=self.device.type == "cuda", persistent_workers=c.workers > 0)
+        # its own generator: a loader without one draws from the global RNG when it starts, which
+        # a resumed run would do at another point of the RNG stream
+        return DataLoader(self.data[name], batch_size=c.batch_size, sampler=stream, num_workers=c.workers,
+                          pin_memory=self.device.type == "cuda", persistent_workers=c.workers > 0,
+                          generator=torch.Generator().manual_seed(c.seed + index))
+
+    def _batches(self):
+        """Endless batches: {stream name: {"image", "culture"}} on the device."""
+        memory = torch.channels_last if self.config.channels_last else torch.contiguous_format
+        names = list(self.data)
+        for items in zip(*(self._loader(name, index) for index, name in enumerate(names))):
+            yield {name: {"image": item["image"].to(self.device, non_blocking=True, memory_format=memory),
+                          "culture": item["culture"].to(self.device, non_blocking=True)}
+                   for name, item in zip(names, items)}
 
     # -------------------------------------------------------------------------- training
 
@@ -112,49 +137,40 @@ class Trainer:
             return nullcontext()
         return torch.autocast(self.device.type, dtype=self.autocast_dtype)
 
-    def train_step(self, real_a: torch.Tensor, real_b: torch.Tensor) -> dict[str, float] | None:
+    def _train_discriminators(self, flag: bool) -> None:
+        for name in self.objective.discriminators:
+            self.models[name].requires_grad_(flag)
+
+    def train_step(self, batch: Batch) -> dict[str, float] | None:
         """One generator and one discriminator update; None when a loss was not finite (skipped)."""
-        c, m = self.config, self.models
-        for name in ("D_A", "D_B"):
-            self.models[name].requires_grad_(False)
+        o, m = self.objective, self.forward
+        self._train_discriminators(False)
         with self._autocast():
-            fake_b, fake_a = m["G_AB"](real_a), m["G_BA"](real_b)
-            losses = {"G_adv": generator_loss(m["D_B"](fake_b), c.gan_mode) + generator_loss(m["D_A"](fake_a),
-                                                                                             c.gan_mode),
-                      "cycle": cycle_loss(m["G_BA"](fake_b), real_a, c.lambda_cycle)
-                      + cycle_loss(m["G_AB"](fake_a), real_b, c.lambda_cycle)}
-            if c.lambda_identity > 0:
-                weight = c.lambda_identity * c.lambda_cycle
-                losses["identity"] = (identity_loss(m["G_AB"](real_b), real_b, weight)
-                                      + identity_loss(m["G_BA"](real_a), real_a, weight))
-        losses["culture"] = (self.culture_loss(fake_b.float(), self.profiles["B"])
-                             + self.culture_loss(fake_a.float(), self.profiles["A"]))
+            losses, fakes = o.generator_losses(m, batch)
         loss_g = sum(losses.values())
         if not self._finite(loss_g):
             return None
-        self.optimizers["optim_G"].zero_grad(set_to_none=True)
-        self.scaler.scale(loss_g).backward()
-        self._average_gradients("optim_G")
-        self.scaler.step(self.optimizers["optim_G"])
-        for name in ("D_A", "D_B"):
-            self.models[name].requires_grad_(True)
+        self._update("optim_G", loss_g)
+        self._train_discriminators(True)
         with self._autocast():
-            loss_d = (discriminator_loss(m["D_A"](real_a), m["D_A"](self.pools["A"].query(fake_a)), c.gan_mode)
-                      + discriminator_loss(m["D_B"](real_b), m["D_B"](self.pools["B"].query(fake_b)), c.gan_mode))
-        if c.r1_gamma > 0:
-            loss_d = loss_d + r1_penalty(m["D_A"], real_a, c.r1_gamma) + r1_penalty(m["D_B"], real_b, c.r1_gamma)
+            loss_d = o.discriminator_loss(m, batch, fakes)
+        if self.config.r1_gamma > 0:
+            loss_d = loss_d + o.r1(m, batch)
         if not self._finite(loss_d):
             return None
-        self.optimizers["optim_D"].zero_grad(set_to_none=True)
-        self.scaler.scale(loss_d).backward()
-        self._average_gradients("optim_D")
-        self.scaler.step(self.optimizers["optim_D"])
+        self._update("optim_D", loss_d)
         self.scaler.update()
         for scheduler in self.schedulers.values():
             scheduler.step()
         self.bad_steps = 0
         return {**{k: float(v.detach()) for k, v in losses.items()}, "G": float(loss_g.detach()),
                 "D": float(loss_d.detach())}
+
+    def _update(self, optimizer: str, loss: torch.Tensor) -> None:
+        self.optimizers[optimizer].zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self._average_gradients(optimizer)
+        self.scaler.step(self.optimizers[optimizer])
 
     def _average_gradients(self, optimizer: str) -> None:
         """Data parallelism: the mean of the ranks' gradients, one all-reduce per optimiser step.
@@ -185,38 +201,90 @@ class Trainer:
         return False
 
     def fit(self, until: int | None = None) -> None:
-        """Trains to config.steps (or `until`), logging to metrics.jsonl and checkpointing."""
+        """Trains to config.steps (or `until`): logs to metrics.jsonl (and TensorBoard), saves
+        sample grids and checkpoints. SIGTERM/SIGINT stop it after the current step with a
+        checkpoint (TrainingInterrupted)."""
         c = self.config
         last = min(c.steps, until or c.steps)
-        memory = torch.channels_last if c.channels_last else torch.contiguous_format
-        batches = zip(self._loader("A"), self._loader("B"))
         started, images = time.perf_counter(), 0
-        while self.step < last:
-            batch_a, batch_b = next(batches)
-            real_a, real_b = (b["image"].to(self.device, non_blocking=True, memory_format=memory)
-                              for b in (batch_a, batch_b))
-            metrics = self.train_step(real_a, real_b)
-            self.step += 1
-            images += real_a.shape[0] * self.world
-            if self.rank == 0 and metrics is not None and (self.step % c.log_every == 0 or self.step == last):
+        progress = tqdm(total=last, initial=self.step, unit="step", dynamic_ncols=True,
+                        disable=True if not c.progress or self.rank != 0 else None)
+        with progress, _stop_requests() as stop:
+            for batch in self._batches():
+                if self.step >= last:
+                    break
+                metrics = self.train_step(batch)
+                self.step += 1
+                images += next(iter(batch.values()))["image"].shape[0] * self.world
+                progress.update()
                 rate = images / max(1e-9, time.perf_counter() - started)
-                self._log({"step": self.step, **metrics, "images_per_s": rate,
-                           "lr": self.schedulers["optim_G"].get_last_lr()[0]})
-            if self.rank == 0 and (self.step % c.checkpoint_every == 0 or self.step == last):
-                self.save()
+                if metrics is not None:
+                    progress.set_postfix(G=f"{metrics['G']:.3f}", D=f"{metrics['D']:.3f}", img_s=f"{rate:.1f}",
+                                         refresh=False)
+                if self.rank == 0:
+                    self._report(metrics, rate, batch, last, progress)
+                if self._stop_agreed(stop):
+                    path = self.save() if self.rank == 0 else self.checkpoints
+                    raise TrainingInterrupted(f"stopped by {stop['signal']} after step {self.step}; checkpoint in "
+                                              f"{path}; continue with --resume")
+        if self._writer is not None:
+            self._writer.flush()
 
-    def _log(self, record: dict) -> None:
+    def _report(self, metrics: dict | None, rate: float, batch: Batch, last: int, progress: tqdm) -> None:
+        """Rank 0's logging, sample grids and checkpoints after a step."""
+        c, final = self.config, self.step == last
+        if metrics is not None and (self.step % c.log_every == 0 or final):
+            self._log({"step": self.step, **metrics, "images_per_s": rate,
+                       "lr": self.schedulers["optim_G"].get_last_lr()[0]}, progress)
+        if c.sample_every and (self.step % c.sample_every == 0 or final):
+            self._save_samples(batch)
+        if self.step % c.checkpoint_every == 0 or final:
+            self.save()
+
+    def _stop_agreed(self, stop: dict) -> bool:
+        """Whether to stop now: every rank must stop after the same step, so ranks agree."""
+        wanted = stop["signal"] is not None
+        if self.world > 1:
+            flag = torch.tensor([float(wanted)], device=self.device)
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+            wanted = bool(flag.item())
+            if wanted and stop["signal"] is None:
+                stop["signal"] = "a signal to another rank"
+        return wanted
+
+    def _log(self, record: dict, progress: tqdm | None = None) -> None:
         with open(self.output / "metrics.jsonl", "a") as file:
             file.write(json.dumps(record) + "\n")
+        if self._writer is not None:
+            for key, value in record.items():
+                if key != "step":
+                    self._writer.add_scalar(f"train/{key}", value, record["step"])
         shown = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items())
-        print(shown, flush=True)
+        tqdm.write(shown) if progress is not None and not progress.disable else print(shown, flush=True)
+
+    def _save_samples(self, batch: Batch) -> Path:
+        """OUTPUT/samples/step-N.png: rows of (input, output, cycle reconstruction)."""
+        generators = [self.models[name] for name in self.objective.generators]
+        for generator in generators:
+            generator.eval()
+        try:
+            with self._autocast():
+                rows = self.objective.samples(self.forward, batch, self.config.sample_count)
+        finally:
+            for generator in generators:
+                generator.train()
+        path = self.output / "samples" / f"step-{self.step:08d}.png"
+        image = save_grid(rows, path)
+        if self._writer is not None:
+            self._writer.add_image("samples", image, self.step, dataformats="HWC")
+        return path
 
     # ------------------------------------------------------------------------ checkpoints
 
     def save(self) -> Path:
         tensors, meta = {}, {"config": dataclasses.asdict(self.config), "optimizers": {}, "schedulers": {},
                              "python_rng": _jsonable(self.rng.getstate()), "scaler": self.scaler.state_dict(),
-                             "bad_steps": self.bad_steps}
+                             "bad_steps": self.bad_steps, "cultures": self.objective.cultures, "profiles": {}}
         for name, model in self.models.items():
             tensors.update({f"{name}.{k}": v for k, v in model.state_dict().items()})
         for name, optimizer in self.optimizers.items():
@@ -226,9 +294,11 @@ class Trainer:
                     tensors[f"{name}.{index}.{key}"] = value if torch.is_tensor(value) else torch.tensor(value)
             meta["optimizers"][name] = state["param_groups"]
         meta["schedulers"] = {name: s.state_dict() for name, s in self.schedulers.items()}
-        for side, pool in self.pools.items():
-            if pool.state() is not None:
-                tensors[f"pool.{side}"] = pool.state()
+        for name, pool in self.objective.pools.items():
+            tensors.update({f"pool.{name}.{k}": v for k, v in pool.state().items()})
+        for culture, profile in self.profiles.items():
+            profile_tensors, meta["profiles"][culture] = profile.state()
+            tensors.update({f"profile.{culture}.{k}": v for k, v in profile_tensors.items()})
         tensors["rng.torch"] = torch.get_rng_state()
         if self.device.type == "cuda":
             tensors["rng.cuda"] = torch.cuda.get_rng_state(self.device)
@@ -236,6 +306,9 @@ class Trainer:
 
     def load(self, path: Path) -> None:
         tensors, meta = checkpoints.load_checkpoint(path)
+        if meta.get("cultures") != self.objective.cultures:
+            raise ValueError(f"{path}: the checkpoint was trained on cultures {meta.get('cultures')}, this run has "
+                             f"{self.objective.cultures}")
         for name, model in self.models.items():
             checkpoints.load_module(model, tensors, name, path)
         for name, optimizer in self.optimizers.items():
@@ -247,14 +320,47 @@ class Trainer:
             optimizer.load_state_dict({"state": state, "param_groups": meta["optimizers"][name]})
         for name, scheduler in self.schedulers.items():
             scheduler.load_state_dict(meta["schedulers"][name])
-        for side, pool in self.pools.items():
-            pool.restore(tensors.get(f"pool.{side}"), self.device)
+        for name, pool in self.objective.pools.items():
+            pool.restore(checkpoints.subset(tensors, f"pool.{name}"), self.device)
+        self.objective.profiles = {
+            culture: CultureProfile.from_state(checkpoints.subset(tensors, f"profile.{culture}"), profile_meta, path)
+            for culture, profile_meta in meta["profiles"].items()}
         self.rng.setstate(_tuple(meta["python_rng"]))
         self.scaler.load_state_dict(meta["scaler"])
         torch.set_rng_state(tensors["rng.torch"])
         if self.device.type == "cuda" and "rng.cuda" in tensors:
             torch.cuda.set_rng_state(tensors["rng.cuda"], self.device)
         self.step, self.bad_steps = meta["step"], meta["bad_steps"]
+
+
+@contextmanager
+def _stop_requests():
+    """{"signal": None}, set to the signal's name when SIGTERM or SIGINT arrives meanwhile (handlers
+    only in the main thread, where Python delivers signals; the previous ones come back after)."""
+    stop = {"signal": None}
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+
+    def request(number, frame):
+        if stop["signal"] is not None and number == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C does not wait for the step to end
+        stop["signal"] = signal.Signals(number).name
+
+    previous = {number: signal.signal(number, request) for number in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield stop
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
+def _tensorboard_writer(folder: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise ValueError("tensorboard=true needs the tensorboard package: pip install tensorboard") from None
+    return SummaryWriter(str(folder))
 
 
 def _jsonable(value):

@@ -102,6 +102,16 @@ def test_culture_loss_is_zero_when_off_and_prefers_the_target_culture():
     assert loss(stripes(3, 4), profile) < loss(torch.rand(3, 3, 32, 32) * 2 - 1, profile)
 
 
+@pytest.mark.parametrize("group", ["colour", "texture", "line"])
+def test_culture_loss_is_about_one_for_images_of_the_culture_in_every_group(group):
+    """Each group's distance is divided by the root of its length, so held-out images of the
+    culture score below 1 whatever the group's length, and other images far above."""
+    profile = CultureProfile.fit("stripes", extract(stripes(32, 0)))
+    loss = CultureLoss(CultureLossWeights(**{g: float(g == group) for g in ("colour", "texture", "line")}))
+    assert loss(stripes(16, 7), profile) < 1.0
+    assert loss(torch.rand(16, 3, 32, 32) * 2 - 1, profile) > 10.0
+
+
 def test_culture_loss_per_image_targets_and_errors():
     profiles = [CultureProfile.fit("stripes", extract(stripes(6, 0))),
                 CultureProfile.fit("noise", extract(torch.rand(6, 3, 32, 32) * 2 - 1))]

@@ -1,0 +1,192 @@
+"""What one training step computes, per training mode; the Trainer does the rest (devices,
+AMP, optimisers, gradient averaging, checkpoints, logging).
+
+- ``pair`` (CycleObjective): CycleGAN between a source culture A and a target culture B: two
+  ResNet generators (A->B, B->A) and two PatchGAN discriminators.
+- ``multi`` (MultiCultureObjective): one generator for K cultures, conditioned on the target
+  culture by AdaIN, and one culture-aware discriminator (projection head that also receives the
+  images' culture features, plus an auxiliary culture classifier), as in StarGAN: each image is
+  sent to a random other culture and back.
+
+Both add the culture loss of every generated image against its target culture's profile.
+"""
+
+from __future__ import annotations
+
+import random
+
+import torch
+import torch.nn.functional as F
+
+from culturegan.culture import CultureProfile
+from culturegan.data import Augment, CultureImages
+from culturegan.losses import (
+    CultureLoss,
+    cycle_loss,
+    discriminator_loss,
+    generator_loss,
+    identity_loss,
+    r1_penalty,
+)
+from culturegan.models import (
+    CultureDiscriminator,
+    MultiCultureGenerator,
+    NLayerDiscriminator,
+    ResnetGenerator,
+)
+from culturegan.training.config import TrainConfig
+from culturegan.training.state import ImagePool
+
+Batch = dict[str, dict[str, torch.Tensor]]  # data stream name -> {"image", "culture"}
+
+
+class Objective:
+    """Models, data streams and losses of one training mode."""
+
+    generators: tuple[str, ...]
+    discriminators: tuple[str, ...]
+    pool_names: tuple[str, ...]
+
+    def __init__(self, config: TrainConfig, culture_loss: CultureLoss, rng: random.Random):
+        self.config, self.culture_loss = config, culture_loss
+        self.pools = {name: ImagePool(config.pool_size, rng) for name in self.pool_names}
+        self.profiles: dict[str, CultureProfile] = {}  # culture name -> profile; the Trainer fills it
+
+    def _augment(self) -> Augment:
+        return Augment(load_size=self.config.load_size, crop_size=self.config.crop_size)
+
+    def _culture(self, images: torch.Tensor, cultures: list[str], targets: torch.Tensor | None = None):
+        """The culture loss in float32 (outside autocast: its statistics need the precision)."""
+        with torch.autocast(images.device.type, enabled=False):
+            return self.culture_loss(images.float(), [self.profiles[c] for c in cultures], targets)
+
+
+class CycleObjective(Objective):
+    generators = ("G_AB", "G_BA")
+    discriminators = ("D_A", "D_B")
+    pool_names = ("A", "B")
+
+    @property
+    def cultures(self) -> list[str]:
+        return [self.config.source, self.config.target]
+
+    def datasets(self) -> dict[str, CultureImages]:
+        c = self.config
+        return {side: CultureImages(c.data_root, [name], c.manifest or None, self._augment(), seed=c.seed + i)
+                for i, (side, name) in enumerate((("A", c.source), ("B", c.target)))}
+
+    def build_models(self) -> dict[str, torch.nn.Module]:
+        c = self.config
+        return {"G_AB": ResnetGenerator(ngf=c.ngf, n_blocks=c.n_blocks, fused=True),
+                "G_BA": ResnetGenerator(ngf=c.ngf, n_blocks=c.n_blocks, fused=True),
+                "D_A": NLayerDiscriminator(ndf=c.ndf, fused=True),
+                "D_B": NLayerDiscriminator(ndf=c.ndf, fused=True)}
+
+    def generator_losses(self, m: dict[str, torch.nn.Module], batch: Batch):
+        c = self.config
+        real_a, real_b = batch["A"]["image"], batch["B"]["image"]
+        fake_b, fake_a = m["G_AB"](real_a), m["G_BA"](real_b)
+        losses = {"G_adv": generator_loss(m["D_B"](fake_b), c.gan_mode) + generator_loss(m["D_A"](fake_a), c.gan_mode),
+                  "cycle": cycle_loss(m["G_BA"](fake_b), real_a, c.lambda_cycle)
+                  + cycle_loss(m["G_AB"](fake_a), real_b, c.lambda_cycle)}
+        if c.lambda_identity > 0:
+            weight = c.lambda_identity * c.lambda_cycle
+            losses["identity"] = (identity_loss(m["G_AB"](real_b), real_b, weight)
+                                  + identity_loss(m["G_BA"](real_a), real_a, weight))
+        losses["culture"] = self._culture(fake_b, [c.target]) + self._culture(fake_a, [c.source])
+        return losses, {"A": fake_a, "B": fake_b}
+
+    def discriminator_loss(self, m: dict[str, torch.nn.Module], batch: Batch, fakes) -> torch.Tensor:
+        mode = self.config.gan_mode
+        return sum(discriminator_loss(m[f"D_{side}"](batch[side]["image"]),
+                                      m[f"D_{side}"](self.pools[side].query(fakes[side])), mode)
+                   for side in ("A", "B"))
+
+    def r1(self, m: dict[str, torch.nn.Module], batch: Batch) -> torch.Tensor:
+        return sum(r1_penalty(m[f"D_{side}"], batch[side]["image"], self.config.r1_gamma) for side in ("A", "B"))
+
+    @torch.no_grad()
+    def samples(self, m: dict[str, torch.nn.Module], batch: Batch, count: int) -> list[list[torch.Tensor]]:
+        """Rows of (input, output, cycle reconstruction), A->B then B->A."""
+        rows = []
+        for side, forward, backward in (("A", "G_AB", "G_BA"), ("B", "G_BA", "G_AB")):
+            real = batch[side]["image"][:count]
+            fake = m[forward](real)
+            rows += [list(images) for images in zip(real, fake, m[backward](fake))]
+        return rows
+
+
+class MultiCultureObjective(Objective):
+    generators = ("G",)
+    discriminators = ("D",)
+    pool_names = ("fake",)
+
+    def __init__(self, config: TrainConfig, culture_loss: CultureLoss, rng: random.Random):
+        super().__init__(config, culture_loss, rng)
+        self.feature_dim = culture_loss.extractor.feature_dim() if config.discriminator_features else None
+        self._names = list(config.culture_list()) or None
+
+    @property
+    def cultures(self) -> list[str]:
+        return self._names
+
+    def datasets(self) -> dict[str, CultureImages]:
+        c = self.config
+        images = CultureImages(c.data_root, self._names, c.manifest or None, self._augment(), seed=c.seed)
+        if len(images.cultures) < 2:
+            raise ValueError(f"multi-culture training needs at least 2 cultures, {c.data_root} has "
+                             f"{images.cultures}")
+        self._names = images.cultures
+        return {"all": images}
+
+    def build_models(self) -> dict[str, torch.nn.Module]:
+        c, k = self.config, len(self.cultures)
+        return {"G": MultiCultureGenerator(k, ngf=c.ngf, n_blocks=c.n_blocks, style_dim=c.style_dim),
+                "D": CultureDiscriminator(k, ndf=c.ndf, feature_dim=self.feature_dim)}
+
+    def _discriminate(self, m, images: torch.Tensor, cultures: torch.Tensor):
+        features = None
+        if self.feature_dim is not None:
+            with torch.autocast(images.device.type, enabled=False):
+                features = self.culture_loss.extractor(images.float()).all()
+        return m["D"](images, cultures, features)
+
+    def generator_losses(self, m: dict[str, torch.nn.Module], batch: Batch):
+        c = self.config
+        real, sources = batch["all"]["image"], batch["all"]["culture"]
+        # every image to a uniformly drawn other culture (the global RNG: checkpointed)
+        shift = torch.randint(1, len(self.cultures), sources.shape).to(sources.device)
+        targets = (sources + shift) % len(self.cultures)
+        fake = m["G"](real, targets)
+        patches, classes = self._discriminate(m, fake, targets)
+        losses = {"G_adv": generator_loss(patches, c.gan_mode),
+                  "G_class": c.lambda_class * F.cross_entropy(classes.float(), targets),
+                  "cycle": cycle_loss(m["G"](fake, sources), real, c.lambda_cycle)}
+        if c.lambda_identity > 0:
+            losses["identity"] = identity_loss(m["G"](real, sources), real, c.lambda_identity * c.lambda_cycle)
+        losses["culture"] = self._culture(fake, self.cultures, targets)
+        return losses, {"fake": fake, "targets": targets}
+
+    def discriminator_loss(self, m: dict[str, torch.nn.Module], batch: Batch, fakes) -> torch.Tensor:
+        real, sources = batch["all"]["image"], batch["all"]["culture"]
+        fake, targets = self.pools["fake"].query(fakes["fake"], fakes["targets"])
+        real_patches, real_classes = self._discriminate(m, real, sources)
+        fake_patches, _ = self._discriminate(m, fake, targets)
+        return (discriminator_loss(real_patches, fake_patches, self.config.gan_mode)
+                + self.config.lambda_class * F.cross_entropy(real_classes.float(), sources))
+
+    def r1(self, m: dict[str, torch.nn.Module], batch: Batch) -> torch.Tensor:
+        sources = batch["all"]["culture"]
+        return r1_penalty(lambda images: self._discriminate(m, images, sources)[0], batch["all"]["image"],
+                          self.config.r1_gamma)
+
+    @torch.no_grad()
+    def samples(self, m: dict[str, torch.nn.Module], batch: Batch, count: int) -> list[list[torch.Tensor]]:
+        """Rows of (input, output in the next culture, reconstruction)."""
+        real, sources = batch["all"]["image"][:count], batch["all"]["culture"][:count]
+        targets = (sources + 1) % len(self.cultures)
+        fake = m["G"](real, targets)
+        return [list(images) for images in zip(real, fake, m["G"](fake, sources))]
+
+
+OBJECTIVES = {"pair": CycleObjective, "multi": MultiCultureObjective}

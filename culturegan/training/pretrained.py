@@ -1,0 +1,98 @@
+"""Transfer learning: start from pretrained weights, freeze generator parts, and give the
+pretrained layers a lower learning rate.
+
+``init_from`` is either a culturegan training run (its latest checkpoint), one checkpoint
+directory, or a generator weights file (.safetensors, or a .pth such as pytorch-CycleGAN-and-
+pix2pix's ``latest_net_G_A.pth``), which initialises the first generator (G_AB, or G in multi
+mode); ``init_from_reverse`` initialises G_BA. Discriminators start fresh unless
+``init_discriminators`` takes them from a checkpoint too.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from culturegan.models.weights import load_weights, read_state_dict
+from culturegan.training import state as checkpoints
+from culturegan.training.config import TrainConfig
+
+
+def checkpoint_directory(path: Path) -> Path | None:
+    """The checkpoint directory `path` names (a run, a checkpoints folder, a checkpoint or its
+    state file), or None when it is a plain weights file."""
+    if path.is_file():
+        return path.parent if path.name == "state.safetensors" and (path.parent / "state.json").is_file() else None
+    if (path / "state.json").is_file():
+        return path
+    for folder in (path / "checkpoints", path):
+        latest = checkpoints.latest_checkpoint(folder)
+        if latest is not None:
+            return latest
+    raise FileNotFoundError(f"init_from: {path} holds no culturegan checkpoint")
+
+
+def initialise(config: TrainConfig, models: dict[str, torch.nn.Module], generators: tuple[str, ...],
+               discriminators: tuple[str, ...]) -> None:
+    """Loads config.init_from (and init_from_reverse) into the models (see the module docstring)."""
+    source = Path(config.init_from)
+    if not source.exists():
+        raise FileNotFoundError(f"init_from: {source} does not exist")
+    checkpoint = checkpoint_directory(source)
+    if checkpoint is not None:
+        tensors, _ = checkpoints.load_checkpoint(checkpoint)
+        names = generators + (discriminators if config.init_discriminators else ())
+        for name in names:
+            checkpoints.load_module(models[name], tensors, name, checkpoint)
+        return
+    if config.init_discriminators:
+        raise ValueError(f"init_discriminators: {source} is a generator weights file, not a training checkpoint")
+    load_weights(models[generators[0]], read_state_dict(source), source)
+    if config.init_from_reverse:
+        load_weights(models[generators[1]], read_state_dict(config.init_from_reverse), config.init_from_reverse)
+
+
+def pretrained_models(config: TrainConfig, generators: tuple[str, ...]) -> tuple[str, ...]:
+    """The generators that start from pretrained weights."""
+    if not config.init_from:
+        return ()
+    if config.init_from_reverse or checkpoint_directory(Path(config.init_from)) is not None:
+        return generators
+    return generators[:1]
+
+
+def freeze(config: TrainConfig, models: dict[str, torch.nn.Module], generators: tuple[str, ...]) -> int:
+    """Turns off the gradients of the generator parts config.freeze names; returns how many
+    parameters (elements) are frozen."""
+    frozen = 0
+    for name in generators:
+        model = models[name]
+        parts = model.parts()
+        blocks = sorted((p for p in parts if p.startswith("block")), key=lambda p: int(p[len("block"):]))
+        parameters = dict(model.named_parameters())
+        for wanted in config.freeze_parts():
+            part, _, count = wanted.partition(":")
+            if part == "blocks" and int(count or 0) <= len(blocks):
+                selected = blocks[:int(count)] if count else blocks
+            elif part in parts and part != "blocks":
+                selected = [part]
+            else:
+                raise ValueError(f"freeze: {name} ({type(model).__name__}) has no part {wanted!r}; its parts: "
+                                 f"{', '.join(p for p in parts if not p.startswith('block'))} and {len(blocks)} blocks")
+            for key in (k for p in selected for k in parts[p]):
+                parameters[key].requires_grad_(False)
+                frozen += parameters[key].numel()
+    return frozen
+
+
+def parameter_groups(models: list[torch.nn.Module], pretrained: list[bool], lr: float,
+                     pretrained_lr: float) -> list[dict]:
+    """Adam parameter groups of the models' trainable parameters: the pretrained models' at
+    lr * pretrained_lr, the others at lr (frozen parameters are left out)."""
+    def trainable(wanted: bool) -> list[torch.nn.Parameter]:
+        return [p for model, is_pretrained in zip(models, pretrained) if is_pretrained == wanted
+                for p in model.parameters() if p.requires_grad]
+
+    return [{"params": params, "lr": lr * factor}
+            for params, factor in ((trainable(False), 1.0), (trainable(True), pretrained_lr)) if params]
