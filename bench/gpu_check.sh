@@ -133,7 +133,8 @@ run_step hardware 45 "${PY[@]}" -c "$HARDWARE_PY"
 # and take whatever time is left.
 run_step bench_kernels 150 "${PY[@]}" -m pytest bench/test_bias_leaky_relu.py bench/test_feature_stats.py \
     bench/test_gram.py -q -p no:cacheprovider --gpu-sizes --bench-json "$OUTDIR/bench_kernels.json"
-run_step bench_blocks 240 "${PY[@]}" -m pytest bench/test_conv_blocks.py bench/test_networks.py bench/test_training_step.py -q \
+run_step bench_blocks 240 "${PY[@]}" -m pytest bench/test_conv_blocks.py bench/test_networks.py bench/test_training_step.py \
+    bench/test_inference.py -q \
     -p no:cacheprovider --gpu-sizes --bench-json "$OUTDIR/bench_blocks.json"
 write_results
 

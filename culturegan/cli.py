@@ -19,6 +19,14 @@ def main(argv: list[str] | None = None) -> int:
                        help="reject images whose 64-bit perceptual hash differs from a kept one's in at most this "
                             "many bits (0: exact perceptual matches only)")
     clean.add_argument("--manifest", help="where to write the JSON manifest (default: ROOT/culturegan-manifest.json)")
+    separation = data_commands.add_parser(
+        "separation", help="which feature groups (colour, texture, line) tell the cultures apart: cross-validated "
+                           "nearest-profile accuracy per group")
+    separation.add_argument("root", help="the dataset folder, holding one sub-folder per culture")
+    separation.add_argument("--cultures", help="comma-separated culture names (default: every sub-folder)")
+    separation.add_argument("--size", type=int, default=128, help="images are resized and centre-cropped to this")
+    separation.add_argument("--folds", type=int, default=2, help="cross-validation folds")
+    separation.add_argument("--manifest", help="use only the images a `culturegan data clean` manifest keeps")
     train = commands.add_parser("train", help="train culture-aware CycleGAN translation between two cultures "
                                               "(one device, or many with torchrun)")
     train.add_argument("--config", help="a TOML (or YAML) file of training settings")
@@ -31,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--freeze", metavar="PARTS",
                        help="keep generator parts fixed: encoder, blocks or blocks:K, decoder (comma-separated); "
                             "same as --set freeze=PARTS")
+    _add_model_commands(commands)
     args = parser.parse_args(argv)
     if args.command == "train":
         return _train(args, parser)
@@ -38,10 +47,66 @@ def main(argv: list[str] | None = None) -> int:
         from culturegan import doctor
 
         return doctor.main()
+    if args.command == "transfer":
+        return _transfer(args, parser)
+    if args.command == "convert":
+        return _convert(args, parser)
     if args.command == "data":
-        return _clean(args, parser)
+        return _clean(args, parser) if args.data_command == "clean" else _separation(args, parser)
     parser.error(f"unknown command {args.command}")
     return 2
+
+
+def _add_model_commands(commands) -> None:
+    transfer = commands.add_parser("transfer", help="transfer images or folders of images with a trained generator")
+    transfer.add_argument("--checkpoint", required=True,
+                          help="a generator: CycleGAN .pth, converted .safetensors, or a culturegan run/checkpoint")
+    transfer.add_argument("--input", required=True, help="an image file or a folder of images (recursively)")
+    transfer.add_argument("--output", required=True, help="the folder to write to (never the input folder)")
+    transfer.add_argument("--target-culture", help="the culture to transfer to (multi-culture generators; or a "
+                                                   "two-culture run's source, to go backwards)")
+    size = transfer.add_mutually_exclusive_group()
+    size.add_argument("--size", type=int, help="resize so that the shorter side is SIZE pixels first")
+    size.add_argument("--keep-size", action="store_true", help="process at the input's size (the default)")
+    transfer.add_argument("--tile", type=int, help="run images larger than TILE pixels in overlapping tiles "
+                                                   "(a multiple of 4; for images too big for memory)")
+    transfer.add_argument("--overlap", type=int, default=64, help="tile overlap in pixels, blended")
+    transfer.add_argument("--device", choices=("cuda", "cpu"), help="default: cuda when available")
+    transfer.add_argument("--dtype", choices=("bf16", "fp16", "fp32"), help="default: bf16 on cuda, fp32 on cpu")
+    transfer.add_argument("--batch-size", type=int, default=4, help="tiles per forward pass")
+    transfer.add_argument("--side-by-side", action="store_true", help="write input and output side by side")
+    convert = commands.add_parser("convert", help="convert a CycleGAN .pth (or a culturegan run) to culturegan's "
+                                                  "format: .safetensors with a JSON model card")
+    convert.add_argument("input", help="the weights file, run or checkpoint")
+    convert.add_argument("output", help="the .safetensors file to write (its card goes beside it as .json)")
+    convert.add_argument("--source-culture", help="the culture the generator transfers from (for the card)")
+    convert.add_argument("--target-culture", help="the culture the generator transfers to (for the card)")
+    convert.add_argument("--generator", choices=("G_AB", "G_BA"), help="which generator of a two-culture run")
+
+
+def _transfer(args, parser: argparse.ArgumentParser) -> int:
+    from culturegan.transfer import Stylizer, transfer_files
+
+    try:
+        stylizer = Stylizer(args.checkpoint, args.target_culture, args.device, args.dtype, args.tile, args.overlap,
+                            batch_size=args.batch_size)
+        report = transfer_files(stylizer, args.input, args.output, args.size, args.side_by_side)
+    except (FileNotFoundError, ValueError) as error:
+        parser.exit(2, f"culturegan transfer: {error}\n")
+    print(report.summary())
+    return 1 if report.failed else 0
+
+
+def _convert(args, parser: argparse.ArgumentParser) -> int:
+    from culturegan.models import convert
+
+    cultures = {k: v for k, v in (("source", args.source_culture), ("target", args.target_culture)) if v}
+    try:
+        path, card = convert(args.input, args.output, cultures or None, args.generator)
+    except (FileNotFoundError, ValueError) as error:
+        parser.exit(2, f"culturegan convert: {error}\n")
+    print(f"{card['description']}: {card['parameters']:,} parameters in {card['tensors']} tensors -> {path}")
+    return 0
 
 
 def _train(args, parser: argparse.ArgumentParser) -> int:
@@ -75,6 +140,18 @@ def _clean(args, parser: argparse.ArgumentParser) -> int:
     manifest = write_manifest(report, args.manifest or Path(args.root) / MANIFEST_NAME)
     print(report.summary())
     print(f"manifest: {manifest}")
+    return 0
+
+
+def _separation(args, parser: argparse.ArgumentParser) -> int:
+    from culturegan.culture import folder_separation
+
+    cultures = [c.strip() for c in args.cultures.split(",")] if args.cultures else None
+    try:
+        result = folder_separation(args.root, cultures, args.size, args.folds, args.manifest)
+    except (FileNotFoundError, ValueError) as error:
+        parser.exit(2, f"culturegan data separation: {error}\n")
+    print(result.table())
     return 0
 
 

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
 
 namespace culturegan {
 
@@ -27,6 +28,14 @@ inline ChannelLayout channel_layout(const at::Tensor& x) {
   }
   at::Tensor copy = x.contiguous();
   return {copy, x.size(0), channels, x.numel() / (x.size(0) * channels)};
+}
+
+// An uninitialised output in x's kernel layout, with the canonical strides of that layout.
+// (empty_like would copy x's strides, and a size-1 batch may carry any batch stride, as
+// oneDNN's outputs do; F.pad and the convolutions then take the tensor for NCHW and copy it.)
+inline at::Tensor empty_in_layout(const at::Tensor& x) {
+  if (x.is_contiguous() || !is_channels_innermost(x)) return at::empty(x.sizes(), x.options());
+  return at::empty(x.movedim(1, -1).sizes(), x.options()).movedim(-1, 1);
 }
 
 // `t` in the same element order as `like` (a tensor in one of the layouts above), copied if needed.

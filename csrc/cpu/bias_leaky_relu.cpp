@@ -6,7 +6,6 @@
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 #include <ATen/ops/empty.h>
-#include <ATen/ops/empty_like.h>
 #include <torch/library.h>
 
 #include <type_traits>
@@ -170,7 +169,7 @@ at::Tensor forward(const at::Tensor& x, const std::optional<at::Tensor>& bias, d
                    std::optional<double> clamp) {
   check_forward_args(x, bias, negative_slope, gain, clamp);
   const ChannelLayout L = channel_layout(x);
-  at::Tensor y = at::empty_like(L.tensor);
+  at::Tensor y = empty_in_layout(L.tensor);
   cpu::advise_huge_pages(y);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "bias_leaky_relu_cpu", [&] {
     const at::Tensor b = bias.has_value() ? bias->contiguous() : at::Tensor();
@@ -188,7 +187,7 @@ std::tuple<at::Tensor, at::Tensor> backward(const at::Tensor& grad, const at::Te
   check_backward_args(grad, y, negative_slope, gain, clamp);
   const ChannelLayout L = channel_layout(y);
   const at::Tensor grad_in = match_layout(grad, L.tensor);
-  at::Tensor grad_x = at::empty_like(L.tensor);
+  at::Tensor grad_x = empty_in_layout(L.tensor);
   cpu::advise_huge_pages(grad_x);
   at::Tensor grad_bias = at::empty({bias_grad ? y.size(1) : 0}, y.options());
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, y.scalar_type(), "bias_leaky_relu_backward_cpu", [&] {

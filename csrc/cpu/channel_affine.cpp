@@ -3,7 +3,6 @@
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
-#include <ATen/ops/empty_like.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -64,7 +63,7 @@ at::Tensor forward(const at::Tensor& x, const at::Tensor& center, const at::Tens
                    std::optional<double> negative_slope) {
   check_args(x, center, scale, shift, negative_slope);
   const ChannelLayout L = channel_layout(x);
-  at::Tensor y = at::empty_like(L.tensor);
+  at::Tensor y = empty_in_layout(L.tensor);
   cpu::advise_huge_pages(y);
   const at::Tensor c = center.contiguous(), s = scale.contiguous(), b = shift.contiguous();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "channel_affine_cpu", [&] {

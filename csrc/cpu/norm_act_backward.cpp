@@ -6,7 +6,6 @@
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 #include <ATen/ops/empty.h>
-#include <ATen/ops/empty_like.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -154,7 +153,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward(const at::Tensor& grad, 
   check_args(grad, z, mean, std, gamma, beta, negative_slope);
   const ChannelLayout L = channel_layout(z);
   const at::Tensor grad_in = match_layout(grad, L.tensor);
-  at::Tensor grad_z_out = at::empty_like(L.tensor);
+  at::Tensor grad_z_out = empty_in_layout(L.tensor);
   cpu::advise_huge_pages(grad_z_out);
   at::Tensor grad_gamma = at::empty(mean.sizes(), mean.options());
   at::Tensor grad_beta = at::empty(mean.sizes(), mean.options());

@@ -7,7 +7,6 @@
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/ops/empty.h>
-#include <ATen/ops/empty_like.h>
 #include <ATen/ops/sum.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -242,7 +241,7 @@ at::Tensor forward(const at::Tensor& x, const std::optional<at::Tensor>& bias, d
   check_forward_args(x, bias, negative_slope, gain, clamp);
   const c10::cuda::CUDAGuard guard(x.device());
   const ChannelLayout L = channel_layout(x);
-  at::Tensor y = at::empty_like(L.tensor);
+  at::Tensor y = empty_in_layout(L.tensor);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "bias_leaky_relu_cuda", [&] {
     const at::Tensor b = bias.has_value() ? bias->contiguous() : at::Tensor();
     const scalar_t* bias_ptr = b.defined() ? b.const_data_ptr<scalar_t>() : nullptr;
@@ -261,7 +260,7 @@ std::tuple<at::Tensor, at::Tensor> backward(const at::Tensor& grad, const at::Te
   const c10::cuda::CUDAGuard guard(y.device());
   const ChannelLayout L = channel_layout(y);
   const at::Tensor grad_in = match_layout(grad, L.tensor);
-  at::Tensor grad_x = at::empty_like(L.tensor);
+  at::Tensor grad_x = empty_in_layout(L.tensor);
   at::Tensor partial;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, y.scalar_type(), "bias_leaky_relu_backward_cuda", [&] {
     const auto p = make_params<at::opmath_type<scalar_t>>(negative_slope, gain, clamp);

@@ -2,7 +2,6 @@
 // element finds its (n, c) parameters from its index in the dense [outer, C, inner] layout.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
-#include <ATen/ops/empty_like.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
@@ -64,7 +63,7 @@ at::Tensor forward(const at::Tensor& x, const at::Tensor& center, const at::Tens
   check_args(x, center, scale, shift, negative_slope);
   const c10::cuda::CUDAGuard guard(x.device());
   const ChannelLayout L = channel_layout(x);
-  at::Tensor y = at::empty_like(L.tensor);
+  at::Tensor y = empty_in_layout(L.tensor);
   const at::Tensor c = center.contiguous(), s = scale.contiguous(), b = shift.contiguous();
   const double slope = negative_slope.value_or(-1.0);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "channel_affine_cuda", [&] {

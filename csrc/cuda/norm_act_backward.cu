@@ -4,7 +4,6 @@
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/ops/empty.h>
-#include <ATen/ops/empty_like.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
@@ -133,7 +132,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward(const at::Tensor& grad, 
   const c10::cuda::CUDAGuard guard(z.device());
   const ChannelLayout L = channel_layout(z);
   const at::Tensor grad_in = match_layout(grad, L.tensor);
-  at::Tensor grad_z_out = at::empty_like(L.tensor);
+  at::Tensor grad_z_out = empty_in_layout(L.tensor);
   at::Tensor grad_gamma = at::empty(mean.sizes(), mean.options());
   at::Tensor grad_beta = at::empty(mean.sizes(), mean.options());
   const at::Tensor m = mean.contiguous(), s = std.contiguous(), ga = gamma.contiguous(), be = beta.contiguous();

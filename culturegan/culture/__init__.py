@@ -1,6 +1,9 @@
-"""culturegan.culture: culture features (colour, texture, line) and culture profiles."""
+"""culturegan.culture: culture features (colour, texture, line), culture profiles, and which
+feature groups separate a dataset's cultures."""
 
 from culturegan.culture.features import GROUPS, CultureFeatureExtractor, CultureFeatures, extract, rgb_to_lab
-from culturegan.culture.profile import CultureProfile
+from culturegan.culture.profile import CultureProfile, folder_features
+from culturegan.culture.separation import Separation, classify, folder_separation, separation
 
-__all__ = ["GROUPS", "CultureFeatureExtractor", "CultureFeatures", "CultureProfile", "extract", "rgb_to_lab"]
+__all__ = ["GROUPS", "CultureFeatureExtractor", "CultureFeatures", "CultureProfile", "Separation", "classify",
+           "extract", "folder_features", "folder_separation", "rgb_to_lab", "separation"]

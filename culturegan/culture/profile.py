@@ -57,14 +57,10 @@ class CultureProfile:
     def fit_folder(cls, root: str | os.PathLike, culture: str, size: int = 128, batch_size: int = 16,
                    manifest: str | os.PathLike | None = None,
                    extractor: CultureFeatureExtractor | None = None) -> CultureProfile:
-        """The profile of one culture folder of a dataset (ROOT/<culture>/...): every image,
-        resized so that its shorter side is `size` and centre-cropped (no random augmentation)."""
-        from culturegan.data import Augment, CultureImages, make_loader
-
-        images = CultureImages(root, cultures=[culture], manifest=manifest,
-                               augment=Augment(load_size=size, crop_size=size, flip=False, random_crop=False))
-        loader = make_loader(images, batch_size, workers=0, shuffle=False, drop_last=False)
-        return cls.fit_images(culture, loader, extractor)
+        """The profile of one culture folder of a dataset (ROOT/<culture>/...), see folder_features."""
+        extractor = extractor or CultureFeatureExtractor()
+        features = folder_features(root, culture, size, batch_size, manifest, extractor)
+        return cls.fit(culture, features, extractor.seed, extractor.gram)
 
     def distance(self, features: CultureFeatures, group: str) -> torch.Tensor:
         """(N,) Mahalanobis distance of each image's `group` features to this culture
@@ -126,6 +122,22 @@ class CultureProfile:
         except (OSError, ValueError, SafetensorError) as error:
             raise ValueError(f"{path}: not a readable culture profile ({error})") from error
         return cls.from_state(tensors, meta, json_path)
+
+
+def folder_features(root: str | os.PathLike, culture: str, size: int = 128, batch_size: int = 16,
+                    manifest: str | os.PathLike | None = None,
+                    extractor: CultureFeatureExtractor | None = None) -> CultureFeatures:
+    """The features of every image of one culture folder (ROOT/<culture>/...), each resized so
+    that its shorter side is `size` and centre-cropped (no random augmentation)."""
+    from culturegan.data import Augment, CultureImages, make_loader
+
+    extractor = extractor or CultureFeatureExtractor()
+    images = CultureImages(root, cultures=[culture], manifest=manifest,
+                           augment=Augment(load_size=size, crop_size=size, flip=False, random_crop=False))
+    loader = make_loader(images, batch_size, workers=0, shuffle=False, drop_last=False)
+    with torch.no_grad():
+        batches = [extractor(batch["image"]) for batch in loader]
+    return CultureFeatures(**{g: torch.cat([getattr(b, g) for b in batches]) for g in GROUPS})
 
 
 def _shrunk_covariance(values: torch.Tensor) -> torch.Tensor:

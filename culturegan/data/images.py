@@ -24,19 +24,33 @@ def open_rgb(path: Path) -> tuple[Image.Image, str]:
     composited on white, as a print of the image would show it); the file is never changed.
     Raises ImageReadError naming the file and what is wrong with it.
     """
+    image = open_image(path)
+    return to_rgb(image), image.mode
+
+
+def open_image(path: Path) -> Image.Image:
+    """The decoded image in its own mode, EXIF orientation applied, or ImageReadError."""
     try:
         with Image.open(path) as probe:
             probe.verify()  # header and, for PNG, the chunks' checksums
         with Image.open(path) as image:
             image.load()  # decodes every pixel: truncated files fail here
-            mode = image.mode
-            image = ImageOps.exif_transpose(image)
-            return _to_rgb(image), mode
+            return ImageOps.exif_transpose(image)
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
         raise ImageReadError(f"{path}: not a readable image ({error})") from error
 
 
-def _to_rgb(image: Image.Image) -> Image.Image:
+def split_alpha(image: Image.Image) -> tuple[Image.Image, Image.Image | None]:
+    """(the colour as 8-bit RGB, not composited; the alpha channel or None)."""
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = image.convert("RGBA")
+        return rgba.convert("RGB"), rgba.getchannel("A")
+    return to_rgb(image), None
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
     if image.mode == "RGB":
         return image
     if image.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16/32-bit grayscale: scale to 8 bits

@@ -1,12 +1,12 @@
-"""culturegan.models: GAN networks (built from torch layers; culturegan.nn.fuse accelerates them)."""
+"""culturegan.models: GAN networks (built from torch layers; culturegan.nn.fuse accelerates them),
+and reading them from files (published CycleGAN weights, converted files, training runs)."""
 
-from culturegan.models.culture import (
-           AdaINResidualBlock,
-           CultureDiscriminator,
-           MultiCultureGenerator,
-)
+from culturegan.models.culture import AdaINResidualBlock, CultureDiscriminator, MultiCultureGenerator
 from culturegan.models.cyclegan import NLayerDiscriminator, ResnetBlock, ResnetGenerator
+from culturegan.models.loading import (Architecture, convert, infer_architecture, load_discriminator, load_generator,
+                                       read_model)
 from culturegan.models.weights import load_weights, read_state_dict
 
-__all__ = ["AdaINResidualBlock", "CultureDiscriminator", "MultiCultureGenerator", "NLayerDiscriminator", "ResnetBlock",
-           "ResnetGenerator", "load_weights", "read_state_dict"]
+__all__ = ["AdaINResidualBlock", "Architecture", "CultureDiscriminator", "MultiCultureGenerator", "NLayerDiscriminator",
+           "ResnetBlock", "ResnetGenerator", "convert", "infer_architecture", "load_discriminator", "load_generator",
+           "load_weights", "read_model", "read_state_dict"]

@@ -131,6 +131,7 @@ class FusedConvNormAct(nn.Sequential):
         activation_name, negative_slope = activation_of(activation)
         nn.Sequential.__init__(self, *[layer for layer in (conv, norm, activation) if layer is not None])
         self.activation, self.negative_slope, self.norm, self.backend = activation_name, negative_slope, kind, backend
+        self.shared_statistics = None  # a culturegan.nn.SharedNormStatistics while one is active
 
     @classmethod
     def from_layers(cls, conv: nn.Conv2d | nn.ConvTranspose2d, norm: nn.InstanceNorm2d,
@@ -146,6 +147,8 @@ class FusedConvNormAct(nn.Sequential):
         conv, norm = self[0], self[1]
         if (self.norm == "adain") != (style_scale is not None):
             raise ValueError("an AdaIN block takes style_scale and style_shift; an instance-norm block takes neither")
+        if self.shared_statistics is not None:
+            return self._normalise_with_shared(x, style_scale, style_shift)
         args = dict(norm_weight=norm.weight, norm_bias=norm.bias, style_scale=style_scale, style_shift=style_shift,
                     activation=self.activation, negative_slope=self.negative_slope, eps=norm.eps,
                     backend=self.backend)
@@ -154,6 +157,17 @@ class FusedConvNormAct(nn.Sequential):
                                                           conv.output_padding, conv.dilation, **args)
         return ops.conv2d_instance_norm_act(x, conv.weight, conv.bias, conv.stride, conv.padding, conv.padding_mode,
                                             conv.dilation, **args)
+
+    def _normalise_with_shared(self, x, style_scale, style_shift) -> torch.Tensor:
+        """The block with the shared statistics instead of z's own (see SharedNormStatistics)."""
+        conv, norm = self[0], self[1]
+        z = conv(x)
+        mean, std = self.shared_statistics.statistics(self, z, norm.eps)
+        gamma, beta = (style_scale, style_shift) if style_scale is not None else (norm.weight, norm.bias)
+        if gamma is None:  # instance norm without affine parameters
+            gamma, beta = z.new_ones(z.shape[1]), z.new_zeros(z.shape[1])
+        slope = {"none": None, "relu": 0.0, "leaky_relu": self.negative_slope}[self.activation]
+        return ops.channel_affine(z, mean, gamma / std, beta.expand_as(mean), slope, backend=self.backend)
 
     def extra_repr(self) -> str:
         return f"norm={self.norm!r}" if self.norm != "instance" else ""

@@ -32,10 +32,14 @@ def channel_layout(x: torch.Tensor) -> ChannelLayout:
 
 
 def empty_in_kernel_layout(x: torch.Tensor) -> torch.Tensor:
-    """An uninitialised tensor with the shape, dtype and strides of a kernel output for input x."""
-    if x.is_contiguous() or is_channels_innermost(x):
-        return torch.empty_like(x)
-    return torch.empty(x.shape, dtype=x.dtype, device=x.device)
+    """An uninitialised tensor with the shape, dtype and strides of a kernel output for input x:
+    channels innermost if x is (and not NC* contiguous), else contiguous, with the canonical
+    strides of that layout. (empty_like would copy x's strides, and a size-1 batch may carry
+    any batch stride, as oneDNN's outputs do; F.pad and the convolutions then take the tensor
+    for NCHW and copy it.)"""
+    if x.is_contiguous() or not is_channels_innermost(x):
+        return torch.empty(x.shape, dtype=x.dtype, device=x.device)
+    return torch.empty(x.movedim(1, -1).shape, dtype=x.dtype, device=x.device).movedim(-1, 1)
 
 
 def match_layout(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:

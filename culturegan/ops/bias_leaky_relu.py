@@ -67,7 +67,7 @@ def _triton_forward(x: torch.Tensor, bias: torch.Tensor | None, negative_slope: 
 
     _check_forward(x, bias, negative_slope, gain, clamp)
     layout = _layout.channel_layout(x)
-    y = torch.empty_like(layout.tensor)
+    y = _layout.empty_in_kernel_layout(layout.tensor)
     kernels.forward(layout.tensor, None if bias is None else bias.contiguous(), y, layout.inner, layout.channels,
                     negative_slope, gain, clamp)
     return y
@@ -80,7 +80,7 @@ def _triton_backward(grad: torch.Tensor, y: torch.Tensor, negative_slope: float,
 
     _check_backward(grad, y, negative_slope, gain, clamp)
     layout = _layout.channel_layout(y)
-    grad_x = torch.empty_like(layout.tensor)
+    grad_x = _layout.empty_in_kernel_layout(layout.tensor)
     partial = kernels.backward(_layout.match_layout(grad, layout.tensor), layout.tensor, grad_x, layout.inner,
                                layout.channels, negative_slope, gain, clamp, bias_grad)
     # Partial sums [programs, C] added in a fixed order: deterministic.

@@ -68,7 +68,7 @@ def _triton_forward(x: torch.Tensor, center: torch.Tensor, scale: torch.Tensor, 
 
     check_channel_affine_input(x, center, scale, shift, negative_slope)
     layout = _layout.channel_layout(x)
-    y = torch.empty_like(layout.tensor)
+    y = _layout.empty_in_kernel_layout(layout.tensor)
     kernels.forward(layout.tensor, center.contiguous(), scale.contiguous(), shift.contiguous(), y, layout.inner,
                     negative_slope)
     return y

@@ -103,7 +103,7 @@ def _triton_backward(grad: torch.Tensor, z: torch.Tensor, mean: torch.Tensor, st
 
     _check_backward_args(grad, z, (mean, std, gamma, beta), negative_slope)
     layout = _layout.channel_layout(z)
-    out = torch.empty_like(layout.tensor)
+    out = _layout.empty_in_kernel_layout(layout.tensor)
     grad_gamma, grad_beta = torch.empty_like(mean), torch.empty_like(mean)
     parameters = tuple(t.contiguous() for t in (mean, std, gamma, beta))
     kernels.backward(_layout.match_layout(grad, layout.tensor), layout.tensor, out, parameters, grad_gamma, grad_beta,

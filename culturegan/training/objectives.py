@@ -20,20 +20,8 @@ import torch.nn.functional as F
 
 from culturegan.culture import CultureProfile
 from culturegan.data import Augment, CultureImages
-from culturegan.losses import (
-    CultureLoss,
-    cycle_loss,
-    discriminator_loss,
-    generator_loss,
-    identity_loss,
-    r1_penalty,
-)
-from culturegan.models import (
-    CultureDiscriminator,
-    MultiCultureGenerator,
-    NLayerDiscriminator,
-    ResnetGenerator,
-)
+from culturegan.losses import CultureLoss, cycle_loss, discriminator_loss, generator_loss, identity_loss, r1_penalty
+from culturegan.models import CultureDiscriminator, MultiCultureGenerator, NLayerDiscriminator, ResnetGenerator
 from culturegan.training.config import TrainConfig
 from culturegan.training.state import ImagePool
 

@@ -14,23 +14,9 @@ from pathlib import Path
 
 import torch
 
+from culturegan.models import checkpoints
 from culturegan.models.weights import load_weights, read_state_dict
-from culturegan.training import state as checkpoints
 from culturegan.training.config import TrainConfig
-
-
-def checkpoint_directory(path: Path) -> Path | None:
-    """The checkpoint directory `path` names (a run, a checkpoints folder, a checkpoint or its
-    state file), or None when it is a plain weights file."""
-    if path.is_file():
-        return path.parent if path.name == "state.safetensors" and (path.parent / "state.json").is_file() else None
-    if (path / "state.json").is_file():
-        return path
-    for folder in (path / "checkpoints", path):
-        latest = checkpoints.latest_checkpoint(folder)
-        if latest is not None:
-            return latest
-    raise FileNotFoundError(f"init_from: {path} holds no culturegan checkpoint")
 
 
 def initialise(config: TrainConfig, models: dict[str, torch.nn.Module], generators: tuple[str, ...],
@@ -39,7 +25,7 @@ def initialise(config: TrainConfig, models: dict[str, torch.nn.Module], generato
     source = Path(config.init_from)
     if not source.exists():
         raise FileNotFoundError(f"init_from: {source} does not exist")
-    checkpoint = checkpoint_directory(source)
+    checkpoint = checkpoints.checkpoint_directory(source)
     if checkpoint is not None:
         tensors, _ = checkpoints.load_checkpoint(checkpoint)
         names = generators + (discriminators if config.init_discriminators else ())
@@ -57,7 +43,7 @@ def pretrained_models(config: TrainConfig, generators: tuple[str, ...]) -> tuple
     """The generators that start from pretrained weights."""
     if not config.init_from:
         return ()
-    if config.init_from_reverse or checkpoint_directory(Path(config.init_from)) is not None:
+    if config.init_from_reverse or checkpoints.checkpoint_directory(Path(config.init_from)) is not None:
         return generators
     return generators[:1]
 

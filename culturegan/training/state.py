@@ -1,29 +1,13 @@
-"""Training state that a resumed run needs: the image pools, the sample stream, checkpoints.
-
-Checkpoints are directories ``step-00001000/`` holding ``state.safetensors`` (every tensor:
-model weights, optimiser moments, image pools, RNG states) and ``state.json`` (everything
-else: step, configuration, optimiser hyper-parameters, schedulers, Python RNG). A checkpoint is
-written into a temporary directory and renamed when complete, so a run killed mid-write
-leaves the previous checkpoints intact; only the last `keep_last` are kept.
-"""
+"""Training state that a resumed run needs beside the models and optimisers: the image pools
+and the sample stream (checkpoints themselves: culturegan.models.checkpoints)."""
 
 from __future__ import annotations
 
-import json
-import os
 import random
-import shutil
 from collections.abc import Iterator
-from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 from torch.utils.data import Sampler
-
-from culturegan.models.weights import load_weights
-
-FORMAT_VERSION = 1
 
 
 class ImagePool:
@@ -77,43 +61,3 @@ class SampleStream(Sampler):
             for index in order[self.rank::self.world][offset:].tolist():
                 yield epoch, index
             epoch, offset = epoch + 1, 0
-
-
-def save_checkpoint(directory: Path, step: int, tensors: dict[str, torch.Tensor], meta: dict, keep_last: int) -> Path:
-    final = directory / f"step-{step:08d}"
-    temporary = directory / f".step-{step:08d}.tmp"
-    shutil.rmtree(temporary, ignore_errors=True)
-    temporary.mkdir(parents=True)
-    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(temporary / "state.safetensors"))
-    (temporary / "state.json").write_text(json.dumps({"format_version": FORMAT_VERSION, "step": step, **meta},
-                                                     indent=2))
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(temporary, final)
-    for old in sorted(directory.glob("step-*"))[:-keep_last]:
-        shutil.rmtree(old, ignore_errors=True)
-    return final
-
-
-def latest_checkpoint(directory: Path) -> Path | None:
-    complete = sorted(p for p in directory.glob("step-*") if (p / "state.json").is_file())
-    return complete[-1] if complete else None
-
-
-def load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
-    try:
-        meta = json.loads((path / "state.json").read_text())
-        tensors = load_file(str(path / "state.safetensors"))
-    except (OSError, ValueError, SafetensorError) as error:
-        raise ValueError(f"{path}: not a readable culturegan checkpoint ({error})") from error
-    if meta.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"{path}: checkpoint format {meta.get('format_version')}, expected {FORMAT_VERSION}")
-    return tensors, meta
-
-
-def subset(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
-    return {k[len(prefix) + 1:]: v for k, v in tensors.items() if k.startswith(prefix + ".")}
-
-
-def load_module(module: torch.nn.Module, tensors: dict[str, torch.Tensor], name: str, path: Path) -> None:
-    """module's weights from a checkpoint's `name.*` tensors, or an error listing what does not fit."""
-    load_weights(module, subset(tensors, name), f"{path} ({name})")

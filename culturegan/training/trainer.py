@@ -30,11 +30,12 @@ from tqdm import tqdm
 
 from culturegan.culture import CultureProfile
 from culturegan.losses import CultureLoss, CultureLossWeights
+from culturegan.models import checkpoints
 from culturegan.training import pretrained
-from culturegan.training import state as checkpoints
 from culturegan.training.config import TrainConfig
 from culturegan.training.objectives import OBJECTIVES, Batch
 from culturegan.training.samples import save_grid
+from culturegan.training.state import SampleStream
 
 OPTIMIZERS = ("optim_G", "optim_D")
 
@@ -113,7 +114,7 @@ class Trainer:
 
     def _loader(self, name: str, index: int) -> DataLoader:
         c = self.config
-        stream = checkpoints.SampleStream(len(self.data[name]), c.seed + index, self.step * c.batch_size,
+        stream = SampleStream(len(self.data[name]), c.seed + index, self.step * c.batch_size,
                                           self.rank, self.world)
         # its own generator: a loader without one draws from the global RNG when it starts, which
         # a resumed run would do at another point of the RNG stream

@@ -1,0 +1,243 @@
+"""Generators and discriminators from files, with their architecture read off the keys.
+
+``load_generator(path)`` takes a pytorch-CycleGAN-and-pix2pix file (``latest_net_G.pth``,
+``latest_net_G_A.pth``; any number of residual blocks, instance or batch norm, with or without
+dropout), a file ``culturegan convert`` wrote (safetensors + JSON model card), or a culturegan
+training run or checkpoint, and returns the model and its card. ``convert`` writes our format.
+No flags describe the architecture: ``infer_generator`` reads it from the keys and shapes, and
+a file it cannot map gets an error listing what it found and what did not fit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import re
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from culturegan.models import checkpoints
+from culturegan.models.culture import MultiCultureGenerator
+from culturegan.models.cyclegan import NLayerDiscriminator, ResnetGenerator
+from culturegan.models.weights import load_weights, read_state_dict
+
+CARD_FORMAT = "culturegan.model"
+CARD_VERSION = 1
+FIRST_BLOCK = 10  # ResnetGenerator: model.0-9 are the stem and the two downsampling triples
+
+
+@dataclasses.dataclass(frozen=True)
+class Architecture:
+    """What build() needs: kind "resnet_generator", "multi_generator" or "patchgan"."""
+
+    kind: str
+    in_channels: int = 3
+    out_channels: int = 3
+    width: int = 64  # ngf or ndf
+    depth: int = 9  # residual blocks, or discriminator layers
+    norm: str = "instance"
+    dropout: bool = False
+    num_cultures: int = 0
+    style_dim: int = 0
+    feature_dim: int | None = None
+
+    def build(self, fused: bool = True) -> torch.nn.Module:
+        if self.kind == "resnet_generator":
+            return ResnetGenerator(self.in_channels, self.out_channels, self.width, self.depth, self.dropout,
+                                   fused=fused and self.norm == "instance", norm=self.norm)
+        if self.kind == "multi_generator":
+            return MultiCultureGenerator(self.num_cultures, self.in_channels, self.out_channels, self.width,
+                                         self.depth, self.style_dim, self.feature_dim)
+        if self.kind == "patchgan":
+            return NLayerDiscriminator(self.in_channels, self.width, self.depth, fused=fused and self.norm == "instance",
+                                       norm=self.norm)
+        raise ValueError(f"unknown architecture kind {self.kind!r}")
+
+    def describe(self) -> str:
+        if self.kind == "resnet_generator":
+            return (f"resnet_{self.depth}blocks generator (ngf {self.width}, {self.norm} norm"
+                    f"{', dropout' if self.dropout else ''}, {self.in_channels}->{self.out_channels} channels)")
+        if self.kind == "multi_generator":
+            return (f"multi-culture generator ({self.num_cultures} cultures, ngf {self.width}, {self.depth} AdaIN "
+                    f"blocks, style {self.style_dim})")
+        return f"PatchGAN discriminator ({self.depth} layers, ndf {self.width}, {self.norm} norm)"
+
+
+def infer_architecture(state: dict[str, torch.Tensor]) -> Architecture:
+    """The architecture a state_dict belongs to, from its keys and shapes (see the module docstring)."""
+    if "culture_embedding.weight" in state and "encoder.0.0.weight" in state:
+        return _infer_multi(state)
+    if "model.1.weight" in state and any(".conv_block." in k for k in state) or "model.26.weight" in state:
+        return _infer_resnet(state)
+    if "model.0.weight" in state and state["model.0.weight"].dim() == 4 and state["model.0.weight"].shape[-1] == 4:
+        return _infer_patchgan(state)
+    raise ValueError(f"cannot tell the architecture of these {len(state)} tensors (first keys: "
+                     f"{sorted(state)[:6]}): expected a CycleGAN ResNet generator (model.1.weight, "
+                     "model.N.conv_block...), a PatchGAN discriminator (model.0.weight 4x4) or a culturegan "
+                     "multi-culture generator")
+
+
+def _infer_resnet(state) -> Architecture:
+    blocks = sorted({int(m.group(1)) for k in state if (m := re.match(r"model\.(\d+)\.conv_block\.", k))})
+    if blocks and blocks != list(range(FIRST_BLOCK, FIRST_BLOCK + len(blocks))):
+        raise ValueError(f"residual blocks at model indices {blocks}; a CycleGAN ResnetGenerator has them at "
+                         f"{FIRST_BLOCK}.. consecutively")
+    stem = state["model.1.weight"]
+    head = state.get(f"model.{FIRST_BLOCK + len(blocks) + 7}.weight")
+    if head is None:
+        raise ValueError(f"found {len(blocks)} residual blocks but no output convolution "
+                         f"model.{FIRST_BLOCK + len(blocks) + 7}.weight")
+    # with dropout (at conv_block.4) the block's second conv moves from conv_block.5 to .6
+    second = state.get(f"model.{FIRST_BLOCK}.conv_block.6.weight")
+    dropout = second is not None and second.dim() == 4
+    norm = "batch" if "model.2.weight" in state else "instance"
+    return Architecture("resnet_generator", int(stem.shape[1]), int(head.shape[0]), int(stem.shape[0]), len(blocks),
+                        norm, dropout)
+
+
+def _infer_multi(state) -> Architecture:
+    blocks = {int(m.group(1)) for k in state if (m := re.match(r"blocks\.(\d+)\.", k))}
+    stem, embedding = state["encoder.0.0.weight"], state["culture_embedding.weight"]
+    head = state.get("decoder.3.weight")
+    if head is None:
+        raise ValueError("a multi-culture generator without its output convolution decoder.3.weight")
+    reference = state.get("reference_projection.0.weight")
+    return Architecture("multi_generator", int(stem.shape[1]), int(head.shape[0]), int(stem.shape[0]), len(blocks),
+                        num_cultures=int(embedding.shape[0]), style_dim=int(embedding.shape[1]),
+                        feature_dim=None if reference is None else int(reference.shape[1]))
+
+
+def _infer_patchgan(state) -> Architecture:
+    convs = sorted(int(m.group(1)) for k in state if (m := re.fullmatch(r"model\.(\d+)\.weight", k))
+                   and state[k].dim() == 4)
+    first = state["model.0.weight"]
+    norm = "batch" if "model.3.weight" in state else "instance"
+    return Architecture("patchgan", int(first.shape[1]), 1, int(first.shape[0]), len(convs) - 2, norm)
+
+
+# ------------------------------------------------------------------------------ loading
+
+def load_generator(path: str | os.PathLike, generator: str | None = None, fused: bool = True,
+                   device: torch.device | str = "cpu") -> tuple[torch.nn.Module, dict]:
+    """(model in eval mode, model card) from a weights file, a converted file or a training run
+    or checkpoint (``generator`` picks G_AB (default) or G_BA of a two-culture run)."""
+    state, card = read_model(path, generator)
+    architecture = Architecture(**card["architecture"])
+    if not architecture.kind.endswith("generator"):
+        raise ValueError(f"{path} holds a {architecture.describe()}, not a generator")
+    model = architecture.build(fused)
+    load_weights(model, state, f"{path} (inferred: {architecture.describe()})")
+    return model.to(device).eval(), card
+
+
+def read_model(path: str | os.PathLike, generator: str | None = None) -> tuple[dict[str, torch.Tensor], dict]:
+    """(state_dict, model card) of any file load_generator takes; the card's architecture is
+    read from the file's card, the run's configuration or the keys."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"model file {path} does not exist")
+    checkpoint = checkpoints.checkpoint_directory(path)
+    if checkpoint is not None:
+        return _from_checkpoint(checkpoint, generator)
+    if generator is not None:
+        raise ValueError(f"{path} holds one model: generator={generator!r} applies to training checkpoints")
+    state = read_state_dict(path)
+    card = _embedded_card(path)
+    if card is None:
+        card = new_card(infer_architecture(state), path)
+    return state, card
+
+
+def _from_checkpoint(checkpoint: Path, generator: str | None) -> tuple[dict[str, torch.Tensor], dict]:
+    tensors, meta = checkpoints.load_checkpoint(checkpoint)
+    config = meta["config"]
+    multi = config.get("mode") == "multi"
+    name = generator or ("G" if multi else "G_AB")
+    state = checkpoints.subset(tensors, name)
+    if not state:
+        raise ValueError(f"{checkpoint}: no generator {name!r} (this run has "
+                         f"{'G' if multi else 'G_AB and G_BA'})")
+    card = new_card(infer_architecture(state), checkpoint / "state.safetensors")
+    if multi:
+        card["cultures"] = {"all": meta["cultures"]}
+    else:
+        source, target = config["source"], config["target"]
+        card["cultures"] = {"source": source, "target": target} if name == "G_AB" else {"source": target,
+                                                                                         "target": source}
+    card["trained_steps"] = meta["step"]
+    return state, card
+
+
+def new_card(architecture: Architecture, source: Path) -> dict:
+    return {"format": CARD_FORMAT, "version": CARD_VERSION, "architecture": dataclasses.asdict(architecture),
+            "description": architecture.describe(), "source_file": {"name": source.name, "sha256": _sha256(source)},
+            "cultures": {}, "licence": ""}
+
+
+def _embedded_card(path: Path) -> dict | None:
+    if path.suffix != ".safetensors":
+        return None
+    with safe_open(str(path), "pt") as file:
+        text = (file.metadata() or {}).get(CARD_FORMAT)
+    if text is None:
+        return None
+    card = json.loads(text)
+    if card.get("version") != CARD_VERSION:
+        raise ValueError(f"{path}: model card version {card.get('version')}, expected {CARD_VERSION}")
+    return card
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for chunk in iter(lambda: file.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def convert(source: str | os.PathLike, destination: str | os.PathLike, cultures: dict | None = None,
+            generator: str | None = None) -> tuple[Path, dict]:
+    """Writes `destination` (.safetensors, the card in its metadata) and its .json card beside it,
+    each atomically, after checking that the weights build and load; returns (path, card)."""
+    destination = Path(destination)
+    if destination.suffix != ".safetensors":
+        raise ValueError(f"convert writes .safetensors, got {destination}")
+    if destination.resolve() == Path(source).resolve():
+        raise ValueError(f"convert would overwrite its input {source}")
+    state, card = read_model(source, generator)
+    model = Architecture(**card["architecture"]).build(fused=False)
+    load_weights(model, state, f"{source} (inferred: {card['description']})")
+    if cultures:
+        card["cultures"] = cultures
+    card["parameters"] = sum(p.numel() for p in model.parameters())
+    card["tensors"] = len(model.state_dict())
+    tensors = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    temporary = destination.with_name(f".{destination.name}.tmp")
+    save_file(tensors, str(temporary), metadata={CARD_FORMAT: json.dumps(card)})
+    os.replace(temporary, destination)
+    card_path = destination.with_suffix(".json")
+    temporary = card_path.with_name(f".{card_path.name}.tmp")
+    temporary.write_text(json.dumps(card, indent=2) + "\n")
+    os.replace(temporary, card_path)
+    return destination, card
+
+
+def load_discriminator(path: str | os.PathLike, fused: bool = True) -> tuple[torch.nn.Module, dict]:
+    """(PatchGAN in eval mode, card) from a CycleGAN ``latest_net_D_A.pth`` or a converted file."""
+    state, card = read_model(path)
+    architecture = Architecture(**card["architecture"])
+    if architecture.kind != "patchgan":
+        raise ValueError(f"{path} holds a {architecture.describe()}, not a PatchGAN discriminator")
+    model = architecture.build(fused)
+    load_weights(model, state, f"{path} (inferred: {architecture.describe()})")
+    return model.eval(), card
+
+
+__all__ = ["Architecture", "convert", "infer_architecture", "load_discriminator",
+           "load_generator", "read_model"]

@@ -1,0 +1,167 @@
+"""Applying a trained generator: Stylizer (a loaded model, for many images) and stylize() (one
+call, for notebooks).
+
+Any image size: the image is reflect-padded to the generator's multiple (4) and cropped back;
+with ``tile`` set, images larger than a tile run in overlapping tiles whose instance norm uses
+the statistics of the whole image (recorded on a copy downscaled to at most ``stats_pixels``),
+so tiles agree and no seam shows. Grayscale inputs run as RGB; an alpha channel is carried
+through unchanged.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from culturegan.data import open_image, split_alpha
+from culturegan.models import load_generator
+from culturegan.nn import SharedNormStatistics
+from culturegan.transfer.tiling import pad_to_multiple, run_tiled
+
+MULTIPLE = 4  # two stride-2 convolutions down, two transposed up
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class Stylizer:
+    """A generator loaded once, applied to (N, 3, H, W) tensors in [-1, 1] or to PIL images.
+
+    Args:
+        checkpoint: anything culturegan.models.load_generator reads (a CycleGAN .pth, a converted
+            .safetensors, a training run or checkpoint).
+        target_culture: for multi-culture generators, the culture to transfer to (required);
+            for a two-culture training run, its target (default) or its source (which uses the
+            run's reverse generator); files that name no cultures take None.
+        device: "cuda", "cpu" or None (CUDA when available).
+        dtype: "fp32", "bf16" or "fp16" (autocast), or None (bf16 on CUDA, fp32 on the CPU).
+        tile, overlap: tile size (a multiple of 4) and overlap in pixels; None runs whole images.
+        stats_pixels: the largest pixel count the whole-image statistics pass may take
+            (larger images are downscaled for it).
+    """
+
+    def __init__(self, checkpoint: str | os.PathLike, target_culture: str | None = None, device: str | None = None,
+                 dtype: str | None = None, tile: int | None = None, overlap: int = 64,
+                 stats_pixels: int = 1024 * 1024, batch_size: int = 4):
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError("device 'cuda' was asked for, but no CUDA device is available")
+        dtype = dtype or ("bf16" if self.device.type == "cuda" else "fp32")
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+        if tile is not None and (tile < 16 or tile % MULTIPLE):
+            raise ValueError(f"tile must be a multiple of {MULTIPLE} and >= 16, got {tile}")
+        self.dtype, self.tile, self.overlap = DTYPES[dtype], tile, overlap
+        self.stats_pixels, self.batch_size = stats_pixels, batch_size
+        self.model, self.card, self._conditioning = _generator_for(Path(checkpoint), target_culture, self.device)
+
+    def _autocast(self):
+        if self.dtype == torch.float32:
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=self.dtype)
+
+    def _network(self, x: torch.Tensor) -> torch.Tensor:
+        if self._conditioning is None:
+            return self.model(x)
+        return self.model(x, cultures=torch.full((x.shape[0],), self._conditioning, device=x.device))
+
+    @torch.no_grad()
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        """(N, 3, H, W) in [-1, 1], any H and W -> the transferred images, same shape, float32."""
+        if images.dim() != 4 or images.shape[1] != 3:
+            raise ValueError(f"images must be (N, 3, H, W), got shape {tuple(images.shape)}")
+        if not images.is_floating_point():
+            raise ValueError(f"images must be floating point in [-1, 1], got {images.dtype}")
+        images = images.to(self.device, torch.float32)
+        padded, (height, width) = pad_to_multiple(images, MULTIPLE)
+        with self._autocast():
+            if self.tile is None or max(padded.shape[-2:]) <= self.tile:
+                output = self._network(padded).float()
+            else:
+                output = torch.cat([self._tiled(image[None]) for image in padded])
+        return output[..., :height, :width].clamp(-1, 1)
+
+    def _tiled(self, image: torch.Tensor) -> torch.Tensor:
+        """One image in tiles, normalised with the (downscaled) whole image's statistics."""
+        with SharedNormStatistics(self.model) as shared:
+            self._network(_downscaled(image, self.stats_pixels))
+            shared.freeze()
+            return run_tiled(self._network, image, self.tile, self.overlap, self.batch_size, MULTIPLE)
+
+    def image(self, picture: Image.Image, size: int | None = None) -> Image.Image:
+        """A PIL image transferred: RGB, or RGBA with the input's alpha channel unchanged.
+        `size` resizes it first so that its shorter side is `size` pixels."""
+        rgb, alpha = split_alpha(picture)
+        if size is not None:
+            rgb, alpha = (_resized(part, size) if part is not None else None for part in (rgb, alpha))
+        tensor = torch.from_numpy(np.asarray(rgb, dtype=np.float32)).permute(2, 0, 1)[None] / 127.5 - 1
+        output = self(tensor)[0]
+        pixels = ((output + 1) * 127.5).round().clamp(0, 255).byte().permute(1, 2, 0).cpu().numpy()
+        result = Image.fromarray(pixels, "RGB")
+        if alpha is not None:
+            result.putalpha(alpha)
+        return result
+
+
+def _downscaled(image: torch.Tensor, pixels: int) -> torch.Tensor:
+    """image, area-downscaled to at most `pixels` pixels (sides kept multiples of 4)."""
+    height, width = image.shape[-2:]
+    if height * width <= pixels:
+        return image
+    factor = math.sqrt(pixels / (height * width))
+    size = [max(MULTIPLE, int(side * factor) // MULTIPLE * MULTIPLE) for side in (height, width)]
+    return F.interpolate(image, size=size, mode="area")
+
+
+def _resized(image: Image.Image, size: int) -> Image.Image:
+    scale = size / min(image.size)
+    return image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))),
+                        Image.Resampling.LANCZOS)
+
+
+def _generator_for(path: Path, target: str | None, device: torch.device):
+    """(generator, card, culture index or None) for transferring to `target`."""
+    model, card = load_generator(path, device=device)
+    cultures = card.get("cultures", {})
+    if "all" in cultures:  # one generator for K cultures
+        if target not in cultures["all"]:
+            raise ValueError(f"{path} transfers to any of {cultures['all']}: give target_culture as one of them"
+                             + ("" if target is None else f", not {target!r}"))
+        return model, card, cultures["all"].index(target)
+    if target is None or target == cultures.get("target"):
+        return model, card, None
+    if not cultures:
+        raise ValueError(f"{path} does not name its cultures (a plain weights file): omit target_culture, or "
+                         "name them with `culturegan convert --source-culture A --target-culture B`")
+    if target == cultures.get("source") and card.get("trained_steps") is not None:
+        reverse, card = load_generator(path, generator="G_BA", device=device)
+        return reverse, card, None
+    raise ValueError(f"{path} transfers {cultures.get('source')} -> {cultures.get('target')}; it cannot transfer to "
+                     f"{target!r}")
+
+
+@functools.lru_cache(maxsize=4)
+def _cached(checkpoint: str, target: str | None, device: str | None, dtype: str | None) -> Stylizer:
+    return Stylizer(checkpoint, target, device, dtype)
+
+
+def stylize(image, checkpoint: str | os.PathLike, target_culture: str | None = None, device: str | None = None,
+            dtype: str | None = None, size: int | None = None):
+    """Transfers one image: a PIL image or a file path gives a PIL image; a (3, H, W) or
+    (N, 3, H, W) tensor in [-1, 1] gives a tensor. The model stays loaded for later calls."""
+    stylizer = _cached(str(checkpoint), target_culture, device, dtype)
+    if isinstance(image, (str, os.PathLike)):
+        image = open_image(Path(image))
+    if isinstance(image, Image.Image):
+        return stylizer.image(image, size)
+    if not torch.is_tensor(image):
+        raise TypeError(f"stylize takes a PIL image, a path or a tensor, got {type(image).__name__}")
+    if size is not None:
+        raise ValueError("size applies to PIL images and files; resize tensors before calling")
+    return stylizer(image[None])[0] if image.dim() == 3 else stylizer(image)
