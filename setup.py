@@ -23,7 +23,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from setuptools import setup
+from setuptools import find_packages, setup
 
 ROOT = Path(__file__).resolve().parent
 DEFAULT_CUDA_ARCHS = "8.0;9.0+PTX"
@@ -155,8 +155,8 @@ def main() -> None:
             log(f"built {', '.join(built)}" + (f"; skipped {', '.join(skipped)}" if skipped else ""))
 
     setup(
-        packages=["culturegan", "culturegan.ops", "culturegan.nn", "culturegan.models", "culturegan.data", "culturegan.culture", "culturegan.losses", "culturegan.training",
-                  "culturegan.kernels"],
+        # every sub-package of culturegan/ (a new one cannot be left out of the wheel), and kernels/
+        packages=[*find_packages(include=["culturegan", "culturegan.*"]), "culturegan.kernels"],
         # The Triton kernels live in kernels/ in the source tree and ship as culturegan.kernels.
         package_dir={"culturegan.kernels": "kernels"},
         ext_modules=extensions,

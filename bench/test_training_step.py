@@ -1,8 +1,15 @@
 """One full culture-aware CycleGAN training step: two ResNet generators (resnet_9blocks), two
 PatchGAN discriminators, the adversarial, cycle, identity and culture losses, both Adam
-updates. culturegan's fused blocks (each backend) against the same architecture in plain torch
-eager and under torch.compile. The time ratio is the images/s ratio (the same batch); on CUDA
-the table also gives each provider's peak memory.
+updates. culturegan's training step (culturegan.training.objectives.CycleObjective on fused
+blocks, each backend) against the same architecture and losses written in plain torch the way
+CycleGAN's code runs them (one generator call per use), eager and under torch.compile. The time
+ratio is the images/s ratio (the same batch); on CUDA the table also gives each provider's peak
+memory.
+
+culturegan's step differs from the plain one in two ways, both exact: the fused blocks, and one
+generator call for each generator's translation and identity inputs (and one discriminator
+call for real and fake), which per-image networks allow (objectives._batched). README gives
+the share of each.
 
 Each provider trains its own copy of the same initial weights, so their losses drift apart
 step by step: the harness's output check against eager is off here. The table's mode reads
@@ -10,6 +17,7 @@ step by step: the harness's output check against eager is off here. The table's 
 """
 
 import functools
+import random
 
 import _harness
 import torch
@@ -18,6 +26,10 @@ from culturegan import ops
 from culturegan.culture import CultureProfile, extract
 from culturegan.losses import CultureLoss, cycle_loss, discriminator_loss, generator_loss, identity_loss
 from culturegan.models import NLayerDiscriminator, ResnetGenerator
+from culturegan.training import TrainConfig
+from culturegan.training.objectives import CycleObjective
+
+LAMBDA_CYCLE, LAMBDA_IDENTITY = 10.0, 5.0
 
 
 class TrainingStep:
@@ -25,30 +37,55 @@ class TrainingStep:
 
     def __init__(self, device, dtype, fused: bool, backend: str | None):
         torch.manual_seed(0)
-        self.G_AB, self.G_BA = (ResnetGenerator(fused=fused).to(device, memory_format=torch.channels_last)
-                                for _ in range(2))
-        self.D_A, self.D_B = (NLayerDiscriminator(fused=fused).to(device, memory_format=torch.channels_last)
-                              for _ in range(2))
-        self.optim_G = torch.optim.Adam([*self.G_AB.parameters(), *self.G_BA.parameters()], 2e-4, betas=(0.5, 0.999))
-        self.optim_D = torch.optim.Adam([*self.D_A.parameters(), *self.D_B.parameters()], 2e-4, betas=(0.5, 0.999))
-        self.profile = CultureProfile.fit("target", extract(torch.rand(4, 3, 64, 64, device=device) * 2 - 1))
+        self.models = {name: (ResnetGenerator(fused=fused) if name.startswith("G") else NLayerDiscriminator(fused=fused))
+                       .to(device, memory_format=torch.channels_last) for name in ("G_AB", "G_BA", "D_A", "D_B")}
+        m = self.models
+        self.optim_G = torch.optim.Adam([*m["G_AB"].parameters(), *m["G_BA"].parameters()], 2e-4, betas=(0.5, 0.999))
+        self.optim_D = torch.optim.Adam([*m["D_A"].parameters(), *m["D_B"].parameters()], 2e-4, betas=(0.5, 0.999))
         self.culture = CultureLoss().to(device)
+        profile = CultureProfile.fit("target", extract(torch.rand(4, 3, 64, 64, device=device) * 2 - 1))
+        self.objective = None
+        if fused:  # culturegan's own training step
+            config = TrainConfig(data_root="unused", source="A", target="B", pool_size=0)
+            self.objective = CycleObjective(config, self.culture, random.Random(0))
+            self.objective.profiles = {"A": profile, "B": profile}
+        self.profile = profile
         self.autocast = dtype if dtype != torch.float32 else None
         self.backend = backend
 
+    def _plain_generator_losses(self, real_a, real_b):
+        m = self.models
+        fake_b, fake_a = m["G_AB"](real_a), m["G_BA"](real_b)
+        losses = {"G_adv": generator_loss(m["D_B"](fake_b)) + generator_loss(m["D_A"](fake_a)),
+                  "cycle": cycle_loss(m["G_BA"](fake_b), real_a, LAMBDA_CYCLE)
+                  + cycle_loss(m["G_AB"](fake_a), real_b, LAMBDA_CYCLE),
+                  "identity": identity_loss(m["G_AB"](real_b), real_b, LAMBDA_IDENTITY)
+                  + identity_loss(m["G_BA"](real_a), real_a, LAMBDA_IDENTITY),
+                  "culture": self.culture(fake_b.float(), self.profile) + self.culture(fake_a.float(), self.profile)}
+        return losses, {"A": fake_a, "B": fake_b}
+
+    def _plain_discriminator_loss(self, batch, fakes):
+        m = self.models
+        return sum(discriminator_loss(m[f"D_{side}"](batch[side]["image"]), m[f"D_{side}"](fakes[side].detach()))
+                   for side in ("A", "B"))
+
     def __call__(self, real_a: torch.Tensor, real_b: torch.Tensor) -> torch.Tensor:
+        batch = {"A": {"image": real_a}, "B": {"image": real_b}}
+        o = self.objective
         with ops.use_backend(self.backend or "auto"), torch.autocast(real_a.device.type, self.autocast,
                                                                       enabled=self.autocast is not None):
-            fake_b, fake_a = self.G_AB(real_a), self.G_BA(real_b)
-            loss_g = (generator_loss(self.D_B(fake_b)) + generator_loss(self.D_A(fake_a))
-                      + cycle_loss(self.G_BA(fake_b), real_a) + cycle_loss(self.G_AB(fake_a), real_b)
-                      + identity_loss(self.G_AB(real_b), real_b) + identity_loss(self.G_BA(real_a), real_a)
-                      + self.culture(fake_b.float(), self.profile))
+            self.models["D_A"].requires_grad_(False)
+            self.models["D_B"].requires_grad_(False)
+            losses, fakes = (o.generator_losses(self.models, batch) if o else
+                             self._plain_generator_losses(real_a, real_b))
+            loss_g = sum(losses.values())
             self.optim_G.zero_grad(set_to_none=True)
             loss_g.backward()
             self.optim_G.step()
-            loss_d = (discriminator_loss(self.D_A(real_a), self.D_A(fake_a.detach()))
-                      + discriminator_loss(self.D_B(real_b), self.D_B(fake_b.detach())))
+            self.models["D_A"].requires_grad_(True)
+            self.models["D_B"].requires_grad_(True)
+            loss_d = o.discriminator_loss(self.models, batch, fakes) if o else self._plain_discriminator_loss(batch,
+                                                                                                             fakes)
             self.optim_D.zero_grad(set_to_none=True)
             loss_d.backward()
             self.optim_D.step()

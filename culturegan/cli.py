@@ -27,6 +27,13 @@ def main(argv: list[str] | None = None) -> int:
     separation.add_argument("--size", type=int, default=128, help="images are resized and centre-cropped to this")
     separation.add_argument("--folds", type=int, default=2, help="cross-validation folds")
     separation.add_argument("--manifest", help="use only the images a `culturegan data clean` manifest keeps")
+    synth = data_commands.add_parser(
+        "synth", help="write the procedural culture dataset (ink_wash, ukiyoe, impressionist, kente, and photo "
+                      "content images): a stand-in for real culture folders, for demos and tests")
+    synth.add_argument("root", help="the folder to write ROOT/<culture>/NNNNN.png into")
+    synth.add_argument("--n", type=int, default=200, help="images per culture")
+    synth.add_argument("--size", type=int, default=128, help="image side in pixels")
+    synth.add_argument("--seed", type=int, default=0)
     train = commands.add_parser("train", help="train culture-aware CycleGAN translation between two cultures "
                                               "(one device, or many with torchrun)")
     train.add_argument("--config", help="a TOML (or YAML) file of training settings")
@@ -40,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
                        help="keep generator parts fixed: encoder, blocks or blocks:K, decoder (comma-separated); "
                             "same as --set freeze=PARTS")
     _add_model_commands(commands)
+    _add_evaluation_commands(commands)
     args = parser.parse_args(argv)
     if args.command == "train":
         return _train(args, parser)
@@ -47,12 +55,16 @@ def main(argv: list[str] | None = None) -> int:
         from culturegan import doctor
 
         return doctor.main()
+    if args.command == "evaluate":
+        return _evaluate(args, parser)
+    if args.command == "demo":
+        return _demo(args, parser)
     if args.command == "transfer":
         return _transfer(args, parser)
     if args.command == "convert":
         return _convert(args, parser)
     if args.command == "data":
-        return _clean(args, parser) if args.data_command == "clean" else _separation(args, parser)
+        return {"clean": _clean, "separation": _separation, "synth": _synth}[args.data_command](args, parser)
     parser.error(f"unknown command {args.command}")
     return 2
 
@@ -82,6 +94,55 @@ def _add_model_commands(commands) -> None:
     convert.add_argument("--source-culture", help="the culture the generator transfers from (for the card)")
     convert.add_argument("--target-culture", help="the culture the generator transfers to (for the card)")
     convert.add_argument("--generator", choices=("G_AB", "G_BA"), help="which generator of a two-culture run")
+
+
+def _add_evaluation_commands(commands) -> None:
+    evaluate = commands.add_parser("evaluate", help="transfer a culture's held-out images and measure their cultural "
+                                                    "consistency; writes an HTML report, PNGs and report.json")
+    evaluate.add_argument("--checkpoint", required=True, help="a culturegan run or checkpoint, or a generator file")
+    evaluate.add_argument("--data", required=True, help="the held-out culture folders (ROOT/<culture>/...)")
+    evaluate.add_argument("--source", required=True, help="the culture whose images are transferred")
+    evaluate.add_argument("--target", required=True, help="the culture they are transferred to")
+    evaluate.add_argument("--out", required=True, help="the report folder")
+    evaluate.add_argument("--reference", help="the culture folders the culture classifiers are fitted on (the "
+                                              "training folders; default: --data)")
+    evaluate.add_argument("--size", type=int, default=128, help="images are resized and centre-cropped to this")
+    evaluate.add_argument("--count", type=int, help="evaluate the first COUNT source images only")
+    evaluate.add_argument("--device", choices=("cuda", "cpu"))
+    demo = commands.add_parser("demo", help="the main job: procedural culture data, two small culture-aware "
+                                            "trainings (with and without the culture loss), evaluation, report")
+    demo.add_argument("--out", default="culturegan-demo", help="where to write data, runs and the report")
+    demo.add_argument("--target", default="ukiyoe", help="the culture to transfer photos to")
+    demo.add_argument("--steps", type=int, help="training steps per run (default 800)")
+    demo.add_argument("--size", type=int, help="image side (default 64)")
+    demo.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto")
+
+
+def _evaluate(args, parser: argparse.ArgumentParser) -> int:
+    from culturegan.evaluation import evaluate, write_report
+
+    try:
+        evaluation = evaluate(args.checkpoint, args.data, args.source, args.target, args.reference, args.size,
+                              args.count, args.device)
+    except (FileNotFoundError, ValueError) as error:
+        parser.exit(2, f"culturegan evaluate: {error}\n")
+    report = write_report({f"{args.source} -> {args.target}": evaluation}, args.out)
+    print(f"report: {report}")
+    return 0
+
+
+def _demo(args, parser: argparse.ArgumentParser) -> int:
+    import dataclasses
+
+    from culturegan import demo
+    from culturegan.datasets import CULTURES
+
+    if args.target not in CULTURES:
+        parser.exit(2, f"culturegan demo: --target must be one of {', '.join(CULTURES)}\n")
+    changes = {k: v for k, v in (("steps", args.steps), ("size", args.size)) if v is not None}
+    settings = dataclasses.replace(demo.DemoSettings(), target=args.target, device=args.device, **changes)
+    demo.run(args.out, settings)
+    return 0
 
 
 def _transfer(args, parser: argparse.ArgumentParser) -> int:
@@ -140,6 +201,17 @@ def _clean(args, parser: argparse.ArgumentParser) -> int:
     manifest = write_manifest(report, args.manifest or Path(args.root) / MANIFEST_NAME)
     print(report.summary())
     print(f"manifest: {manifest}")
+    return 0
+
+
+def _synth(args, parser: argparse.ArgumentParser) -> int:
+    from culturegan.datasets import write_dataset
+
+    try:
+        root = write_dataset(args.root, args.n, args.size, args.seed, progress=True)
+    except ValueError as error:
+        parser.exit(2, f"culturegan data synth: {error}\n")
+    print(f"wrote {args.n} images per culture to {root}")
     return 0
 
 

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from culturegan import _libraries
-from culturegan.ops import _backends, _checks, _layout
+from culturegan.ops import _autocast, _backends, _checks, _layout
 
 NATIVE_FORWARD = "culturegan::bias_leaky_relu"
 NATIVE_BACKWARD = "culturegan::bias_leaky_relu_backward"
@@ -154,6 +154,7 @@ _backends.register_op("bias_leaky_relu", {
 
 # ----------------------------------------------------------------------------- public API
 
+@_autocast.in_input_dtype
 def bias_leaky_relu(x: torch.Tensor, bias: torch.Tensor | None = None, negative_slope: float = 0.2,
                     gain: float = 1.0, clamp: float | None = None, *, backend: str | None = None) -> torch.Tensor:
     """Fused ``clamp(leaky_relu(x + bias, negative_slope) * gain, -clamp, clamp)``.

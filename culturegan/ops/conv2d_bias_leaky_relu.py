@@ -18,7 +18,7 @@ import functools
 
 import torch
 
-from culturegan.ops import _backends, _checks, _conv
+from culturegan.ops import _autocast, _backends, _checks, _conv
 from culturegan.ops._autograd import recomputed_grads
 from culturegan.ops.bias_leaky_relu import check_activation_params, bias_leaky_relu, bias_leaky_relu_reference
 
@@ -172,6 +172,7 @@ _backends.register_op("conv2d_bias_leaky_relu", {
 })
 
 
+@_autocast.lowered
 def conv2d_bias_leaky_relu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, stride=1,
                            padding=0, padding_mode: str = "zeros", dilation=1, negative_slope: float = 0.2,
                            gain: float = 1.0, clamp: float | None = None, *,

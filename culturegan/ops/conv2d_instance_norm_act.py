@@ -19,7 +19,7 @@ import functools
 
 import torch
 
-from culturegan.ops import _backends, _conv
+from culturegan.ops import _autocast, _backends, _conv
 from culturegan.ops._autograd import recomputed_grads
 from culturegan.ops.conv2d_bias_leaky_relu import empty_output, output_size, triton_geometry
 from culturegan.ops.instance_norm_act import check_arguments, instance_norm_act, per_sample
@@ -126,6 +126,7 @@ def _on_triton(x, weight, geometry, norm):
     return _triton_forward(x, weight, gamma, beta, stride, padding, reflect, dilation, slope, eps)[0]
 
 
+@_autocast.lowered
 def conv2d_instance_norm_act(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, stride=1,
                              padding=0, padding_mode: str = "zeros", dilation=1,
                              norm_weight: torch.Tensor | None = None, norm_bias: torch.Tensor | None = None,
@@ -150,6 +151,7 @@ def conv2d_instance_norm_act(x: torch.Tensor, weight: torch.Tensor, bias: torch.
                           (norm_weight, norm_bias, style_scale, style_shift, activation, negative_slope, eps))
 
 
+@_autocast.lowered
 def conv_transpose2d_instance_norm_act(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
                                        stride=2, padding=1, output_padding=1, dilation=1,
                                        norm_weight: torch.Tensor | None = None,

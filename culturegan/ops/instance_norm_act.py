@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from culturegan import _libraries
-from culturegan.ops import _backends, _checks, _layout
+from culturegan.ops import _autocast, _backends, _checks, _layout
 from culturegan.ops._autograd import recomputed_grads
 from culturegan.ops.channel_affine import channel_affine, math_dtype
 from culturegan.ops.feature_stats import feature_stats
@@ -210,6 +210,7 @@ _backends.register_op("instance_norm_act", {
 })
 
 
+@_autocast.in_input_dtype
 def instance_norm_act(x: torch.Tensor, weight: torch.Tensor | None = None, bias: torch.Tensor | None = None,
                       style_scale: torch.Tensor | None = None, style_shift: torch.Tensor | None = None,
                       activation: str = "relu", negative_slope: float = 0.2, eps: float = 1e-5, *,

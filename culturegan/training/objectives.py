@@ -13,6 +13,7 @@ Both add the culture loss of every generated image against its target culture's 
 
 from __future__ import annotations
 
+import functools
 import random
 
 import torch
@@ -73,21 +74,28 @@ class CycleObjective(Objective):
     def generator_losses(self, m: dict[str, torch.nn.Module], batch: Batch):
         c = self.config
         real_a, real_b = batch["A"]["image"], batch["B"]["image"]
-        fake_b, fake_a = m["G_AB"](real_a), m["G_BA"](real_b)
+        # Six generator applications in three calls (see _batched): G_AB's translation and
+        # identity inputs, then G_BA's translation, identity and cycle inputs, then G_AB's cycle.
+        identity = c.lambda_identity > 0
+        fake_b, *same_b = _batched(m["G_AB"], real_a, *([real_b] if identity else []))
+        fake_a, rec_a, *same_a = _batched(m["G_BA"], real_b, fake_b, *([real_a] if identity else []))
+        rec_b = m["G_AB"](fake_a)
         losses = {"G_adv": generator_loss(m["D_B"](fake_b), c.gan_mode) + generator_loss(m["D_A"](fake_a), c.gan_mode),
-                  "cycle": cycle_loss(m["G_BA"](fake_b), real_a, c.lambda_cycle)
-                  + cycle_loss(m["G_AB"](fake_a), real_b, c.lambda_cycle)}
-        if c.lambda_identity > 0:
+                  "cycle": cycle_loss(rec_a, real_a, c.lambda_cycle) + cycle_loss(rec_b, real_b, c.lambda_cycle)}
+        if identity:
+            same_a, same_b = same_a[0], same_b[0]
             weight = c.lambda_identity * c.lambda_cycle
-            losses["identity"] = (identity_loss(m["G_AB"](real_b), real_b, weight)
-                                  + identity_loss(m["G_BA"](real_a), real_a, weight))
-        losses["culture"] = self._culture(fake_b, [c.target]) + self._culture(fake_a, [c.source])
+            losses["identity"] = identity_loss(same_b, real_b, weight) + identity_loss(same_a, real_a, weight)
+        # both directions' culture losses from one feature extraction: the mean over the 2N
+        # images, each against its own target, is half the sum of the two means
+        targets = torch.arange(2, device=fake_b.device).repeat_interleave(fake_b.shape[0])
+        losses["culture"] = 2 * self._culture(torch.cat([fake_b, fake_a]), [c.target, c.source], targets)
         return losses, {"A": fake_a, "B": fake_b}
 
     def discriminator_loss(self, m: dict[str, torch.nn.Module], batch: Batch, fakes) -> torch.Tensor:
         mode = self.config.gan_mode
-        return sum(discriminator_loss(m[f"D_{side}"](batch[side]["image"]),
-                                      m[f"D_{side}"](self.pools[side].query(fakes[side])), mode)
+        return sum(discriminator_loss(*_batched(m[f"D_{side}"], batch[side]["image"],
+                                                self.pools[side].query(fakes[side])), mode)
                    for side in ("A", "B"))
 
     def r1(self, m: dict[str, torch.nn.Module], batch: Batch) -> torch.Tensor:
@@ -145,21 +153,24 @@ class MultiCultureObjective(Objective):
         # every image to a uniformly drawn other culture (the global RNG: checkpointed)
         shift = torch.randint(1, len(self.cultures), sources.shape).to(sources.device)
         targets = (sources + shift) % len(self.cultures)
-        fake = m["G"](real, targets)
+        if c.lambda_identity > 0:
+            fake, same = _batched(m["G"], (real, targets), (real, sources))
+        else:
+            fake = m["G"](real, targets)
         patches, classes = self._discriminate(m, fake, targets)
         losses = {"G_adv": generator_loss(patches, c.gan_mode),
                   "G_class": c.lambda_class * F.cross_entropy(classes.float(), targets),
                   "cycle": cycle_loss(m["G"](fake, sources), real, c.lambda_cycle)}
         if c.lambda_identity > 0:
-            losses["identity"] = identity_loss(m["G"](real, sources), real, c.lambda_identity * c.lambda_cycle)
+            losses["identity"] = identity_loss(same, real, c.lambda_identity * c.lambda_cycle)
         losses["culture"] = self._culture(fake, self.cultures, targets)
         return losses, {"fake": fake, "targets": targets}
 
     def discriminator_loss(self, m: dict[str, torch.nn.Module], batch: Batch, fakes) -> torch.Tensor:
         real, sources = batch["all"]["image"], batch["all"]["culture"]
         fake, targets = self.pools["fake"].query(fakes["fake"], fakes["targets"])
-        real_patches, real_classes = self._discriminate(m, real, sources)
-        fake_patches, _ = self._discriminate(m, fake, targets)
+        (real_patches, real_classes), (fake_patches, _) = _batched(functools.partial(self._discriminate, m),
+                                                                   (real, sources), (fake, targets))
         return (discriminator_loss(real_patches, fake_patches, self.config.gan_mode)
                 + self.config.lambda_class * F.cross_entropy(real_classes.float(), sources))
 
@@ -175,6 +186,20 @@ class MultiCultureObjective(Objective):
         targets = (sources + 1) % len(self.cultures)
         fake = m["G"](real, targets)
         return [list(images) for images in zip(real, fake, m["G"](fake, sources))]
+
+
+def _batched(network, *inputs):
+    """(network(inputs[0]), network(inputs[1]), ...) from one call on the inputs concatenated.
+    Every network here is per image (convolutions, instance norm, AdaIN, per-image heads), so
+    the results equal separate calls, and one call of kN images keeps the convolutions busier
+    (one weight gradient instead of k). Inputs are tensors, or tuples of tensors (images and
+    their cultures); the results are tensors, or tuples of them."""
+    groups = [(group,) if torch.is_tensor(group) else tuple(group) for group in inputs]
+    counts = [group[0].shape[0] for group in groups]
+    results = network(*(torch.cat(parts) for parts in zip(*groups)))
+    if torch.is_tensor(results):
+        return results.split(counts)
+    return tuple(zip(*(result.split(counts) for result in results)))
 
 
 OBJECTIVES = {"pair": CycleObjective, "multi": MultiCultureObjective}

@@ -122,3 +122,17 @@ def test_a_compiled_run_trains_like_the_eager_one(dataset, tmp_path):
     assert got.keys() == want.keys()  # checkpoints keep the plain names (no _orig_mod.)
     for key in want:
         torch.testing.assert_close(got[key], want[key], rtol=1e-4, atol=1e-5, msg=lambda m: f"{key}: {m}")
+
+
+@pytest.mark.parametrize("amp", ["bf16", "fp16"])
+def test_mixed_precision_runs(dataset, tmp_path, amp):
+    # fp16's gradient scaler starts at 2^16 and skips the steps whose gradients overflow while
+    # it finds its scale: a few steps, with this tiny set's large culture loss
+    steps = 2 if amp == "bf16" else 16
+    trainer = Trainer(tiny(dataset, tmp_path / amp, steps=steps, decay_steps=0, amp=amp, log_every=steps))
+    before = parameters(trainer)
+    trainer.fit()
+    record = json.loads((tmp_path / amp / "metrics.jsonl").read_text().splitlines()[-1])
+    assert record["step"] == steps and np.isfinite(record["G"])
+    changed = [k for k, v in parameters(trainer).items() if not torch.equal(before[k], v)]
+    assert any(k.startswith("G_AB.") for k in changed) and any(k.startswith("D_A.") for k in changed)

@@ -1,0 +1,147 @@
+"""`culturegan evaluate`: transfer a culture's held-out images with a trained model and measure
+how culturally consistent the results are (culturegan.metrics), judged both with the culture
+features the culture loss optimises and with judge features it never sees.
+
+The culture classifiers are fitted on a reference set (the training folders; by default the
+evaluated folders themselves), every culture folder of it taking part, so "recognisably of the
+target culture" means closer to the target than to the source and to every other culture.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+
+from culturegan import metrics
+from culturegan.culture import GROUPS, CultureFeatureExtractor
+from culturegan.data import Augment, CultureImages, find_cultures
+from culturegan.models import checkpoints, infer_architecture, load_weights
+from culturegan.transfer import Stylizer
+
+
+
+@dataclasses.dataclass
+class Evaluation:
+    """What evaluate() measured: `results` (all numbers, JSON-ready) and the images behind them."""
+
+    results: dict
+    inputs: torch.Tensor
+    outputs: torch.Tensor
+    reconstructions: torch.Tensor | None
+
+
+def load_images(root, culture: str, size: int, count: int | None = None) -> torch.Tensor:
+    """(N, 3, size, size) in [-1, 1]: a culture folder's images, shorter side resized to `size`
+    and centre-cropped, in file order (the first `count`)."""
+    images = CultureImages(root, [culture], augment=Augment(load_size=size, crop_size=size, random_crop=False,
+                                                            flip=False))
+    total = len(images) if count is None else min(count, len(images))
+    batches = DataLoader(torch.utils.data.Subset(images, range(total)), batch_size=16)
+    return torch.cat([batch["image"] for batch in batches])
+
+
+def _transfer(stylizer: Stylizer | None, images: torch.Tensor, batch_size: int = 16) -> torch.Tensor | None:
+    if stylizer is None:
+        return None
+    return torch.cat([stylizer(images[i:i + batch_size]).cpu() for i in range(0, len(images), batch_size)])
+
+
+class _Features:
+    """Culture features (the loss's groups) and judge features of image batches, on one device."""
+
+    def __init__(self, device: torch.device):
+        self.extractor = CultureFeatureExtractor().to(device)
+        self.device = device
+
+    @torch.no_grad()
+    def __call__(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        parts = [images[i:i + 32].to(self.device) for i in range(0, len(images), 32)]
+        culture = [self.extractor(p) for p in parts]
+        judge = [metrics.judge_features(p) for p in parts]
+        groups = {g: torch.cat([getattr(c, g) for c in culture]).cpu() for g in GROUPS}
+        groups.update({g: torch.cat([j[g] for j in judge]).cpu() for g in metrics.JUDGE_GROUPS})
+        groups["culture"] = torch.cat([groups[g] for g in GROUPS], 1)
+        groups["judge"] = torch.cat([groups[g] for g in metrics.JUDGE_GROUPS], 1)
+        return groups
+
+
+def _discriminator(checkpoint: Path, target: str, device: torch.device):
+    """The discriminator that judges `target` (D_B, or D_A when going backwards) of a
+    two-culture run, with its GAN mode; None for other checkpoints."""
+    directory = checkpoints.checkpoint_directory(checkpoint) if checkpoint.is_dir() else None
+    if directory is None:
+        return None, None
+    tensors, meta = checkpoints.load_checkpoint(directory)
+    config = meta["config"]
+    if config.get("mode") == "multi":
+        return None, None
+    name = "D_B" if target == config["target"] else "D_A"
+    state = checkpoints.subset(tensors, name)
+    model = infer_architecture(state).build(fused=True)
+    load_weights(model, state, f"{directory} ({name})")
+    return model.to(device).eval(), config.get("gan_mode", "lsgan")
+
+
+def evaluate(checkpoint: str | os.PathLike, data: str | os.PathLike, source: str, target: str,
+             reference: str | os.PathLike | None = None, size: int = 128, count: int | None = None,
+             device: str | None = None) -> Evaluation:
+    """Transfers data/<source> to `target` with the checkpoint and measures the results against
+    data/<target> (and, for the classifiers, every culture of `reference`)."""
+    checkpoint = Path(checkpoint)
+    stylizer = Stylizer(checkpoint, target, device=device)
+    try:
+        back = Stylizer(checkpoint, source, device=device)
+    except ValueError:  # a single-direction file: no cycle to measure
+        back = None
+    reference = Path(reference or data)
+    cultures = [folder.name for folder in find_cultures(reference)]
+    missing = [c for c in (source, target) if c not in cultures]
+    if missing:
+        raise ValueError(f"culture(s) {missing} not in the reference set {reference} (it has {cultures})")
+    inputs = load_images(data, source, size, count)
+    outputs = _transfer(stylizer, inputs)
+    reconstructions = _transfer(back, outputs)
+    real_target = load_images(data, target, size)
+    features = _Features(stylizer.device)
+    reference_features = {c: features(load_images(reference, c, size)) for c in cultures}
+    output_features, input_features, target_features = features(outputs), features(inputs), features(real_target)
+
+    results = {"checkpoint": str(checkpoint), "data": str(data), "reference": str(reference), "source": source,
+               "target": target, "images": len(inputs), "size": size, "cultures": cultures,
+               "model": stylizer.card.get("description", "")}
+    results["recognisability"] = {}
+    for kind in ("culture", "judge"):
+        classifier = metrics.NearestCentroid.fit({c: f[kind] for c, f in reference_features.items()})
+        held_out = {source: input_features[kind], target: target_features[kind]}
+        matrix = metrics.confusion(classifier, held_out)
+        rows = [classifier.cultures.index(c) for c in (source, target)]
+        results["recognisability"][kind] = {
+            "outputs": metrics.recognisability(classifier, output_features[kind], source, target),
+            "inputs": metrics.recognisability(classifier, input_features[kind], source, target),
+            "real_accuracy": float(matrix[rows, rows].sum() / matrix[rows].sum()),
+        }
+    results["distance"] = {}
+    for group in (*GROUPS, "culture", *metrics.JUDGE_GROUPS, "judge"):
+        results["distance"][group] = {
+            "kid_outputs": metrics.kid(output_features[group], target_features[group]),
+            "kid_inputs": metrics.kid(input_features[group], target_features[group]),
+            "frechet_outputs": metrics.frechet_distance(output_features[group], target_features[group]),
+        }
+    results["content"] = {"ssim_lowpass": float(metrics.ssim_lowpass(outputs, inputs).mean()),
+                          "edge_f1": float(metrics.edge_f1(outputs, inputs).mean())}
+    results["cycle_error"] = None if reconstructions is None else metrics.cycle_error(reconstructions, inputs)
+    results["diversity"] = metrics.diversity(output_features["culture"], target_features["culture"])
+    discriminator, gan_mode = _discriminator(checkpoint, target, stylizer.device)
+    if discriminator is not None:
+        with torch.no_grad():
+            results["deception"] = {
+                "outputs": metrics.deception_rate(discriminator(outputs.to(stylizer.device)), gan_mode),
+                "real": metrics.deception_rate(discriminator(real_target.to(stylizer.device)), gan_mode)}
+    return Evaluation(results, inputs, outputs, reconstructions)
+
+
+__all__ = ["Evaluation", "evaluate", "load_images"]

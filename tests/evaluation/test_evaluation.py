@@ -1,0 +1,76 @@
+"""`culturegan evaluate` on a tiny trained run, the self-contained report, and the demo."""
+
+import json
+import re
+from html.parser import HTMLParser
+
+import pytest
+
+from culturegan import cli, demo
+from culturegan.datasets import write_dataset
+from culturegan.evaluation import evaluate, write_report
+from culturegan.training import TrainConfig, Trainer
+
+SIZE = 32
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("eval")
+    write_dataset(root / "train", count=6, size=SIZE, cultures=["ukiyoe", "kente"])
+    write_dataset(root / "test", count=4, size=SIZE, seed=1, cultures=["ukiyoe", "kente"])
+    config = TrainConfig(data_root=str(root / "train"), source="photo", target="ukiyoe", load_size=SIZE,
+                         crop_size=SIZE, workers=0, ngf=4, n_blocks=1, ndf=4, profile_size=SIZE, steps=2,
+                         decay_steps=0, device="cpu", output=str(root / "run"), progress=False, sample_every=0,
+                         log_every=1)
+    Trainer(config).fit()
+    return root
+
+
+class _Images(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.sources = []
+
+    def handle_starttag(self, tag, attributes):
+        if tag == "img":
+            self.sources.append(dict(attributes)["src"])
+
+
+def test_evaluate_measures_everything_and_the_report_is_self_contained(run, tmp_path):
+    evaluation = evaluate(run / "run", run / "test", "photo", "ukiyoe", reference=run / "train", size=SIZE)
+    results = evaluation.results
+    assert results["cultures"] == ["kente", "photo", "ukiyoe"] and results["images"] == 4
+    for kind in ("culture", "judge"):
+        assert 0 <= results["recognisability"][kind]["outputs"]["target_rate"] <= 1
+    assert set(results["distance"]) == {"colour", "texture", "line", "culture", "hue", "lbp", "glcm", "judge"}
+    assert 0 < results["content"]["ssim_lowpass"] <= 1 and results["cycle_error"] >= 0
+    assert 0 <= results["deception"]["outputs"] <= 1
+    report = write_report({"tiny": evaluation, "again": evaluation}, tmp_path / "report", notes=["a note"])
+    page = report.read_text()
+    parser = _Images()
+    parser.feed(page)
+    assert len(parser.sources) >= 5 and all(s.startswith("data:image/png;base64,") for s in parser.sources)
+    assert not re.search(r'(src|href)="(?!data:)', page)  # nothing fetched from elsewhere
+    assert "a note" in page and "training curves" in page and "judge features" in page
+    assert json.loads((tmp_path / "report" / "report.json").read_text())["tiny"]["target"] == "ukiyoe"
+    assert (tmp_path / "report" / "distances.png").is_file() and (tmp_path / "report" / "run0_grid.png").is_file()
+
+
+def test_cli_evaluate_and_its_errors(run, tmp_path, capsys):
+    argv = ["evaluate", "--checkpoint", str(run / "run"), "--data", str(run / "test"), "--source", "photo",
+            "--target", "ukiyoe", "--out", str(tmp_path / "r"), "--size", str(SIZE), "--count", "2"]
+    assert cli.main(argv) == 0
+    assert "report:" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as error:
+        cli.main(argv[:-4] + ["--target", "maya"] + argv[-4:])
+    assert error.value.code == 2
+
+
+def test_demo_end_to_end_at_toy_scale(tmp_path):
+    settings = demo.DemoSettings(size=SIZE, train_images=4, test_images=3, steps=2, ngf=4, n_blocks=1, ndf=4,
+                                 device="cpu")
+    report = demo.run(tmp_path / "demo", settings)
+    assert report.is_file() and "without culture loss" in report.read_text()
+    targets = json.loads((tmp_path / "demo" / "report" / "targets.json").read_text())
+    assert len(targets) == 3 and all(isinstance(t["met"], bool) for t in targets)
