@@ -125,16 +125,21 @@ def evaluate(checkpoint: str | os.PathLike, data: str | os.PathLike, source: str
             "real_accuracy": float(matrix[rows, rows].sum() / matrix[rows].sum()),
         }
     results["distance"] = {}
+    scales = {}
     for group in (*GROUPS, "culture", *metrics.JUDGE_GROUPS, "judge"):
+        # one unit for every run evaluated against this reference: comparable across runs
+        scales[group] = metrics.within_culture_scale({c: f[group] for c, f in reference_features.items()})
         results["distance"][group] = {
-            "kid_outputs": metrics.kid(output_features[group], target_features[group]),
-            "kid_inputs": metrics.kid(input_features[group], target_features[group]),
-            "frechet_outputs": metrics.frechet_distance(output_features[group], target_features[group]),
+            "kid_outputs": metrics.kid(output_features[group], target_features[group], scales[group]),
+            "kid_inputs": metrics.kid(input_features[group], target_features[group], scales[group]),
+            "frechet_outputs": metrics.frechet_distance(output_features[group], target_features[group],
+                                                        scales[group]),
         }
     results["content"] = {"ssim_lowpass": float(metrics.ssim_lowpass(outputs, inputs).mean()),
                           "edge_f1": float(metrics.edge_f1(outputs, inputs).mean())}
     results["cycle_error"] = None if reconstructions is None else metrics.cycle_error(reconstructions, inputs)
-    results["diversity"] = metrics.diversity(output_features["culture"], target_features["culture"])
+    results["diversity"] = metrics.diversity(output_features["culture"], target_features["culture"],
+                                             scales["culture"])
     discriminator, gan_mode = _discriminator(checkpoint, target, stylizer.device)
     if discriminator is not None:
         with torch.no_grad():

@@ -24,6 +24,18 @@ VARIANCE_FLOOR = 1e-3  # of the features' mean variance: constant features must 
 
 # ----------------------------------------------------------------------- recognisability
 
+def within_culture_scale(features: dict[str, torch.Tensor]) -> torch.Tensor:
+    """(d,) the pooled within-culture standard deviation of each feature (floored at a share of
+    the mean): the unit in which the metrics compare features, the same for every run evaluated
+    against one reference set."""
+    small = [name for name, values in features.items() if values.shape[0] < 2]
+    if small:
+        raise ValueError(f"culture(s) {small} have fewer than 2 images")
+    within = torch.cat([v.double() - v.double().mean(0) for v in features.values()])
+    variance = within.square().sum(0) / max(1, within.shape[0] - len(features))
+    return variance.clamp_min(VARIANCE_FLOOR * variance.mean().clamp_min(1e-12)).sqrt()
+
+
 @dataclasses.dataclass
 class NearestCentroid:
     """Culture means of standardised features (each feature divided by its pooled within-culture
@@ -37,15 +49,8 @@ class NearestCentroid:
     def fit(cls, features: dict[str, torch.Tensor]) -> NearestCentroid:
         if len(features) < 2:
             raise ValueError(f"a culture classifier needs at least 2 cultures, got {list(features)}")
-        small = [name for name, values in features.items() if values.shape[0] < 2]
-        if small:
-            raise ValueError(f"culture(s) {small} have fewer than 2 images")
-        values = {name: v.double() for name, v in features.items()}
-        means = torch.stack([v.mean(0) for v in values.values()])
-        within = torch.cat([v - v.mean(0) for v in values.values()])
-        variance = within.square().sum(0) / max(1, within.shape[0] - len(values))
-        variance = variance.clamp_min(VARIANCE_FLOOR * variance.mean().clamp_min(1e-12))
-        return cls(list(values), means, variance.sqrt())
+        means = torch.stack([v.double().mean(0) for v in features.values()])
+        return cls(list(features), means, within_culture_scale(features))
 
     def distances(self, features: torch.Tensor) -> torch.Tensor:
         """(N, K) standardised Euclidean distance of each image to each culture, per feature."""
@@ -84,19 +89,23 @@ def confusion(classifier: NearestCentroid, features: dict[str, torch.Tensor]) ->
 
 # -------------------------------------------------------------------- distribution distance
 
-def _standardised(x: torch.Tensor, reference: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    mean, std = reference.double().mean(0), reference.double().std(0)
-    std = std.clamp_min(1e-3 * std.mean().clamp_min(1e-12))
-    return (x.double() - mean) / std, (reference.double() - mean) / std
+def _standardised(x: torch.Tensor, reference: torch.Tensor,
+                  scale: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Both sets centred on the reference and divided by `scale` (within_culture_scale of the
+    reference cultures), or by the reference set's own standard deviation."""
+    mean = reference.double().mean(0)
+    if scale is None:
+        scale = within_culture_scale({"reference": reference})
+    return (x.double() - mean) / scale, (reference.double() - mean) / scale
 
 
-def kid(features: torch.Tensor, reference: torch.Tensor) -> float:
+def kid(features: torch.Tensor, reference: torch.Tensor, scale: torch.Tensor | None = None) -> float:
     """Kernel inception distance: the unbiased MMD^2 with the cubic polynomial kernel
-    (x.y / d + 1)^3, on features standardised by the reference set. 0 for one distribution
+    (x.y / d + 1)^3, on standardised features (see _standardised). 0 for one distribution
     (on average; small negative values are noise), larger the farther apart."""
     if features.shape[0] < 2 or reference.shape[0] < 2:
         raise ValueError("KID needs at least 2 images on each side")
-    x, y = _standardised(features, reference)
+    x, y = _standardised(features, reference, scale)
     d = x.shape[1]
     kxx, kyy, kxy = ((a @ b.T / d + 1) ** 3 for a, b in ((x, x), (y, y), (x, y)))
     m, n = x.shape[0], y.shape[0]
@@ -105,10 +114,10 @@ def kid(features: torch.Tensor, reference: torch.Tensor) -> float:
     return float(within_x + within_y - 2 * kxy.mean())
 
 
-def frechet_distance(features: torch.Tensor, reference: torch.Tensor) -> dict:
+def frechet_distance(features: torch.Tensor, reference: torch.Tensor, scale: torch.Tensor | None = None) -> dict:
     """{"value": the Frechet distance of Gaussians fitted to the standardised features,
     "reliable": whether both sets have at least 10 images per feature}."""
-    x, y = _standardised(features, reference)
+    x, y = _standardised(features, reference, scale)
     mu_x, mu_y = x.mean(0), y.mean(0)
     cov_x = torch.cov(x.T).reshape(x.shape[1], x.shape[1])
     cov_y = torch.cov(y.T).reshape(y.shape[1], y.shape[1])
@@ -183,11 +192,11 @@ def cycle_error(reconstructions: torch.Tensor, inputs: torch.Tensor) -> float:
     return float((reconstructions.float() - inputs.float()).abs().mean() / 2)
 
 
-def diversity(features: torch.Tensor, reference: torch.Tensor) -> float:
+def diversity(features: torch.Tensor, reference: torch.Tensor, scale: torch.Tensor | None = None) -> float:
     """Mean pairwise distance of the outputs' standardised features, relative to that of the
     reference (real target) images: about 1 when outputs vary as much as real ones, near 0
     for collapsed outputs."""
-    x, y = _standardised(features, reference)
+    x, y = _standardised(features, reference, scale)
 
     def spread(v):
         pairs = list(itertools.combinations(range(v.shape[0]), 2))
