@@ -9,7 +9,8 @@ and line signature; the images are seeded (the same seed gives the same bytes ev
 - impressionist: dense short coloured dabs over smooth sky/land gradients; no outlines.
 - kente: bright woven stripes and blocks (gold, green, red, black) on a grid.
 - content ("photo"): procedural scenes (sky, hills, sun, houses, trees) with photographic
-  shading and sensor noise, the images to transfer.
+  shading and sensor noise, the images to transfer; and, when scikit-image is installed, its
+  sample photographs ("sample_photos", centre-cropped squares).
 
 This is a stand-in for real culture collections: the real use is the user's own folders.
 """
@@ -180,6 +181,34 @@ def photo(rng: np.random.Generator, size: int) -> Image.Image:
     return _to_image(pixels * shade + rng.normal(0, 5, (size, size, 3)))
 
 
+SAMPLE_PHOTOS = "sample_photos"
+SKIMAGE_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "immunohistochemistry", "motorcycle_left",
+                  "retina", "cat", "hubble_deep_field")
+
+
+def sample_photos(size: int) -> list[Image.Image]:
+    """scikit-image's colour sample photographs as size x size centre crops, or [] when
+    scikit-image (or its bundled data) is not installed."""
+    try:
+        from skimage import data
+    except ImportError:
+        return []
+    photos = []
+    for name in SKIMAGE_PHOTOS:
+        loader = getattr(data, name, None)
+        try:
+            pixels = None if loader is None else np.asarray(loader())
+        except (OSError, ValueError):  # an image that needs a download (pooch) is skipped
+            continue
+        if pixels is None or pixels.ndim != 3 or pixels.shape[2] < 3:
+            continue
+        image = Image.fromarray(pixels[..., :3].astype(np.uint8), "RGB")
+        side = min(image.size)
+        left, top = (image.width - side) // 2, (image.height - side) // 2
+        photos.append(image.crop((left, top, left + side, top + side)).resize((size, size), Image.Resampling.LANCZOS))
+    return photos
+
+
 CULTURES: dict[str, Generator] = {"ink_wash": ink_wash, "ukiyoe": ukiyoe, "impressionist": impressionist,
                                   "kente": kente}
 CONTENT = "photo"
@@ -208,10 +237,15 @@ def write_dataset(root: str | os.PathLike, count: int = 200, size: int = 128, se
     names = list(cultures or CULTURES) + ([CONTENT] if content else [])
     jobs = [(name, index) for name in names for index in range(count)]
     for name, index in tqdm(jobs, unit="image", disable=not progress):
-        folder = root / name
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"{index:05d}.png"
-        temporary = folder / f".{index:05d}.png.tmp"
-        culture_image(name, index, size, seed).save(temporary, format="PNG")
-        os.replace(temporary, path)
+        _save(culture_image(name, index, size, seed), root / name / f"{index:05d}.png")
+    if content:
+        for index, photo_image in enumerate(sample_photos(size)):
+            _save(photo_image, root / SAMPLE_PHOTOS / f"{index:05d}.png")
     return root
+
+
+def _save(image: Image.Image, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp")
+    image.save(temporary, format="PNG")
+    os.replace(temporary, path)

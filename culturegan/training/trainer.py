@@ -114,8 +114,7 @@ class Trainer:
 
     def _loader(self, name: str, index: int) -> DataLoader:
         c = self.config
-        stream = SampleStream(len(self.data[name]), c.seed + index, self.step * c.batch_size,
-                                          self.rank, self.world)
+        stream = SampleStream(len(self.data[name]), c.seed + index, self.step * c.batch_size, self.rank, self.world)
         # its own generator: a loader without one draws from the global RNG when it starts, which
         # a resumed run would do at another point of the RNG stream
         return DataLoader(self.data[name], batch_size=c.batch_size, sampler=stream, num_workers=c.workers,
