@@ -18,8 +18,7 @@ import torch
 
 from culturegan import ops
 from culturegan.models import ResnetGenerator
-from culturegan.nn import SharedNormStatistics
-from culturegan.transfer.tiling import run_tiled
+from culturegan.transfer.tiling import run_tiled, run_tiled_like_whole
 
 STATS_PIXELS = 1024 * 1024
 
@@ -63,12 +62,8 @@ def fused_tiled(backend: str):
     @torch.no_grad()
     def run(x: torch.Tensor) -> torch.Tensor:
         generator = _generator(x.device, True)
-        with ops.use_backend(backend), _autocast(x), SharedNormStatistics(generator) as shared:
-            image = x.float()
-            scale = min(1.0, (STATS_PIXELS / (image.shape[-2] * image.shape[-1])) ** 0.5)
-            generator(torch.nn.functional.interpolate(image, scale_factor=scale, mode="area") if scale < 1 else image)
-            shared.freeze()
-            return run_tiled(generator, image, _tile(x), 64)
+        with ops.use_backend(backend), _autocast(x):
+            return run_tiled_like_whole(generator, generator, x.float(), _tile(x), 64, STATS_PIXELS)
 
     return run
 

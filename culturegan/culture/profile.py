@@ -46,14 +46,6 @@ class CultureProfile:
         return cls(culture, means, covariances, count, seed, gram)
 
     @classmethod
-    def fit_images(cls, culture: str, batches, extractor: CultureFeatureExtractor | None = None) -> CultureProfile:
-        """The profile of image batches ((N, 3, H, W) in [-1, 1], or loader items with "image")."""
-        extractor = extractor or CultureFeatureExtractor()
-        with torch.no_grad():
-            features = [extractor(b["image"] if isinstance(b, dict) else b) for b in batches]
-        return cls.fit(culture, features, extractor.seed, extractor.gram)
-
-    @classmethod
     def fit_folder(cls, root: str | os.PathLike, culture: str, size: int = 128, batch_size: int = 16,
                    manifest: str | os.PathLike | None = None,
                    extractor: CultureFeatureExtractor | None = None) -> CultureProfile:
@@ -129,12 +121,11 @@ def folder_features(root: str | os.PathLike, culture: str, size: int = 128, batc
                     extractor: CultureFeatureExtractor | None = None) -> CultureFeatures:
     """The features of every image of one culture folder (ROOT/<culture>/...), each resized so
     that its shorter side is `size` and centre-cropped (no random augmentation)."""
-    from culturegan.data import Augment, CultureImages, make_loader
+    from culturegan.data import centre_cropped, make_loader
 
     extractor = extractor or CultureFeatureExtractor()
-    images = CultureImages(root, cultures=[culture], manifest=manifest,
-                           augment=Augment(load_size=size, crop_size=size, flip=False, random_crop=False))
-    loader = make_loader(images, batch_size, workers=0, shuffle=False, drop_last=False)
+    loader = make_loader(centre_cropped(root, culture, size, manifest), batch_size, workers=0, shuffle=False,
+                         drop_last=False)
     with torch.no_grad():
         batches = [extractor(batch["image"]) for batch in loader]
     return CultureFeatures(**{g: torch.cat([getattr(b, g) for b in batches]) for g in GROUPS})

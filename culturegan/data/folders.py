@@ -80,6 +80,13 @@ class CultureImages(Dataset):
         raise RuntimeError(f"no readable image left in {self.root}")
 
 
+def centre_cropped(root, culture: str, size: int, manifest=None) -> CultureImages:
+    """One culture folder's images without random augmentation: the shorter side resized to
+    `size`, the centre square kept (for culture profiles and evaluation)."""
+    return CultureImages(root, [culture], manifest,
+                         Augment(load_size=size, crop_size=size, flip=False, random_crop=False))
+
+
 def make_loader(dataset: Dataset, batch_size: int, workers: int = 4, shuffle: bool = True, seed: int = 0,
                 drop_last: bool = True) -> DataLoader:
     """A DataLoader with worker processes, pinned memory when CUDA is there, and a

@@ -18,8 +18,8 @@ from torch.utils.data import DataLoader
 
 from culturegan import metrics
 from culturegan.culture import GROUPS, CultureFeatureExtractor
-from culturegan.data import Augment, CultureImages, find_cultures
-from culturegan.models import checkpoints, infer_architecture, load_weights
+from culturegan.data import centre_cropped, find_cultures
+from culturegan.models import build_model, checkpoints
 from culturegan.transfer import Stylizer
 
 
@@ -37,8 +37,7 @@ class Evaluation:
 def load_images(root, culture: str, size: int, count: int | None = None) -> torch.Tensor:
     """(N, 3, size, size) in [-1, 1]: a culture folder's images, shorter side resized to `size`
     and centre-cropped, in file order (the first `count`)."""
-    images = CultureImages(root, [culture], augment=Augment(load_size=size, crop_size=size, random_crop=False,
-                                                            flip=False))
+    images = centre_cropped(root, culture, size)
     total = len(images) if count is None else min(count, len(images))
     batches = DataLoader(torch.utils.data.Subset(images, range(total)), batch_size=16)
     return torch.cat([batch["image"] for batch in batches])
@@ -80,10 +79,8 @@ def _discriminator(checkpoint: Path, target: str, device: torch.device):
     if config.get("mode") == "multi":
         return None, None
     name = "D_B" if target == config["target"] else "D_A"
-    state = checkpoints.subset(tensors, name)
-    model = infer_architecture(state).build(fused=True)
-    load_weights(model, state, f"{directory} ({name})")
-    return model.to(device).eval(), config.get("gan_mode", "lsgan")
+    model = build_model(checkpoints.subset(tensors, name), f"{directory} ({name})")
+    return model.to(device), config.get("gan_mode", "lsgan")
 
 
 def evaluate(checkpoint: str | os.PathLike, data: str | os.PathLike, source: str, target: str,

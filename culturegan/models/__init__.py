@@ -3,10 +3,10 @@ and reading them from files (published CycleGAN weights, converted files, traini
 
 from culturegan.models.culture import AdaINResidualBlock, CultureDiscriminator, MultiCultureGenerator
 from culturegan.models.cyclegan import NLayerDiscriminator, ResnetBlock, ResnetGenerator
-from culturegan.models.loading import (Architecture, convert, infer_architecture, load_discriminator, load_generator,
-                                       read_model)
+from culturegan.models.loading import (Architecture, build_model, convert, infer_architecture, load_discriminator,
+                                       load_generator, read_model)
 from culturegan.models.weights import load_weights, read_state_dict
 
-__all__ = ["AdaINResidualBlock", "Architecture", "CultureDiscriminator", "MultiCultureGenerator", "NLayerDiscriminator",
+__all__ = ["AdaINResidualBlock", "Architecture", "CultureDiscriminator", "build_model", "MultiCultureGenerator", "NLayerDiscriminator",
            "ResnetBlock", "ResnetGenerator", "convert", "infer_architecture", "load_discriminator", "load_generator",
            "load_weights", "read_model", "read_state_dict"]

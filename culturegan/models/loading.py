@@ -122,17 +122,30 @@ def _infer_patchgan(state) -> Architecture:
 
 # ------------------------------------------------------------------------------ loading
 
+def build_model(state: dict[str, torch.Tensor], source, architecture: Architecture | None = None,
+                fused: bool = True) -> torch.nn.Module:
+    """The model `state` belongs to (`architecture`, or the one read off the keys) with its
+    weights, in eval mode; a mismatch names `source` and what was inferred."""
+    architecture = architecture or infer_architecture(state)
+    model = architecture.build(fused)
+    load_weights(model, state, f"{source} (inferred: {architecture.describe()})")
+    return model.eval()
+
+
+def _load(path, kinds: tuple[str, ...], role: str, generator: str | None, fused: bool):
+    state, card = read_model(path, generator)
+    architecture = Architecture(**card["architecture"])
+    if architecture.kind not in kinds:
+        raise ValueError(f"{path} holds a {architecture.describe()}, not a {role}")
+    return build_model(state, path, architecture, fused), card
+
+
 def load_generator(path: str | os.PathLike, generator: str | None = None, fused: bool = True,
                    device: torch.device | str = "cpu") -> tuple[torch.nn.Module, dict]:
     """(model in eval mode, model card) from a weights file, a converted file or a training run
     or checkpoint (``generator`` picks G_AB (default) or G_BA of a two-culture run)."""
-    state, card = read_model(path, generator)
-    architecture = Architecture(**card["architecture"])
-    if not architecture.kind.endswith("generator"):
-        raise ValueError(f"{path} holds a {architecture.describe()}, not a generator")
-    model = architecture.build(fused)
-    load_weights(model, state, f"{path} (inferred: {architecture.describe()})")
-    return model.to(device).eval(), card
+    model, card = _load(path, ("resnet_generator", "multi_generator"), "generator", generator, fused)
+    return model.to(device), card
 
 
 def read_model(path: str | os.PathLike, generator: str | None = None) -> tuple[dict[str, torch.Tensor], dict]:
@@ -210,8 +223,7 @@ def convert(source: str | os.PathLike, destination: str | os.PathLike, cultures:
     if destination.resolve() == Path(source).resolve():
         raise ValueError(f"convert would overwrite its input {source}")
     state, card = read_model(source, generator)
-    model = Architecture(**card["architecture"]).build(fused=False)
-    load_weights(model, state, f"{source} (inferred: {card['description']})")
+    model = build_model(state, source, Architecture(**card["architecture"]), fused=False)
     if cultures:
         card["cultures"] = cultures
     card["parameters"] = sum(p.numel() for p in model.parameters())
@@ -230,14 +242,8 @@ def convert(source: str | os.PathLike, destination: str | os.PathLike, cultures:
 
 def load_discriminator(path: str | os.PathLike, fused: bool = True) -> tuple[torch.nn.Module, dict]:
     """(PatchGAN in eval mode, card) from a CycleGAN ``latest_net_D_A.pth`` or a converted file."""
-    state, card = read_model(path)
-    architecture = Architecture(**card["architecture"])
-    if architecture.kind != "patchgan":
-        raise ValueError(f"{path} holds a {architecture.describe()}, not a PatchGAN discriminator")
-    model = architecture.build(fused)
-    load_weights(model, state, f"{path} (inferred: {architecture.describe()})")
-    return model.eval(), card
+    return _load(path, ("patchgan",), "PatchGAN discriminator", None, fused)
 
 
-__all__ = ["Architecture", "convert", "infer_architecture", "load_discriminator",
+__all__ = ["Architecture", "build_model", "convert", "infer_architecture", "load_discriminator",
            "load_generator", "read_model"]

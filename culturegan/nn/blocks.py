@@ -13,6 +13,7 @@ from torch import nn
 
 from culturegan import ops
 from culturegan.ops._conv import PADDING_MODES
+from culturegan.ops.instance_norm_act import activation_slope
 
 ACTIVATION_LAYERS = (nn.ReLU, nn.LeakyReLU)
 
@@ -166,7 +167,7 @@ class FusedConvNormAct(nn.Sequential):
         gamma, beta = (style_scale, style_shift) if style_scale is not None else (norm.weight, norm.bias)
         if gamma is None:  # instance norm without affine parameters
             gamma, beta = z.new_ones(z.shape[1]), z.new_zeros(z.shape[1])
-        slope = {"none": None, "relu": 0.0, "leaky_relu": self.negative_slope}[self.activation]
+        slope = activation_slope(self.activation, self.negative_slope)
         return ops.channel_affine(z, mean, gamma / std, beta.expand_as(mean), slope, backend=self.backend)
 
     def extra_repr(self) -> str:

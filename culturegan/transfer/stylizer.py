@@ -11,20 +11,17 @@ through unchanged.
 from __future__ import annotations
 
 import functools
-import math
 import os
 from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
 from culturegan.data import open_image, split_alpha
 from culturegan.models import load_generator
-from culturegan.nn import SharedNormStatistics
-from culturegan.transfer.tiling import pad_to_multiple, run_tiled
+from culturegan.transfer.tiling import pad_to_multiple, run_tiled_like_whole
 
 MULTIPLE = 4  # two stride-2 convolutions down, two transposed up
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -88,11 +85,8 @@ class Stylizer:
         return output[..., :height, :width].clamp(-1, 1)
 
     def _tiled(self, image: torch.Tensor) -> torch.Tensor:
-        """One image in tiles, normalised with the (downscaled) whole image's statistics."""
-        with SharedNormStatistics(self.model) as shared:
-            self._network(_downscaled(image, self.stats_pixels))
-            shared.freeze()
-            return run_tiled(self._network, image, self.tile, self.overlap, self.batch_size, MULTIPLE)
+        return run_tiled_like_whole(self.model, self._network, image, self.tile, self.overlap, self.stats_pixels,
+                                    self.batch_size, MULTIPLE)
 
     def image(self, picture: Image.Image, size: int | None = None) -> Image.Image:
         """A PIL image transferred: RGB, or RGBA with the input's alpha channel unchanged.
@@ -107,16 +101,6 @@ class Stylizer:
         if alpha is not None:
             result.putalpha(alpha)
         return result
-
-
-def _downscaled(image: torch.Tensor, pixels: int) -> torch.Tensor:
-    """image, area-downscaled to at most `pixels` pixels (sides kept multiples of 4)."""
-    height, width = image.shape[-2:]
-    if height * width <= pixels:
-        return image
-    factor = math.sqrt(pixels / (height * width))
-    size = [max(MULTIPLE, int(side * factor) // MULTIPLE * MULTIPLE) for side in (height, width)]
-    return F.interpolate(image, size=size, mode="area")
 
 
 def _resized(image: Image.Image, size: int) -> Image.Image:

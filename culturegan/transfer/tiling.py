@@ -6,10 +6,13 @@ one pass. Tiles are normalised with the whole image's instance-norm statistics
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+
+from culturegan.nn import SharedNormStatistics
 
 Network = Callable[[torch.Tensor], torch.Tensor]
 
@@ -76,3 +79,23 @@ def run_tiled(network: Network, x: torch.Tensor, tile: int, overlap: int, batch_
             output[..., top:top + rows, left:left + columns] += result * window
             weights[..., top:top + rows, left:left + columns] += window
     return output / weights
+
+
+def _downscaled(image: torch.Tensor, pixels: int, multiple: int) -> torch.Tensor:
+    """image, area-downscaled to at most `pixels` pixels (sides kept multiples of `multiple`)."""
+    height, width = image.shape[-2:]
+    if height * width <= pixels:
+        return image
+    factor = math.sqrt(pixels / (height * width))
+    size = [max(multiple, int(side * factor) // multiple * multiple) for side in (height, width)]
+    return F.interpolate(image, size=size, mode="area")
+
+
+def run_tiled_like_whole(model: torch.nn.Module, network: Network, x: torch.Tensor, tile: int, overlap: int,
+                         stats_pixels: int, batch_size: int = 4, multiple: int = 4) -> torch.Tensor:
+    """run_tiled, every tile normalised with the instance-norm statistics of the whole image
+    (recorded on it, or on a copy downscaled to `stats_pixels`); `network` calls `model`."""
+    with SharedNormStatistics(model) as shared:
+        network(_downscaled(x, stats_pixels, multiple))
+        shared.freeze()
+        return run_tiled(network, x, tile, overlap, batch_size, multiple)
