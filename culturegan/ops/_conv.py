@@ -3,14 +3,21 @@
 The convolution runs through ATen (cuDNN on CUDA, oneDNN on the CPU): the fused blocks add
 their epilogue (bias, activation, normalisation) with culturegan's own kernels. Reflection
 padding is a padded copy here (ATen's convolutions pad with zeros only).
+
+On the cpu backend the convolution is the op culturegan::conv2d_cpu: oneDNN's forward and input
+gradient, and the weight gradient as one GEMM over the im2col matrix where that is faster
+(gemm_weight_grad).
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
 
 from culturegan.ops import _checks
+from culturegan.ops._autograd import recomputed_grads
 
 PADDING_MODES = ("zeros", "reflect")
 
@@ -48,8 +55,9 @@ def check_conv_input(x, weight, bias, padding_mode: str, transposed: bool = Fals
 
 
 def convolve(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride, padding, padding_mode: str,
-             dilation) -> torch.Tensor:
-    """F.conv2d with "zeros" or "reflect" padding (as nn.Conv2d's padding_mode)."""
+             dilation, *, backend: str = "reference") -> torch.Tensor:
+    """F.conv2d with "zeros" or "reflect" padding (as nn.Conv2d's padding_mode); on the cpu
+    backend, without a bias, the op culturegan::conv2d_cpu (its faster weight gradient)."""
     stride, padding, dilation = pair(stride, "stride", 1), pair(padding, "padding", 0), pair(dilation, "dilation", 1)
     if padding_mode == "reflect" and any(padding):
         height, width = x.shape[2:]
@@ -57,12 +65,16 @@ def convolve(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, s
             raise ValueError(f"reflect padding {padding} must be smaller than x's height and width {(height, width)}")
         x = F.pad(x, (padding[1], padding[1], padding[0], padding[0]), mode="reflect")
         padding = (0, 0)
+    if backend == "cpu" and bias is None:
+        return conv2d_cpu(x, weight, list(stride), list(padding), list(dilation))
     return F.conv2d(x, weight, bias, stride, padding, dilation)
 
 
 def convolve_transposed(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride, padding,
-                        output_padding, dilation) -> torch.Tensor:
-    """F.conv_transpose2d (as nn.ConvTranspose2d; zero padding only), with clear argument errors."""
+                        output_padding, dilation, *, backend: str = "reference") -> torch.Tensor:
+    """F.conv_transpose2d (as nn.ConvTranspose2d; zero padding only), with clear argument errors.
+    Every backend transposes through ATen (`backend` keeps convolve's signature): a CycleGAN
+    decoder has two such layers, a small share of its time."""
     stride, padding, dilation = pair(stride, "stride", 1), pair(padding, "padding", 0), pair(dilation, "dilation", 1)
     output_padding = pair(output_padding, "output_padding", 0)
     if any(o >= max(s, d) for o, s, d in zip(output_padding, stride, dilation)):
@@ -72,19 +84,125 @@ def convolve_transposed(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tenso
 
 def input_and_weight_grads(grad_output: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, stride, padding,
                            padding_mode: str, dilation, needs: tuple[bool, bool]):
-    """(grad_x, grad_weight) of convolve(x, weight, None, ...) by ATen's convolution backward
-    (cuDNN, oneDNN); with reflection padding through the padded copy, made here only."""
+    """(grad_x, grad_weight) of convolve(x, weight, None, ...), each None where `needs` says no;
+    with reflection padding through the padded copy, made here only."""
     if padding_mode == "reflect" and any(padding):
         pads = [padding[1], padding[1], padding[0], padding[0]]
-        grad_padded, grad_weight, _ = torch.ops.aten.convolution_backward(
-            grad_output, F.pad(x, pads, mode="reflect"), weight, None, list(stride), [0, 0], list(dilation), False,
-            [0, 0], 1, [needs[0], needs[1], False])
+        grad_padded, grad_weight = _zero_padded_grads(grad_output, F.pad(x, pads, mode="reflect"), weight, stride,
+                                                      [0, 0], dilation, needs)
         grad_x = None if grad_padded is None else torch.ops.aten.reflection_pad2d_backward(grad_padded, x, pads)
         return grad_x, grad_weight
-    grad_x, grad_weight, _ = torch.ops.aten.convolution_backward(
-        grad_output, x, weight, None, list(stride), list(padding), list(dilation), False, [0, 0], 1,
-        [needs[0], needs[1], False])
+    return _zero_padded_grads(grad_output, x, weight, stride, padding, dilation, needs)
+
+
+def _zero_padded_grads(grad_output, x, weight, stride, padding, dilation, needs):
+    """grad_x by ATen's convolution backward (cuDNN, oneDNN); grad_weight too, or by one GEMM
+    where that is faster (gemm_weight_grad_pays)."""
+    by_gemm = needs[1] and gemm_weight_grad_pays(grad_output, weight)
+    grad_x = grad_weight = None
+    if needs[0] or (needs[1] and not by_gemm):
+        grad_x, grad_weight, _ = torch.ops.aten.convolution_backward(
+            grad_output, x, weight, None, list(stride), list(padding), list(dilation), False, [0, 0], 1,
+            [needs[0], needs[1] and not by_gemm, False])
+    if by_gemm:
+        grad_weight = gemm_weight_grad(grad_output, x, tuple(weight.shape[2:]), stride, padding, dilation)
+        grad_weight = grad_weight.contiguous(memory_format=_memory_format(weight))
     return grad_x, grad_weight
+
+
+# ------------------------------------------------------------- the weight gradient as one GEMM
+
+# oneDNN's weight gradient is slow on AVX2 CPUs: on this project's 2-core AMD EPYC (AVX2, torch
+# 2.14) it took 1.6-2.0x the time of one GEMM over the im2col matrix (copy included) for
+# CycleGAN's 3x3 convolutions of 128 and 256 output channels and PatchGAN's 4x4 ones, and about
+# the same for the 7x7 stem (64 outputs). With few output channels the GEMM is too thin: 3
+# outputs (the generator's last layer) took 8x oneDNN's time.
+GEMM_MIN_OUT_CHANNELS = 64
+GEMM_DTYPES = (torch.float32, torch.float64)
+# The im2col copy is made in blocks of output rows of at most this size: memory stays bounded
+# at any image size, and one block covers a whole CPU-sized training batch.
+WINDOW_BLOCK_BYTES = 32 << 20
+
+
+def gemm_weight_grad_pays(grad_output: torch.Tensor, weight: torch.Tensor) -> bool:
+    return (grad_output.device.type == "cpu" and grad_output.dtype in GEMM_DTYPES and grad_output.numel() > 0
+            and weight.shape[0] >= GEMM_MIN_OUT_CHANNELS)
+
+
+def gemm_weight_grad(grad_output: torch.Tensor, x: torch.Tensor, kernel_size: tuple[int, int], stride, padding,
+                     dilation) -> torch.Tensor:
+    """d loss / d weight of conv2d(x, weight, None, stride, padding, dilation) (groups 1), given
+    grad_output = d loss / d output: the sum over output pixels of grad_output's row times the
+    pixel's input window, as grad_rows^T @ windows, accumulated over blocks of output rows.
+    (C_out, C_in, kH, kW), channels-last."""
+    windows = _windows(x, kernel_size, stride, padding, dilation)
+    images, out_height, out_width, *window = windows.shape
+    rows = grad_output.permute(0, 2, 3, 1)  # (N, H_out, W_out, C_out): a view of channels-last grads
+    block_rows = max(1, WINDOW_BLOCK_BYTES // (out_width * math.prod(window) * x.element_size()))
+    grad_weight = None
+    for block in _row_blocks(images, out_height, block_rows):
+        grad_rows = rows[block].reshape(-1, rows.shape[-1]).t()
+        block_windows = windows[block].reshape(-1, math.prod(window))  # the im2col copy
+        grad_weight = (grad_rows @ block_windows if grad_weight is None
+                       else grad_weight.addmm_(grad_rows, block_windows))
+    return grad_weight.view(-1, *window).permute(0, 3, 1, 2)
+
+
+def _windows(x: torch.Tensor, kernel_size, stride, padding, dilation) -> torch.Tensor:
+    """x's convolution windows, (N, H_out, W_out, kH, kW, C_in): a strided view of
+    channels-last, zero-padded x whose rows are in a channels-last weight's (kH, kW, C_in) order."""
+    if any(padding):
+        x = F.pad(x, (padding[1], padding[1], padding[0], padding[0]))
+    x = x.contiguous(memory_format=torch.channels_last)
+    images, channels, height, width = x.shape
+    out_height, out_width = ((size - dil * (k - 1) - 1) // st + 1
+                             for size, k, st, dil in zip((height, width), kernel_size, stride, dilation))
+    image_stride, channel_stride, row_stride, column_stride = x.stride()
+    return x.as_strided((images, out_height, out_width, *kernel_size, channels),
+                        (image_stride, stride[0] * row_stride, stride[1] * column_stride, dilation[0] * row_stride,
+                         dilation[1] * column_stride, channel_stride))
+
+
+def _row_blocks(images: int, rows: int, block_rows: int) -> list:
+    """Indices into (N, H_out, ...) covering it in blocks of at most block_rows output rows:
+    whole images together, or one image's rows in pieces."""
+    if block_rows >= rows:
+        step = block_rows // rows
+        return [slice(start, start + step) for start in range(0, images, step)]
+    return [(image, slice(start, start + block_rows)) for image in range(images) for start in range(0, rows, block_rows)]
+
+
+def _memory_format(t: torch.Tensor) -> torch.memory_format:
+    return torch.channels_last if t.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
+
+
+def _zero_padded_conv(x: torch.Tensor, weight: torch.Tensor, stride: list[int], padding: list[int],
+                      dilation: list[int]) -> torch.Tensor:
+    return torch.ops.aten.convolution(x, weight, None, stride, padding, dilation, False, [0, 0], 1)
+
+
+# conv2d without bias, zero padding: oneDNN forward and input gradient, gemm_weight_grad where it pays
+conv2d_cpu = torch.library.custom_op("culturegan::conv2d_cpu", _zero_padded_conv, mutates_args=())
+conv2d_cpu.register_fake(_zero_padded_conv)
+
+
+def _conv2d_cpu_setup_context(ctx, inputs, output):
+    x, weight, *ctx.geometry = inputs
+    ctx.save_for_backward(x, weight)
+
+
+def _conv2d_cpu_vjp(ctx, grad_output):
+    x, weight = ctx.saved_tensors
+    stride, padding, dilation = ctx.geometry
+    if torch.is_grad_enabled():  # double backward: see recomputed_grads
+        grads = recomputed_grads(lambda x, weight: F.conv2d(x, weight, None, stride, padding, dilation), (x, weight),
+                                 grad_output)
+    else:
+        grads = _zero_padded_grads(grad_output, x, weight, stride, padding, dilation, ctx.needs_input_grad[:2])
+    return *grads, None, None, None
+
+
+conv2d_cpu.register_autograd(_conv2d_cpu_vjp, setup_context=_conv2d_cpu_setup_context)
 
 
 class _CancelledBias(torch.autograd.Function):

@@ -5,8 +5,9 @@
 PatchGAN's first layer and StyleGAN-like nets. The triton backend is an implicit-GEMM
 convolution (kernels/conv2d.py, NHWC) with the bias, activation, gain and clamp in its epilogue:
 y is written once, and reflection padding is index arithmetic, not a padded copy. The cuda and
-cpu backends run the convolution without its bias through ATen (cuDNN, oneDNN), then ONE pass
-of the fused bias_leaky_relu. On triton the backward is two implicit GEMMs (dx, and dweight
+cpu backends run the convolution without its bias through ATen (cuDNN, oneDNN; the cpu
+backend's weight gradient is a GEMM where that is faster: _conv.conv2d_cpu), then ONE pass of
+the fused bias_leaky_relu. On triton the backward is two implicit GEMMs (dx, and dweight
 with the bias gradient) that apply the activation's derivative as they load grad and y: no
 pass over grad of its own. On cuda and cpu one pass applies the derivative and reduces the
 bias gradient, then ATen's convolution backward runs: eager torch spends a pass on each.
@@ -35,7 +36,7 @@ def conv2d_bias_leaky_relu_reference(x: torch.Tensor, weight: torch.Tensor, bias
 def _composed(backend: str, x, weight, bias, stride, padding, padding_mode, dilation, negative_slope, gain, clamp):
     """ATen's convolution, then one bias_leaky_relu pass: the cpu and cuda backends, and the
     differentiable form the triton op's double backward uses."""
-    z = _conv.convolve(x, weight, None, stride, padding, padding_mode, dilation)
+    z = _conv.convolve(x, weight, None, stride, padding, padding_mode, dilation, backend=backend)
     return bias_leaky_relu(z, bias, negative_slope, gain, clamp, backend=backend)
 
 

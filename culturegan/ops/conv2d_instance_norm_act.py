@@ -6,7 +6,8 @@ Every CycleGAN layer but the first and last (the transposed one is its decoder's
 layer), and culture-conditioned (AdaIN) generators. The convolution's bias is cancelled exactly
 by the normalisation: it is accepted for drop-in compatibility with nn.Conv2d, not added, and
 gets a zero gradient. The cuda and cpu backends run the convolution through ATen (cuDNN,
-oneDNN) and then instance_norm_act (one statistics pass, one normalise-and-activate pass). On
+oneDNN; the cpu backend's weight gradient is a GEMM where that is faster: _conv.conv2d_cpu) and
+then instance_norm_act (one statistics pass, one normalise-and-activate pass). On
 triton, conv2d_instance_norm_act is the implicit-GEMM convolution (kernels/conv2d.py) whose
 epilogue also keeps the statistics, so z is read once more only to normalise it; the
 transposed block takes the ATen path there too. The backward is one norm_act_backward kernel,
@@ -32,7 +33,7 @@ def _block(convolve, backend: str, x, weight, bias, geometry, norm):
     if backend == "triton" and convolve is _conv.convolve:
         y = _on_triton(x, weight, geometry, norm)
     else:
-        y = instance_norm_act(convolve(x, weight, None, *geometry), *norm, backend=backend)
+        y = instance_norm_act(convolve(x, weight, None, *geometry, backend=backend), *norm, backend=backend)
     return _conv.cancelled_bias(y, bias)
 
 
