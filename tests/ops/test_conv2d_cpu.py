@@ -56,9 +56,9 @@ def assert_grads_close(actual, expected, dtype, terms):
 @pytest.mark.parametrize("geometry", GEOMETRIES, ids=str)
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
-@pytest.mark.parametrize("block_bytes", [None, 1, 3000], ids=["one-block", "row-blocks", "image-blocks"])
+@pytest.mark.parametrize("block_bytes", [None, 1, 8000], ids=["one-block", "row-blocks", "image-blocks"])
 def test_gemm_weight_grad_matches_aten(geometry, layout, dtype, block_bytes, monkeypatch):
-    if block_bytes is not None:  # 1: one output row per block; 3000: whole images, some together
+    if block_bytes is not None:  # 1: one output row per block; 8000: whole images, one or a few per block
         monkeypatch.setattr(_conv, "WINDOW_BLOCK_BYTES", block_bytes)
     x, weight, (stride, padding, dilation) = make_inputs(geometry, dtype, layout)
     grad_output = make_layout(torch.randn_like(F.conv2d(x, weight, None, stride, padding, dilation)), layout)
