@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 from culturegan.ops import _checks
 from culturegan.ops._autograd import recomputed_grads
+from culturegan.ops._layout import match_layout
 
 PADDING_MODES = ("zeros", "reflect")
 
@@ -105,8 +106,8 @@ def _zero_padded_grads(grad_output, x, weight, stride, padding, dilation, needs)
             grad_output, x, weight, None, list(stride), list(padding), list(dilation), False, [0, 0], 1,
             [needs[0], needs[1] and not by_gemm, False])
     if by_gemm:
-        grad_weight = gemm_weight_grad(grad_output, x, tuple(weight.shape[2:]), stride, padding, dilation)
-        grad_weight = grad_weight.contiguous(memory_format=_memory_format(weight))
+        grad_weight = match_layout(gemm_weight_grad(grad_output, x, tuple(weight.shape[2:]), stride, padding, dilation),
+                                   weight)
     return grad_x, grad_weight
 
 
@@ -135,30 +136,30 @@ def gemm_weight_grad(grad_output: torch.Tensor, x: torch.Tensor, kernel_size: tu
     grad_output = d loss / d output: the sum over output pixels of grad_output's row times the
     pixel's input window, as grad_rows^T @ windows, accumulated over blocks of output rows.
     (C_out, C_in, kH, kW), channels-last."""
-    windows = _windows(x, kernel_size, stride, padding, dilation)
+    windows = _windows(x, tuple(grad_output.shape[2:]), kernel_size, stride, padding, dilation)
     images, out_height, out_width, *window = windows.shape
+    window_size = math.prod(window)
     rows = grad_output.permute(0, 2, 3, 1)  # (N, H_out, W_out, C_out): a view of channels-last grads
-    block_rows = max(1, WINDOW_BLOCK_BYTES // (out_width * math.prod(window) * x.element_size()))
+    block_rows = max(1, WINDOW_BLOCK_BYTES // (out_width * window_size * x.element_size()))
     grad_weight = None
     for block in _row_blocks(images, out_height, block_rows):
         grad_rows = rows[block].reshape(-1, rows.shape[-1]).t()
-        block_windows = windows[block].reshape(-1, math.prod(window))  # the im2col copy
+        block_windows = windows[block].reshape(-1, window_size)  # the im2col copy
         grad_weight = (grad_rows @ block_windows if grad_weight is None
                        else grad_weight.addmm_(grad_rows, block_windows))
     return grad_weight.view(-1, *window).permute(0, 3, 1, 2)
 
 
-def _windows(x: torch.Tensor, kernel_size, stride, padding, dilation) -> torch.Tensor:
-    """x's convolution windows, (N, H_out, W_out, kH, kW, C_in): a strided view of
-    channels-last, zero-padded x whose rows are in a channels-last weight's (kH, kW, C_in) order."""
+def _windows(x: torch.Tensor, output_size: tuple[int, int], kernel_size, stride, padding,
+             dilation) -> torch.Tensor:
+    """x's convolution windows, (N, H_out, W_out, kH, kW, C_in) with output_size = (H_out, W_out):
+    a strided view of channels-last, zero-padded x whose rows are in a channels-last weight's
+    (kH, kW, C_in) order."""
     if any(padding):
         x = F.pad(x, (padding[1], padding[1], padding[0], padding[0]))
     x = x.contiguous(memory_format=torch.channels_last)
-    images, channels, height, width = x.shape
-    out_height, out_width = ((size - dil * (k - 1) - 1) // st + 1
-                             for size, k, st, dil in zip((height, width), kernel_size, stride, dilation))
     image_stride, channel_stride, row_stride, column_stride = x.stride()
-    return x.as_strided((images, out_height, out_width, *kernel_size, channels),
+    return x.as_strided((x.shape[0], *output_size, *kernel_size, x.shape[1]),
                         (image_stride, stride[0] * row_stride, stride[1] * column_stride, dilation[0] * row_stride,
                          dilation[1] * column_stride, channel_stride))
 
@@ -169,11 +170,8 @@ def _row_blocks(images: int, rows: int, block_rows: int) -> list:
     if block_rows >= rows:
         step = block_rows // rows
         return [slice(start, start + step) for start in range(0, images, step)]
-    return [(image, slice(start, start + block_rows)) for image in range(images) for start in range(0, rows, block_rows)]
-
-
-def _memory_format(t: torch.Tensor) -> torch.memory_format:
-    return torch.channels_last if t.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
+    return [(image, slice(start, start + block_rows))
+            for image in range(images) for start in range(0, rows, block_rows)]
 
 
 def _zero_padded_conv(x: torch.Tensor, weight: torch.Tensor, stride: list[int], padding: list[int],
