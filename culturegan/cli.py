@@ -115,6 +115,9 @@ def _add_evaluation_commands(commands) -> None:
     demo.add_argument("--target", default="ukiyoe", help="the culture to transfer photos to")
     demo.add_argument("--steps", type=int, help="training steps per run (default 800)")
     demo.add_argument("--size", type=int, help="image side (default 64)")
+    demo.add_argument("--seeds", type=int, default=3, help="training runs per setting, with seeds 0..SEEDS-1; "
+                                                           "every number is reported as mean and spread (default 3)")
+    demo.add_argument("--check", action="store_true", help="exit with status 1 when a target is missed")
     demo.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto")
 
 
@@ -126,7 +129,9 @@ def _evaluate(args, parser: argparse.ArgumentParser) -> int:
                               args.count, args.device)
     except (FileNotFoundError, ValueError) as error:
         parser.exit(2, f"culturegan evaluate: {error}\n")
-    report = write_report({f"{args.source} -> {args.target}": evaluation}, args.out)
+    report = write_report({f"{args.source} -> {args.target}": [evaluation]}, args.out)
+    for warning in evaluation.results["verdicts"].values():
+        print(f"warning: {warning}")
     print(f"report: {report}")
     return 0
 
@@ -140,9 +145,11 @@ def _demo(args, parser: argparse.ArgumentParser) -> int:
     if args.target not in CULTURES:
         parser.exit(2, f"culturegan demo: --target must be one of {', '.join(CULTURES)}\n")
     changes = {k: v for k, v in (("steps", args.steps), ("size", args.size)) if v is not None}
+    if args.seeds < 1:
+        parser.exit(2, f"culturegan demo: --seeds must be >= 1, got {args.seeds}\n")
     settings = dataclasses.replace(demo.DemoSettings(), target=args.target, device=args.device, **changes)
-    demo.run(args.out, settings)
-    return 0
+    _, met = demo.run(args.out, settings, args.seeds)
+    return 1 if args.check and not met else 0
 
 
 def _transfer(args, parser: argparse.ArgumentParser) -> int:

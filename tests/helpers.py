@@ -131,3 +131,13 @@ def assert_compiles_like_eager(fn, inputs, dtype=torch.float32):
     assert_close(loss, expected_loss, dtype)
     for got, want in zip(grads, expected):
         assert_close(got, want, dtype)
+
+
+def culture_images(culture: str, count: int, offset: int = 0, size: int = 48) -> torch.Tensor:
+    """(count, 3, size, size) in [-1, 1]: procedural images offset..offset+count-1 of a culture."""
+    import numpy as np
+
+    from culturegan.datasets import culture_image
+
+    pictures = [np.asarray(culture_image(culture, offset + i, size), dtype=np.float32) for i in range(count)]
+    return torch.from_numpy(np.stack(pictures)).permute(0, 3, 1, 2) / 127.5 - 1

@@ -1,7 +1,10 @@
 """culturegan.evaluation: `culturegan evaluate` (transfer held-out images, measure them with
-culturegan.metrics) and its self-contained HTML report."""
+culturegan.metrics), the verdicts a person would give, summaries over seeds, and the
+self-contained HTML report."""
 
-from culturegan.evaluation.evaluate import Evaluation, evaluate, load_images
+from culturegan.evaluation.evaluate import Evaluation, evaluate, load_images, measure
 from culturegan.evaluation.report import write_report
+from culturegan.evaluation.verdicts import collapse_ratio, summarise, verdicts
 
-__all__ = ["Evaluation", "evaluate", "load_images", "write_report"]
+__all__ = ["Evaluation", "collapse_ratio", "evaluate", "load_images", "measure", "summarise", "verdicts",
+           "write_report"]

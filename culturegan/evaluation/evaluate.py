@@ -10,7 +10,9 @@ target culture" means closer to the target than to the source and to every other
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -19,9 +21,9 @@ from torch.utils.data import DataLoader
 from culturegan import metrics
 from culturegan.culture import GROUPS, CultureFeatureExtractor
 from culturegan.data import centre_cropped, find_cultures
+from culturegan.evaluation.verdicts import verdicts
 from culturegan.models import build_model, checkpoints
 from culturegan.transfer import Stylizer
-
 
 
 @dataclasses.dataclass
@@ -101,49 +103,82 @@ def evaluate(checkpoint: str | os.PathLike, data: str | os.PathLike, source: str
         raise ValueError(f"culture(s) {missing} not in the reference set {reference} (it has {cultures})")
     inputs = load_images(data, source, size, count)
     outputs = _transfer(stylizer, inputs)
-    reconstructions = _transfer(back, outputs)
     real_target = load_images(data, target, size)
-    features = _Features(stylizer.device)
-    reference_features = {c: features(load_images(reference, c, size)) for c in cultures}
-    output_features, input_features, target_features = features(outputs), features(inputs), features(real_target)
-
-    results = {"checkpoint": str(checkpoint), "data": str(data), "reference": str(reference), "source": source,
-               "target": target, "images": len(inputs), "size": size, "cultures": cultures,
+    references = {c: load_images(reference, c, size) for c in cultures}
+    results = {"checkpoint": str(checkpoint), "data": str(data), "reference": str(reference),
                "model": stylizer.card.get("description", "")}
-    results["recognisability"] = {}
-    for kind in ("culture", "judge"):
-        classifier = metrics.NearestCentroid.fit({c: f[kind] for c, f in reference_features.items()})
-        held_out = {source: input_features[kind], target: target_features[kind]}
-        matrix = metrics.confusion(classifier, held_out)
-        rows = [classifier.cultures.index(c) for c in (source, target)]
-        results["recognisability"][kind] = {
-            "outputs": metrics.recognisability(classifier, output_features[kind], source, target),
-            "inputs": metrics.recognisability(classifier, input_features[kind], source, target),
-            "real_accuracy": float(matrix[rows, rows].sum() / matrix[rows].sum()),
-        }
-    results["distance"] = {}
-    scales = {}
-    for group in (*GROUPS, "culture", *metrics.JUDGE_GROUPS, "judge"):
-        # one unit for every run evaluated against this reference: comparable across runs
-        scales[group] = metrics.within_culture_scale({c: f[group] for c, f in reference_features.items()})
-        results["distance"][group] = {
-            "kid_outputs": metrics.kid(output_features[group], target_features[group], scales[group]),
-            "kid_inputs": metrics.kid(input_features[group], target_features[group], scales[group]),
-            "frechet_outputs": metrics.frechet_distance(output_features[group], target_features[group],
-                                                        scales[group]),
-        }
-    results["content"] = {"ssim_lowpass": float(metrics.ssim_lowpass(outputs, inputs).mean()),
-                          "edge_f1": float(metrics.edge_f1(outputs, inputs).mean())}
-    results["cycle_error"] = None if reconstructions is None else metrics.cycle_error(reconstructions, inputs)
-    results["diversity"] = metrics.diversity(output_features["culture"], target_features["culture"],
-                                             scales["culture"])
+    results.update(measure(inputs, outputs, real_target, references, source, target,
+                           None if back is None else functools.partial(_transfer, back), stylizer.device))
     discriminator, gan_mode = _discriminator(checkpoint, target, stylizer.device)
     if discriminator is not None:
         with torch.no_grad():
             results["deception"] = {
                 "outputs": metrics.deception_rate(discriminator(outputs.to(stylizer.device)), gan_mode),
                 "real": metrics.deception_rate(discriminator(real_target.to(stylizer.device)), gan_mode)}
+    reconstructions = None if back is None else _transfer(back, outputs)
     return Evaluation(results, inputs, outputs, reconstructions)
 
 
-__all__ = ["Evaluation", "evaluate", "load_images"]
+def measure(inputs: torch.Tensor, outputs: torch.Tensor, real_target: torch.Tensor,
+            references: dict[str, torch.Tensor], source: str, target: str,
+            back: Callable[[torch.Tensor], torch.Tensor] | None = None,
+            device: torch.device | str = "cpu") -> dict:
+    """Every metric of transferred images, JSON-ready: `outputs` are `inputs` (source images)
+    transferred to `target`; `real_target` are held-out images of the target culture;
+    `references` the images of every culture the classifiers and feature units are fitted on;
+    `back` (optional) transfers target images back to the source, for the cycle measures."""
+    missing = [c for c in (source, target) if c not in references]
+    if missing:
+        raise ValueError(f"culture(s) {missing} not among the reference cultures {list(references)}")
+    features = _Features(torch.device(device))
+    reference_features = {c: features(images) for c, images in references.items()}
+    output_features, input_features, target_features = features(outputs), features(inputs), features(real_target)
+    results = {"source": source, "target": target, "images": len(inputs), "size": inputs.shape[-1],
+               "cultures": list(references)}
+    results["recognisability"] = _recognisability(reference_features, input_features, output_features,
+                                                  target_features, source, target)
+    # one unit per feature group for every run evaluated against this reference: comparable across runs
+    scales = {group: metrics.within_culture_scale({c: f[group] for c, f in reference_features.items()})
+              for group in (*GROUPS, "culture", *metrics.JUDGE_GROUPS, "judge")}
+    results["distance"] = {group: {
+        "kid_outputs": metrics.kid(output_features[group], target_features[group], scale),
+        "kid_inputs": metrics.kid(input_features[group], target_features[group], scale),
+        "frechet_outputs": metrics.frechet_distance(output_features[group], target_features[group], scale),
+    } for group, scale in scales.items()}
+    results["content"] = _content(outputs, inputs, output_features, input_features, scales)
+    results["periodic_artifacts"] = metrics.periodic_artifact_ratio(outputs, real_target)
+    results["cycle"] = None if back is None else metrics.hidden_signal(back, outputs, inputs)
+    results["diversity"] = metrics.diversity(output_features["culture"], target_features["culture"],
+                                             scales["culture"])
+    results["verdicts"] = verdicts(results)
+    return results
+
+
+def _recognisability(reference_features: dict, input_features: dict, output_features: dict, target_features: dict,
+                     source: str, target: str) -> dict:
+    """Per feature kind (culture, judge): how the outputs and the inputs are classified, and how
+    well the classifier fitted on the reference recognises held-out source and target images."""
+    found = {}
+    for kind in ("culture", "judge"):
+        classifier = metrics.NearestCentroid.fit({c: f[kind] for c, f in reference_features.items()})
+        matrix = metrics.confusion(classifier, {source: input_features[kind], target: target_features[kind]})
+        rows = [classifier.cultures.index(c) for c in (source, target)]
+        found[kind] = {"outputs": metrics.recognisability(classifier, output_features[kind], source, target),
+                       "inputs": metrics.recognisability(classifier, input_features[kind], source, target),
+                       "real_accuracy": float(matrix[rows, rows].sum() / matrix[rows].sum())}
+    return found
+
+
+def _content(outputs: torch.Tensor, inputs: torch.Tensor, output_features: dict, input_features: dict,
+             scales: dict) -> dict:
+    """Content preservation and input dependence: SSIM, edge F1, content retrieval, per-output
+    flags, and the collapse ratio in structure, culture features and judge features."""
+    dependence = metrics.input_dependence(outputs, inputs)
+    ratios = {"structure": dependence.pop("collapse_ratio"),
+              **{kind: metrics.collapse_ratio(output_features[kind] / scales[kind], input_features[kind] / scales[kind])
+                 for kind in ("culture", "judge")}}
+    return {"ssim_lowpass": float(metrics.ssim_lowpass(outputs, inputs).mean()),
+            "edge_f1": float(metrics.edge_f1(outputs, inputs).mean()), **dependence, "collapse_ratio": ratios}
+
+
+__all__ = ["Evaluation", "evaluate", "load_images", "measure"]

@@ -13,26 +13,31 @@ import base64
 import html
 import json
 import os
+import statistics
 from pathlib import Path
 
 import matplotlib
+import torch
 
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 
 from culturegan.culture import GROUPS  # noqa: E402
 from culturegan.evaluation.evaluate import Evaluation  # noqa: E402
+from culturegan.evaluation.verdicts import collapse_ratio, summarise  # noqa: E402
 from culturegan.metrics import JUDGE_GROUPS  # noqa: E402
 from culturegan.training.samples import save_grid  # noqa: E402
 
 GRID_ROWS = 8
+ZOOM, ZOOM_ROWS, ZOOM_CROP = 4, 3, 64  # the 4x view: 3 images, their central 64 px
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222; }
 h1 { font-weight: 600; } h2 { border-bottom: 1px solid #ddd; padding-bottom: .2em; margin-top: 2em; }
 table { border-collapse: collapse; margin: 1em 0; } td, th { padding: .3em .8em; border-bottom: 1px solid #eee; }
 th { text-align: left; background: #f6f6f6; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
 .runs { display: flex; gap: 2em; flex-wrap: wrap; } .run { flex: 1; min-width: 420px; }
-img { max-width: 100%; border: 1px solid #ddd; } .note { color: #666; font-size: .9em; }
+img { max-width: 100%; border: 1px solid #ddd; image-rendering: pixelated; } .note { color: #666; font-size: .9em; }
+ul.warnings { background: #fff3f0; border-left: 4px solid #c0392b; padding: .6em 1em .6em 2em; }
 pre { background: #f6f6f6; padding: 1em; overflow-x: auto; font-size: .8em; }
 """
 
@@ -46,37 +51,70 @@ def _run_folder(checkpoint: str) -> Path | None:
     return None
 
 
-def _metric_rows(results: dict) -> list[tuple[str, str, str]]:
-    """(metric, value, what it means) rows of one run's results."""
-    rows = []
-    for kind, label in (("culture", "culture features (optimised by the loss)"),
-                        ("judge", "judge features (never seen by the loss)")):
-        r = results["recognisability"][kind]
-        rows += [(f"classified as {results['target']}, {label}", f"{r['outputs']['target_rate']:.0%}",
-                  f"inputs: {r['inputs']['target_rate']:.0%}; classifier on real images: {r['real_accuracy']:.0%}"),
-                 (f"margin source to target, {label}", f"{r['outputs']['margin']:+.3f}",
-                  f"inputs: {r['inputs']['margin']:+.3f}; > 0 is closer to the target")]
-    for group in ("culture", "judge"):
-        d = results["distance"][group]
-        rows.append((f"KID to real {results['target']}, {group} features", f"{d['kid_outputs']:.3f}",
-                     f"inputs: {d['kid_inputs']:.3f}; lower is closer"))
-    content = results["content"]
-    rows += [("SSIM of low-pass luminance to the input", f"{content['ssim_lowpass']:.3f}", "1 = same layout"),
-             ("edge F1 to the input", f"{content['edge_f1']:.3f}", "1 = same edges (2-pixel tolerance)")]
-    if results.get("cycle_error") is not None:
-        rows.append(("cycle error", f"{results['cycle_error']:.3f}", "mean |G_back(G(x)) - x|, pixels in [0, 1]"))
-    rows.append(("diversity", f"{results['diversity']:.2f}", "spread of outputs / spread of real target images"))
-    if "deception" in results:
-        rows.append(("deception rate", f"{results['deception']['outputs']:.0%}",
-                     f"real {results['target']} images: {results['deception']['real']:.0%}"))
-    return rows
+def _value(values: list[float], form: str) -> str:
+    """One number over seeds: the mean, and its sample standard deviation when there are several."""
+    text = format(statistics.fmean(values), form)
+    return text if len(values) == 1 else f"{text} ± {format(statistics.stdev(values), form)}"
 
 
-def _distance_chart(runs: dict[str, dict], path: Path) -> Path:
-    """Bars of KID per feature group: the inputs and each run's outputs, against real target images."""
+def _metric_rows(runs: list[dict]) -> list[tuple[str, str, str]]:
+    """(metric, value over seeds, what it means) rows of one setting's per-seed results, the
+    measures a collapsed or hiding model cannot pass first."""
+    first, target = runs[0], runs[0]["target"]
+    retrieval, distance = first["content"]["retrieval"], first["distance"]
+    judge, culture = (first["recognisability"][kind] for kind in ("judge", "culture"))
+    rows = [("content retrieval: own input ranked first by structure", lambda r: r["content"]["retrieval"]["top1"],
+             ".0%", f"chance {retrieval['chance_top1']:.0%}; identity 100%"),
+            ("content retrieval: mean reciprocal rank", lambda r: r["content"]["retrieval"]["mrr"], ".2f",
+             f"chance {retrieval['chance_mrr']:.2f}"),
+            ("collapse ratio (the smaller of structure and culture features)", collapse_ratio, ".2f",
+             "spread of outputs / spread of their inputs; 1 = as varied"),
+            *((f"collapse ratio in {space}", lambda r, key=key: r["content"]["collapse_ratio"][key], ".2f", "")
+              for space, key in (("structure", "structure"), ("culture features", "culture"),
+                                 ("judge features", "judge"))),
+            ("outputs nearer another output than their own input", lambda r: r["content"]["closer_to_another_output"],
+             ".0%", "by structure"),
+            (f"classified as {target}, judge features (never seen by the loss)",
+             lambda r: r["recognisability"]["judge"]["outputs"]["target_rate"], ".0%",
+             f"inputs: {judge['inputs']['target_rate']:.0%}; classifier on real images: {judge['real_accuracy']:.0%}"),
+            (f"KID to real {target}, judge features", lambda r: r["distance"]["judge"]["kid_outputs"], ".3g",
+             f"inputs: {distance['judge']['kid_inputs']:.3g}; lower is closer"),
+            ("margin source to target, judge features", lambda r: r["recognisability"]["judge"]["outputs"]["margin"],
+             "+.3f", f"inputs: {judge['inputs']['margin']:+.3f}; > 0 is closer to the target"),
+            (f"periodic artifacts, relative to real {target}", lambda r: r["periodic_artifacts"]["ratio"], ".2f",
+             f"spectral peak share of outputs over real images' ({first['periodic_artifacts']['real']:.3f}); "
+             "1 = as periodic"),
+            (f"classified as {target}, culture features (optimised by the loss)",
+             lambda r: r["recognisability"]["culture"]["outputs"]["target_rate"], ".0%",
+             f"inputs: {culture['inputs']['target_rate']:.0%}; classifier on real images: "
+             f"{culture['real_accuracy']:.0%}"),
+            (f"KID to real {target}, culture features", lambda r: r["distance"]["culture"]["kid_outputs"], ".3g",
+             f"inputs: {distance['culture']['kid_inputs']:.3g}; lower is closer"),
+            ("SSIM of low-pass luminance to the input", lambda r: r["content"]["ssim_lowpass"], ".3f",
+             "1 = same layout"),
+            ("edge F1 to the input", lambda r: r["content"]["edge_f1"], ".3f", "1 = same edges (2-pixel tolerance)")]
+    if first.get("cycle") is not None:
+        rows += [("cycle error", lambda r: r["cycle"]["clean"], ".3f", "mean |G_back(G(x)) - x|, pixels in [0, 1]"),
+                 ("cycle error after an invisible perturbation (worst)",
+                  lambda r: max(r["cycle"]["perturbed"].values()), ".3f", ", ".join(first["cycle"]["perturbed"])),
+                 ("hidden-signal amplification", lambda r: r["cycle"]["amplification"], ".2f",
+                  "error rise / the perturbation's own size; far above 1 = hidden signal")]
+    rows.append(("diversity", lambda r: r["diversity"], ".2f",
+                 "spread of outputs / spread of real target images (culture features)"))
+    if "deception" in first:
+        rows.append(("deception rate", lambda r: r["deception"]["outputs"], ".0%",
+                     f"real {target} images: {first['deception']['real']:.0%}"))
+    return [(label, _value([read(r) for r in runs], form), note) for label, read, form, note in rows]
+
+
+def _distance_chart(settings: dict[str, list[dict]], path: Path) -> Path:
+    """Bars of KID per feature group (mean over seeds): the inputs and each setting's outputs,
+    against real target images."""
     groups = [*GROUPS, *JUDGE_GROUPS]
-    series = {"inputs": [next(iter(runs.values()))["distance"][g]["kid_inputs"] for g in groups]}
-    series.update({name: [r["distance"][g]["kid_outputs"] for g in groups] for name, r in runs.items()})
+    first = next(iter(settings.values()))[0]
+    series = {"inputs": [first["distance"][g]["kid_inputs"] for g in groups]}
+    series.update({name: [statistics.fmean(r["distance"][g]["kid_outputs"] for r in runs) for g in groups]
+                   for name, runs in settings.items()})
     figure, axes = plt.subplots(figsize=(8, 3.2))
     width = 0.8 / len(series)
     for i, (name, values) in enumerate(series.items()):
@@ -84,6 +122,7 @@ def _distance_chart(runs: dict[str, dict], path: Path) -> Path:
     axes.set_xticks([x + width * (len(series) - 1) / 2 for x in range(len(groups))],
                     [f"{g}\n({'loss' if g in GROUPS else 'judge'})" for g in groups])
     axes.set_ylabel("KID to the target culture")
+    axes.set_yscale("symlog", linthresh=1.0)  # KIDs span orders of magnitude and may be slightly negative
     axes.legend(frameon=False)
     axes.spines[["top", "right"]].set_visible(False)
     figure.tight_layout()
@@ -117,48 +156,86 @@ def _image(path: Path, alt: str) -> str:
     return f'<img src="{_embedded(path)}" alt="{html.escape(alt)}">'
 
 
-def write_report(evaluations: dict[str, Evaluation], out: str | os.PathLike, title: str = "culturegan evaluation",
+def _zoomed(images: torch.Tensor) -> list[torch.Tensor]:
+    """The central ZOOM_CROP pixels of each (3, H, W) image, enlarged ZOOM times without smoothing,
+    so that grids and dot patterns show as they are."""
+    height, width = images.shape[-2:]
+    crop = min(ZOOM_CROP, height, width)
+    top, left = (height - crop) // 2, (width - crop) // 2
+    region = images[..., top:top + crop, left:left + crop]
+    return list(region.repeat_interleave(ZOOM, -2).repeat_interleave(ZOOM, -1))
+
+
+def _setting_section(name: str, evaluations: list[Evaluation], out: Path, slug: str) -> str:
+    """One setting's grid (inputs, each seed's outputs, the first seed's reconstructions), a 4x
+    zoom, its warnings, its metric table over seeds, and the first seed's curves and config."""
+    first = evaluations[0]
+    columns = [first.inputs[:GRID_ROWS], *(e.outputs[:GRID_ROWS] for e in evaluations)]
+    if first.reconstructions is not None:
+        columns.append(first.reconstructions[:GRID_ROWS])
+    grid = out / f"{slug}_grid.png"
+    save_grid([list(row) for row in zip(*columns)], grid)
+    zoom = out / f"{slug}_zoom.png"
+    save_grid([list(row) for row in zip(_zoomed(first.inputs[:ZOOM_ROWS]), _zoomed(first.outputs[:ZOOM_ROWS]))],
+              zoom)
+    results = [e.results for e in evaluations]
+    seeds = f"{len(evaluations)} seed{'s' if len(evaluations) > 1 else ''}"
+    warnings = {}
+    for run in results:
+        for kind, warning in run["verdicts"].items():
+            warnings.setdefault(kind, []).append(warning)
+    warning_items = "".join(f"<li>{html.escape(found[0])}" + (f" (in {len(found)} of {len(results)} seeds)"
+                                                               if len(results) > 1 else "") + "</li>"
+                            for found in warnings.values())
+    table = "".join(f"<tr><td>{html.escape(m)}</td><td class=num>{html.escape(v)}</td>"
+                    f"<td class=note>{html.escape(n)}</td></tr>" for m, v, n in _metric_rows(results))
+    parts = [f"<div class=run><h2>{html.escape(name)}</h2>",
+             f"<p class=note>{html.escape(first.results.get('model', ''))}; {first.results['images']} "
+             f"{html.escape(first.results['source'])} images at {first.results['size']} px; {seeds}"
+             + (" (values: mean ± standard deviation over seeds)" if len(results) > 1 else "") + "</p>",
+             _image(grid, f"{name}: input, outputs, reconstruction"),
+             "<p class=note>columns: input, " + ", ".join(f"output (seed {i + 1})" for i in range(len(evaluations)))
+             + (", cycle reconstruction (seed 1)" if first.reconstructions is not None else "") + "</p>",
+             _image(zoom, f"{name}: input and output at {ZOOM}x"),
+             f"<p class=note>input and output (seed 1) at {ZOOM}x, pixels unsmoothed</p>",
+             f"<ul class=warnings>{warning_items}</ul>" if warning_items else "",
+             f"<table><tr><th>metric</th><th>value</th><th></th></tr>{table}</table>"]
+    folder = _run_folder(first.results["checkpoint"]) if "checkpoint" in first.results else None
+    if folder is not None:
+        curves = _curves_chart(folder, out / f"{slug}_curves.png")
+        if curves is not None:
+            parts.append("<h3>training curves (seed 1)</h3>" + _image(curves, f"{name}: training curves"))
+        if (folder / "config.json").is_file():
+            parts.append("<details><summary>training configuration (seed 1)</summary><pre>"
+                         + html.escape((folder / "config.json").read_text()) + "</pre></details>")
+    return "\n".join(parts) + "</div>"
+
+
+def write_report(settings: dict[str, list[Evaluation]], out: str | os.PathLike, title: str = "culturegan evaluation",
                  notes: list[str] = ()) -> Path:
-    """report.html, report.json and the PNGs for the named evaluations (one or several runs)."""
+    """report.html, report.json and the PNGs for the named settings, each evaluated once or once
+    per seed (a list of evaluations); several settings are shown side by side."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    runs = {name: e.results for name, e in evaluations.items()}
-    sections = []
-    for index, (name, evaluation) in enumerate(evaluations.items()):
-        slug = f"run{index}"
-        rows = [list(images) for images in zip(evaluation.inputs[:GRID_ROWS], evaluation.outputs[:GRID_ROWS],
-                                               *([evaluation.reconstructions[:GRID_ROWS]]
-                                                 if evaluation.reconstructions is not None else []))]
-        grid = out / f"{slug}_grid.png"
-        save_grid(rows, grid)
-        table = "".join(f"<tr><td>{html.escape(m)}</td><td class=num>{html.escape(v)}</td>"
-                        f"<td class=note>{html.escape(n)}</td></tr>" for m, v, n in _metric_rows(evaluation.results))
-        parts = [f"<div class=run><h2>{html.escape(name)}</h2>",
-                 f"<p class=note>{html.escape(evaluation.results['model'])}; {evaluation.results['images']} "
-                 f"{html.escape(evaluation.results['source'])} images at {evaluation.results['size']} px</p>",
-                 _image(grid, f"{name}: input, output, reconstruction"),
-                 "<p class=note>columns: input, output"
-                 + (", cycle reconstruction" if evaluation.reconstructions is not None else "") + "</p>",
-                 f"<table><tr><th>metric</th><th>value</th><th></th></tr>{table}</table>"]
-        folder = _run_folder(evaluation.results["checkpoint"])
-        if folder is not None:
-            curves = _curves_chart(folder, out / f"{slug}_curves.png")
-            if curves is not None:
-                parts.append("<h3>training curves</h3>" + _image(curves, f"{name}: training curves"))
-            if (folder / "config.json").is_file():
-                parts.append("<details><summary>training configuration</summary><pre>"
-                             + html.escape((folder / "config.json").read_text()) + "</pre></details>")
-        sections.append("\n".join(parts) + "</div>")
-    chart = _distance_chart(runs, out / "distances.png")
-    first = next(iter(runs.values()))
+    empty = [name for name, evaluations in settings.items() if not evaluations]
+    if not settings or empty:
+        raise ValueError(f"a report needs at least one evaluation per setting; none for {empty or 'any setting'}")
+    results = {name: [e.results for e in evaluations] for name, evaluations in settings.items()}
+    sections = [_setting_section(name, evaluations, out, f"run{index}")
+                for index, (name, evaluations) in enumerate(settings.items())]
+    chart = _distance_chart(results, out / "distances.png")
+    first = next(iter(results.values()))[0]
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title><style>{STYLE}</style></head>
 <body>
 <h1>{html.escape(title)}</h1>
 <p>{html.escape(first['source'])} &rarr; {html.escape(first['target'])}, judged against the cultures
-{html.escape(', '.join(first['cultures']))} of {html.escape(first['reference'])}.
-Recognisability and distances are given twice: with the culture features the culture loss optimises,
-and with judge features (hue histogram, local binary patterns, grey-level co-occurrence) it never sees.</p>
+{html.escape(', '.join(first['cultures']))} of {html.escape(first.get('reference', ''))}.
+First: does each output still show its own input (content retrieval by structure that ignores colour and
+texture, and how varied the outputs are against their inputs), and is the culture there by judge features
+(hue histogram, local binary patterns, grey-level co-occurrence) that the culture loss never sees. Then the
+culture features the loss optimises, the spectral peaks of periodic artifacts, and the cycle's reliance on
+hidden signal.</p>
 {''.join(f'<p class=note>{html.escape(n)}</p>' for n in notes)}
 <h2>distance to the target culture per feature group</h2>
 {_image(chart, "KID per feature group")}
@@ -167,9 +244,14 @@ and with judge features (hue histogram, local binary patterns, grey-level co-occ
 </div>
 </body></html>
 """
-    (out / "report.json").write_text(json.dumps(runs, indent=2) + "\n")
-    path = out / "report.html"
-    temporary = out / ".report.html.tmp"
-    temporary.write_text(page)
+    summary = {name: {"seeds": runs, "summary": summarise(runs)} for name, runs in results.items()}
+    write_text_atomically(out / "report.json", json.dumps(summary, indent=2) + "\n")
+    return write_text_atomically(out / "report.html", page)
+
+
+def write_text_atomically(path: Path, text: str) -> Path:
+    """Writes text to path through a temporary file beside it: a reader never sees half a file."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(text)
     os.replace(temporary, path)
     return path

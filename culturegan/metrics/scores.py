@@ -19,6 +19,8 @@ import itertools
 import torch
 import torch.nn.functional as F
 
+from culturegan.metrics.filters import gaussian_blur, luminance, sobel
+
 VARIANCE_FLOOR = 1e-3  # of the features' mean variance: constant features must not dominate
 
 
@@ -131,43 +133,25 @@ def frechet_distance(features: torch.Tensor, reference: torch.Tensor, scale: tor
 
 # ------------------------------------------------------------------- content preservation
 
-def _luminance(images: torch.Tensor) -> torch.Tensor:
-    rgb = ((images.float() + 1) / 2).clamp(0, 1)
-    return (0.299 * rgb[:, 0:1] + 0.587 * rgb[:, 1:2] + 0.114 * rgb[:, 2:3])
-
-
-def _gaussian(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    radius = max(1, int(3 * sigma + 0.5))
-    t = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
-    kernel = torch.exp(-t.square() / (2 * sigma**2))
-    kernel = kernel / kernel.sum()
-    x = F.pad(x, (radius,) * 4, mode="reflect")
-    x = F.conv2d(x, kernel.view(1, 1, 1, -1))
-    return F.conv2d(x, kernel.view(1, 1, -1, 1))
-
-
 def ssim_lowpass(outputs: torch.Tensor, inputs: torch.Tensor, sigma: float = 2.0) -> torch.Tensor:
     """(N,) SSIM of the luminance of outputs and inputs after a Gaussian low-pass (sigma 2): the
     layout of light and dark, not the texture a style changes. 1 for an unchanged image."""
     if outputs.shape != inputs.shape:
         raise ValueError(f"outputs {tuple(outputs.shape)} and inputs {tuple(inputs.shape)} differ in shape")
-    a, b = _gaussian(_luminance(outputs), sigma), _gaussian(_luminance(inputs), sigma)
+    a, b = gaussian_blur(luminance(outputs), sigma), gaussian_blur(luminance(inputs), sigma)
     c1, c2 = 0.01**2, 0.03**2
-    mu_a, mu_b = _gaussian(a, 1.5), _gaussian(b, 1.5)
-    var_a = _gaussian(a * a, 1.5) - mu_a**2
-    var_b = _gaussian(b * b, 1.5) - mu_b**2
-    cov = _gaussian(a * b, 1.5) - mu_a * mu_b
+    mu_a, mu_b = gaussian_blur(a, 1.5), gaussian_blur(b, 1.5)
+    var_a = gaussian_blur(a * a, 1.5) - mu_a**2
+    var_b = gaussian_blur(b * b, 1.5) - mu_b**2
+    cov = gaussian_blur(a * b, 1.5) - mu_a * mu_b
     ssim = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
     return ssim.flatten(1).mean(1)
 
 
 def edge_map(images: torch.Tensor, sigma: float = 2.0, share: float = 0.1) -> torch.Tensor:
     """(N, 1, H, W) bool: the strongest `share` of Sobel magnitudes of the smoothed luminance."""
-    smooth = _gaussian(_luminance(images), sigma)
-    sobel = torch.tensor([[-1.0, 0, 1], [-2, 0, 2], [-1, 0, 1]], device=images.device)
-    padded = F.pad(smooth, (1, 1, 1, 1), mode="replicate")
-    gx = F.conv2d(padded, sobel.view(1, 1, 3, 3))
-    gy = F.conv2d(padded, sobel.T.reshape(1, 1, 3, 3))
+    smooth = gaussian_blur(luminance(images), sigma)
+    gx, gy = sobel(smooth)
     magnitude = (gx.square() + gy.square()).sqrt().flatten(1)
     threshold = magnitude.quantile(1 - share, dim=1, keepdim=True).clamp_min(1e-3)
     return (magnitude >= threshold).view_as(smooth)

@@ -6,7 +6,7 @@ from html.parser import HTMLParser
 
 import pytest
 
-from culturegan import cli, demo
+from culturegan import cli, demo, metrics
 from culturegan.datasets import write_dataset
 from culturegan.evaluation import evaluate, write_report
 from culturegan.training import TrainConfig, Trainer
@@ -44,17 +44,27 @@ def test_evaluate_measures_everything_and_the_report_is_self_contained(run, tmp_
     for kind in ("culture", "judge"):
         assert 0 <= results["recognisability"][kind]["outputs"]["target_rate"] <= 1
     assert set(results["distance"]) == {"colour", "texture", "line", "culture", "hue", "lbp", "glcm", "judge"}
-    assert 0 < results["content"]["ssim_lowpass"] <= 1 and results["cycle_error"] >= 0
+    assert 0 < results["content"]["ssim_lowpass"] <= 1 and results["cycle"]["clean"] >= 0
+    assert set(results["cycle"]["perturbed"]) == set(results["cycle"]["change"]) == set(metrics.PERTURBATIONS)
+    assert 0 <= results["content"]["retrieval"]["top1"] <= 1 and results["content"]["retrieval"]["chance_top1"] == 0.25
+    assert set(results["content"]["collapse_ratio"]) == {"structure", "culture", "judge"}
+    assert results["periodic_artifacts"]["ratio"] > 0 and len(results["periodic_artifacts"]["per_image"]) == 4
+    assert isinstance(results["verdicts"], dict)
     assert 0 <= results["deception"]["outputs"] <= 1
-    report = write_report({"tiny": evaluation, "again": evaluation}, tmp_path / "report", notes=["a note"])
+    report = write_report({"tiny": [evaluation], "again": [evaluation, evaluation]}, tmp_path / "report",
+                          notes=["a note"])
     page = report.read_text()
     parser = _Images()
     parser.feed(page)
     assert len(parser.sources) >= 5 and all(s.startswith("data:image/png;base64,") for s in parser.sources)
     assert not re.search(r'(src|href)="(?!data:)', page)  # nothing fetched from elsewhere
     assert "a note" in page and "training curves" in page and "judge features" in page
-    assert json.loads((tmp_path / "report" / "report.json").read_text())["tiny"]["target"] == "ukiyoe"
-    assert (tmp_path / "report" / "distances.png").is_file() and (tmp_path / "report" / "run0_grid.png").is_file()
+    saved = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert saved["tiny"]["seeds"][0]["target"] == "ukiyoe" and len(saved["again"]["seeds"]) == 2
+    assert saved["again"]["summary"]["content"]["ssim_lowpass"]["std"] == 0.0  # the same run twice
+    assert "± 0.000" in page  # two seeds: mean ± standard deviation
+    for name in ("distances.png", "run0_grid.png", "run0_zoom.png", "run1_grid.png"):
+        assert (tmp_path / "report" / name).is_file()
 
 
 def test_cli_evaluate_and_its_errors(run, tmp_path, capsys):
@@ -70,7 +80,11 @@ def test_cli_evaluate_and_its_errors(run, tmp_path, capsys):
 def test_demo_end_to_end_at_toy_scale(tmp_path):
     settings = demo.DemoSettings(size=SIZE, train_images=4, test_images=3, steps=2, ngf=4, n_blocks=1, ndf=4,
                                  device="cpu")
-    report = demo.run(tmp_path / "demo", settings)
+    report, met = demo.run(tmp_path / "demo", settings, seeds=2)
     assert report.is_file() and "without culture loss" in report.read_text()
+    assert sorted(p.name for p in (tmp_path / "demo" / "runs" / "lambda_culture_1").iterdir()) == ["seed_0", "seed_1"]
     targets = json.loads((tmp_path / "demo" / "report" / "targets.json").read_text())
-    assert len(targets) == 3 and all(isinstance(t["met"], bool) for t in targets)
+    assert len(targets) == 6 and all(isinstance(t["met"], bool) for t in targets)
+    assert met == all(t["met"] for t in targets)
+    saved = json.loads((tmp_path / "demo" / "report" / "report.json").read_text())
+    assert all(len(setting["seeds"]) == 2 for setting in saved.values())

@@ -1,25 +1,18 @@
 """Every metric discriminates: two different cultures score clearly worse than two halves of one
 culture; a copy of the input has perfect content preservation and a poor culture match."""
 
-import numpy as np
 import pytest
 import torch
 
 from culturegan import metrics
 from culturegan.culture import extract
-from culturegan.datasets import CULTURES, culture_image
-
-SIZE = 48
-
-
-def images(culture, count, offset=0, size=SIZE):
-    pictures = [np.asarray(culture_image(culture, offset + i, size), dtype=np.float32) for i in range(count)]
-    return torch.from_numpy(np.stack(pictures)).permute(0, 3, 1, 2) / 127.5 - 1
+from culturegan.datasets import CULTURES
+from helpers import culture_images
 
 
 @pytest.fixture(scope="module")
 def sets():
-    return {name: images(name, 24) for name in (*CULTURES, "photo")}
+    return {name: culture_images(name, 24) for name in (*CULTURES, "photo")}
 
 
 def features(batch):
@@ -28,7 +21,7 @@ def features(batch):
 
 
 def test_judge_features_are_distributions_and_fixed_lengths():
-    batch = images("kente", 3)
+    batch = culture_images("kente", 3)
     judge = metrics.judge_features(batch)
     assert {g: tuple(v.shape) for g, v in judge.items()} == {"hue": (3, 12), "lbp": (3, 10), "glcm": (3, 8)}
     for group in ("hue", "lbp"):

@@ -1,0 +1,66 @@
+"""What a person would say about an evaluated run, in words, from its numbers; and one run's
+numbers summarised over seeds (runs differ between processes: every number is reported as a mean
+and spread)."""
+
+from __future__ import annotations
+
+import statistics
+
+MIN_RETRIEVAL = 0.5  # below this top-1 content retrieval, most outputs do not show their input
+MIN_COLLAPSE_RATIO = 0.5  # outputs at least half as varied as their inputs
+MAX_CLOSER_TO_ANOTHER = 0.5  # share of outputs nearer another output than their own input
+MAX_AMPLIFICATION = 3.0  # reconstruction error rise over an invisible perturbation's own size
+MAX_PERIODIC_RATIO = 2.0  # outputs' periodic-artifact measure over real target images'
+
+
+def collapse_ratio(results: dict) -> float:
+    """The headline collapse ratio: the smaller of the structure and culture-feature ratios (the
+    outputs must vary with their inputs both in layout and in their culture statistics)."""
+    ratios = results["content"]["collapse_ratio"]
+    return min(ratios["structure"], ratios["culture"])
+
+
+def verdicts(results: dict) -> dict[str, str]:
+    """Plain-language warnings for one evaluation's results, by kind ("retrieval", "collapse",
+    "hidden_signal", "periodic", "judge"); empty when none applies."""
+    found = {}
+    content, target = results["content"], results["target"]
+    retrieval = content["retrieval"]
+    if retrieval["top1"] < MIN_RETRIEVAL:
+        found["retrieval"] = (f"outputs do not show their inputs: {retrieval['top1']:.0%} retrieve their own "
+                              f"input by structure (chance {retrieval['chance_top1']:.0%})")
+    ratios, alike = content["collapse_ratio"], content["closer_to_another_output"]
+    if collapse_ratio(results) < MIN_COLLAPSE_RATIO or alike > MAX_CLOSER_TO_ANOTHER:
+        found["collapse"] = (f"outputs collapse toward one picture: {alike:.0%} look more like another output than "
+                             f"like their own input; they vary {ratios['structure']:.2f}x as much as their inputs "
+                             f"in structure and {ratios['culture']:.2f}x in culture features")
+    cycle = results.get("cycle")
+    if cycle is not None and cycle["amplification"] > MAX_AMPLIFICATION:
+        found["hidden_signal"] = (f"the cycle is carried by hidden signal: an invisible perturbation of the "
+                                  f"outputs moves the reconstruction {cycle['amplification']:.1f}x its own size")
+    periodic = results["periodic_artifacts"]
+    if periodic["ratio"] > MAX_PERIODIC_RATIO:
+        found["periodic"] = (f"periodic artifacts: the outputs' spectral peaks are {periodic['ratio']:.1f}x those "
+                             f"of real {target} images")
+    judge = results["recognisability"]["judge"]
+    rate, inputs_rate = judge["outputs"]["target_rate"], judge["inputs"]["target_rate"]
+    if rate <= inputs_rate:
+        found["judge"] = (f"not recognisably {target} by the judge features: {rate:.0%} of outputs (inputs: "
+                          f"{inputs_rate:.0%})")
+    return found
+
+
+def summarise(runs: list[dict]) -> dict:
+    """The results of one setting over seeds, the same nesting: each number becomes
+    {"mean", "std" (sample; 0 for one seed), "min", "max", "values"}; everything else (names,
+    per-image lists, flags) is taken from the first seed."""
+    first = runs[0]
+    if isinstance(first, bool) or not isinstance(first, (int, float, dict)):
+        return first
+    if isinstance(first, dict):
+        return {key: summarise([run[key] for run in runs]) if all(key in run for run in runs) else value
+                for key, value in first.items()}
+    values = [float(run) for run in runs]
+    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+            "min": min(values), "max": max(values), "values": values}
+

@@ -1,0 +1,111 @@
+"""Generators whose answer a person knows get that answer from the evaluation: a constant or
+collapsed generator does not show its inputs and collapses, the identity shows every input and
+no target culture, another image's input is no match, a hidden code and a dot grid are named.
+Also: summaries over seeds, and `culturegan demo --check`."""
+
+import pytest
+import torch
+
+from culturegan import cli, demo
+from culturegan.evaluation import measure, summarise
+from helpers import culture_images
+
+SIZE, COUNT = 64, 16
+
+
+@pytest.fixture(scope="module")
+def data():
+    references = {name: culture_images(name, COUNT, size=SIZE) for name in ("photo", "ukiyoe", "kente")}
+    return {"inputs": culture_images("photo", COUNT, offset=500, size=SIZE),
+            "real": culture_images("ukiyoe", COUNT, offset=500, size=SIZE), "references": references}
+
+
+def judged(data, outputs, back=None):
+    return measure(data["inputs"], outputs, data["real"], data["references"], "photo", "ukiyoe", back)
+
+
+def one_pattern_at_the_brightest_point(inputs):
+    """What a collapsed model draws: a cream field over a dark-blue band for every input, and a
+    black lattice where the input's brightest point (the sun) is."""
+    outputs = torch.tensor([0.8, 0.7, 0.4]).view(1, 3, 1, 1).repeat(len(inputs), 1, SIZE, SIZE)
+    outputs[:, :, int(SIZE * 0.6):] = torch.tensor([-0.6, -0.5, 0.2]).view(3, 1, 1)
+    yy, xx = torch.meshgrid(torch.arange(SIZE), torch.arange(SIZE), indexing="ij")
+    for output, brightest in zip(outputs, inputs.mean(1).flatten(1).argmax(1).tolist()):
+        y, x = divmod(brightest, SIZE)
+        near = ((yy - y).abs() < 10) & ((xx - x).abs() < 10)
+        output[:, near & ((yy % 3 == 0) | (xx % 3 == 0))] = -1.0
+    return outputs
+
+
+def test_the_identity_shows_every_input_and_no_target_culture(data):
+    results = judged(data, data["inputs"], back=lambda x: x)
+    assert results["content"]["retrieval"]["top1"] == 1.0
+    assert results["content"]["collapse_ratio"]["structure"] == pytest.approx(1.0)
+    for kind in ("judge", "culture"):
+        assert results["recognisability"][kind]["outputs"]["target_rate"] == 0.0
+    assert set(results["verdicts"]) == {"judge"}, results["verdicts"]
+
+
+def test_a_constant_generator_is_called_collapsed_whatever_its_culture(data):
+    constant = culture_images("ukiyoe", 1, offset=999, size=SIZE).expand(COUNT, -1, -1, -1)
+    results = judged(data, constant)
+    retrieval = results["content"]["retrieval"]
+    assert retrieval["top1"] == pytest.approx(retrieval["chance_top1"])
+    assert results["content"]["collapse_ratio"] == {"structure": 0.0, "culture": 0.0, "judge": 0.0}
+    assert {"retrieval", "collapse"} <= set(results["verdicts"])
+    assert results["recognisability"]["judge"]["outputs"]["target_rate"] == 1.0  # ukiyo-e, but not a transfer
+
+
+def test_a_collapsed_generator_that_follows_only_the_sun(data):
+    results = judged(data, one_pattern_at_the_brightest_point(data["inputs"]))
+    retrieval = results["content"]["retrieval"]
+    assert retrieval["top1"] < 0.35 and retrieval["mrr"] < 0.5, retrieval
+    assert results["content"]["closer_to_another_output"] == 1.0  # one picture with a moving lattice
+    assert {"retrieval", "collapse", "periodic"} <= set(results["verdicts"]), results["verdicts"]
+
+
+def test_another_images_input_is_no_match(data):
+    results = judged(data, data["inputs"].roll(1, dims=0))
+    assert results["content"]["retrieval"]["top1"] == 0.0
+    assert "retrieval" in results["verdicts"]
+
+
+def test_a_hidden_code_and_a_dot_grid_are_named(data):
+    pattern = culture_images("ukiyoe", 1, offset=999, size=SIZE)
+    hidden = judged(data, pattern + 0.005 * data["inputs"], back=lambda y: ((y - pattern) / 0.005).clamp(-1, 1))
+    assert hidden["cycle"]["clean"] < 1e-3 and "hidden_signal" in hidden["verdicts"]
+    yy, xx = torch.meshgrid(torch.arange(SIZE), torch.arange(SIZE), indexing="ij")
+    dotted = (data["inputs"] - 0.3 * ((yy % 4 == 0) & (xx % 4 == 0)).float()).clamp(-1, 1)
+    results = judged(data, dotted)
+    assert "periodic" in results["verdicts"] and "retrieval" not in results["verdicts"]
+
+
+def test_unknown_cultures_are_named(data):
+    with pytest.raises(ValueError, match="maya"):
+        measure(data["inputs"], data["inputs"], data["real"], data["references"], "photo", "maya")
+
+
+def test_summaries_over_seeds():
+    runs = [{"name": "a", "score": 1.0, "nested": {"n": 2, "ranks": [1, 2]}, "cycle": None},
+            {"name": "b", "score": 3.0, "nested": {"n": 4, "ranks": [2, 1]}, "cycle": None}]
+    summary = summarise(runs)
+    assert summary["name"] == "a" and summary["cycle"] is None and summary["nested"]["ranks"] == [1, 2]
+    assert summary["score"] == {"mean": 2.0, "std": pytest.approx(2 ** 0.5), "min": 1.0, "max": 3.0,
+                                "values": [1.0, 3.0]}
+    assert summarise(runs[:1])["nested"]["n"]["std"] == 0.0
+
+
+@pytest.mark.parametrize("met, check, code", [(True, True, 0), (False, True, 1), (False, False, 0)])
+def test_demo_check_exit_status(monkeypatch, tmp_path, met, check, code):
+    calls = []
+
+    def run(out, settings, seeds):
+        calls.append(seeds)
+        return tmp_path / "report.html", met
+
+    monkeypatch.setattr(demo, "run", run)
+    assert cli.main(["demo", "--out", str(tmp_path), "--seeds", "2", *(["--check"] if check else [])]) == code
+    assert calls == [2]
+    with pytest.raises(SystemExit) as error:
+        cli.main(["demo", "--seeds", "0"])
+    assert error.value.code == 2
