@@ -1,10 +1,12 @@
 """The evaluation report: REPORT_DIR/report.html (self-contained: every picture embedded, opens
 offline), the pictures as PNGs beside it, and report.json with every number for scripts.
 
-A report holds one or more evaluated runs side by side (the demo compares a run without and a
-run with the culture loss): per run an input / output / reconstruction grid, the metric table,
-bars of the feature-group distances, and its training curves and configuration when the
-checkpoint is a culturegan run.
+A report holds one or more settings side by side (the demo compares training without and with
+the culture loss), each evaluated once or once per seed: per setting a grid of the inputs, every
+seed's outputs and the cycle reconstructions, a 4x view with unsmoothed pixels, the verdicts,
+the metric table (mean and standard deviation over seeds), and the first seed's training curves
+and configuration when the checkpoint is a culturegan run; above them, bars of the feature-group
+distances.
 """
 
 from __future__ import annotations
@@ -54,7 +56,7 @@ def _run_folder(checkpoint: str) -> Path | None:
 def _value(values: list[float], form: str) -> str:
     """One number over seeds: the mean, and its sample standard deviation when there are several."""
     text = format(statistics.fmean(values), form)
-    return text if len(values) == 1 else f"{text} ± {format(statistics.stdev(values), form)}"
+    return text if len(values) == 1 else f"{text} ± {format(statistics.stdev(values), form.lstrip('+'))}"
 
 
 def _metric_rows(runs: list[dict]) -> list[tuple[str, str, str]]:
@@ -67,13 +69,14 @@ def _metric_rows(runs: list[dict]) -> list[tuple[str, str, str]]:
              ".0%", f"chance {retrieval['chance_top1']:.0%}; identity 100%"),
             ("content retrieval: mean reciprocal rank", lambda r: r["content"]["retrieval"]["mrr"], ".2f",
              f"chance {retrieval['chance_mrr']:.2f}"),
-            ("collapse ratio (the smaller of structure and culture features)", collapse_ratio, ".2f",
+            ("collapse ratio (the smallest of the three below)", collapse_ratio, ".2f",
              "spread of outputs / spread of their inputs; 1 = as varied"),
             *((f"collapse ratio in {space}", lambda r, key=key: r["content"]["collapse_ratio"][key], ".2f", "")
               for space, key in (("structure", "structure"), ("culture features", "culture"),
                                  ("judge features", "judge"))),
             ("outputs nearer another output than their own input", lambda r: r["content"]["closer_to_another_output"],
-             ".0%", "by structure"),
+             ".0%", "by structure; seed 1: " + (", ".join(f"#{i + 1}" for i in first["content"]["flagged"])
+                                                or "none")),
             (f"classified as {target}, judge features (never seen by the loss)",
              lambda r: r["recognisability"]["judge"]["outputs"]["target_rate"], ".0%",
              f"inputs: {judge['inputs']['target_rate']:.0%}; classifier on real images: {judge['real_accuracy']:.0%}"),

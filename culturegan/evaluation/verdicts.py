@@ -14,15 +14,15 @@ MAX_PERIODIC_RATIO = 2.0  # outputs' periodic-artifact measure over real target 
 
 
 def collapse_ratio(results: dict) -> float:
-    """The headline collapse ratio: the smaller of the structure and culture-feature ratios (the
-    outputs must vary with their inputs both in layout and in their culture statistics)."""
-    ratios = results["content"]["collapse_ratio"]
-    return min(ratios["structure"], ratios["culture"])
+    """The headline collapse ratio: the smallest of the structure, culture-feature and
+    judge-feature ratios (the outputs must vary with their inputs in layout and in their culture
+    statistics, by the loss's features and by features it never sees)."""
+    return min(results["content"]["collapse_ratio"].values())
 
 
 def verdicts(results: dict) -> dict[str, str]:
     """Plain-language warnings for one evaluation's results, by kind ("retrieval", "collapse",
-    "hidden_signal", "periodic", "judge"); empty when none applies."""
+    "alike", "hidden_signal", "periodic", "judge"); empty when none applies."""
     found = {}
     content, target = results["content"], results["target"]
     retrieval = content["retrieval"]
@@ -30,10 +30,12 @@ def verdicts(results: dict) -> dict[str, str]:
         found["retrieval"] = (f"outputs do not show their inputs: {retrieval['top1']:.0%} retrieve their own "
                               f"input by structure (chance {retrieval['chance_top1']:.0%})")
     ratios, alike = content["collapse_ratio"], content["closer_to_another_output"]
-    if collapse_ratio(results) < MIN_COLLAPSE_RATIO or alike > MAX_CLOSER_TO_ANOTHER:
-        found["collapse"] = (f"outputs collapse toward one picture: {alike:.0%} look more like another output than "
-                             f"like their own input; they vary {ratios['structure']:.2f}x as much as their inputs "
-                             f"in structure and {ratios['culture']:.2f}x in culture features")
+    if collapse_ratio(results) < MIN_COLLAPSE_RATIO:
+        found["collapse"] = (f"outputs collapse toward one picture: they vary {ratios['structure']:.2f}x as much as "
+                             f"their inputs in structure, {ratios['culture']:.2f}x in culture features and "
+                             f"{ratios['judge']:.2f}x in judge features")
+    if alike > MAX_CLOSER_TO_ANOTHER:
+        found["alike"] = f"{alike:.0%} of outputs look more like another output than like their own input"
     cycle = results.get("cycle")
     if cycle is not None and cycle["amplification"] > MAX_AMPLIFICATION:
         found["hidden_signal"] = (f"the cycle is carried by hidden signal: an invisible perturbation of the "

@@ -52,7 +52,7 @@ def test_a_constant_generator_is_called_collapsed_whatever_its_culture(data):
     retrieval = results["content"]["retrieval"]
     assert retrieval["top1"] == pytest.approx(retrieval["chance_top1"])
     assert results["content"]["collapse_ratio"] == {"structure": 0.0, "culture": 0.0, "judge": 0.0}
-    assert {"retrieval", "collapse"} <= set(results["verdicts"])
+    assert {"retrieval", "collapse", "alike"} <= set(results["verdicts"])
     assert results["recognisability"]["judge"]["outputs"]["target_rate"] == 1.0  # ukiyo-e, but not a transfer
 
 
@@ -61,13 +61,14 @@ def test_a_collapsed_generator_that_follows_only_the_sun(data):
     retrieval = results["content"]["retrieval"]
     assert retrieval["top1"] < 0.35 and retrieval["mrr"] < 0.5, retrieval
     assert results["content"]["closer_to_another_output"] == 1.0  # one picture with a moving lattice
-    assert {"retrieval", "collapse", "periodic"} <= set(results["verdicts"]), results["verdicts"]
+    assert results["content"]["collapse_ratio"]["judge"] < 0.5
+    assert {"retrieval", "collapse", "alike", "periodic"} <= set(results["verdicts"]), results["verdicts"]
 
 
 def test_another_images_input_is_no_match(data):
     results = judged(data, data["inputs"].roll(1, dims=0))
     assert results["content"]["retrieval"]["top1"] == 0.0
-    assert "retrieval" in results["verdicts"]
+    assert {"retrieval", "alike"} <= set(results["verdicts"]) and "collapse" not in results["verdicts"]
 
 
 def test_a_hidden_code_and_a_dot_grid_are_named(data):
