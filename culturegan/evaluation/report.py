@@ -39,6 +39,7 @@ table { border-collapse: collapse; margin: 1em 0; } td, th { padding: .3em .8em;
 th { text-align: left; background: #f6f6f6; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
 .runs { display: flex; gap: 2em; flex-wrap: wrap; } .run { flex: 1; min-width: 420px; }
 img { max-width: 100%; border: 1px solid #ddd; image-rendering: pixelated; } .note { color: #666; font-size: .9em; }
+img.wide { width: 100%; } p.missed { color: #c0392b; font-weight: 600; }
 ul.warnings { background: #fff3f0; border-left: 4px solid #c0392b; padding: .6em 1em .6em 2em; }
 pre { background: #f6f6f6; padding: 1em; overflow-x: auto; font-size: .8em; }
 """
@@ -155,8 +156,9 @@ def _embedded(path: Path) -> str:
     return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode()
 
 
-def _image(path: Path, alt: str) -> str:
-    return f'<img src="{_embedded(path)}" alt="{html.escape(alt)}">'
+def _image(path: Path, alt: str, wide: bool = False) -> str:
+    """An embedded PNG; `wide` stretches it to the column's width (pixels stay sharp)."""
+    return f'<img src="{_embedded(path)}" alt="{html.escape(alt)}"' + (' class=wide>' if wide else '>')
 
 
 def _zoomed(images: torch.Tensor) -> list[torch.Tensor]:
@@ -196,7 +198,7 @@ def _setting_section(name: str, evaluations: list[Evaluation], out: Path, slug: 
              f"<p class=note>{html.escape(first.results.get('model', ''))}; {first.results['images']} "
              f"{html.escape(first.results['source'])} images at {first.results['size']} px; {seeds}"
              + (" (values: mean ± standard deviation over seeds)" if len(results) > 1 else "") + "</p>",
-             _image(grid, f"{name}: input, outputs, reconstruction"),
+             _image(grid, f"{name}: input, outputs, reconstruction", wide=True),
              "<p class=note>columns: input, " + ", ".join(f"output (seed {i + 1})" for i in range(len(evaluations)))
              + (", cycle reconstruction (seed 1)" if first.reconstructions is not None else "") + "</p>",
              _image(zoom, f"{name}: input and output at {ZOOM}x"),
@@ -228,6 +230,8 @@ def write_report(settings: dict[str, list[Evaluation]], out: str | os.PathLike, 
                 for index, (name, evaluations) in enumerate(settings.items())]
     chart = _distance_chart(results, out / "distances.png")
     first = next(iter(results.values()))[0]
+    notes_html = "".join(f"<p class='note{' missed' if note.startswith('MISSED') else ''}'>{html.escape(note)}</p>"
+                         for note in notes)
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title><style>{STYLE}</style></head>
 <body>
@@ -239,7 +243,7 @@ texture, and how varied the outputs are against their inputs), and is the cultur
 (hue histogram, local binary patterns, grey-level co-occurrence) that the culture loss never sees. Then the
 culture features the loss optimises, the spectral peaks of periodic artifacts, and the cycle's reliance on
 hidden signal.</p>
-{''.join(f'<p class=note>{html.escape(n)}</p>' for n in notes)}
+{notes_html}
 <h2>distance to the target culture per feature group</h2>
 {_image(chart, "KID per feature group")}
 <div class=runs>
