@@ -36,7 +36,8 @@ STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222; }
 h1 { font-weight: 600; } h2 { border-bottom: 1px solid #ddd; padding-bottom: .2em; margin-top: 2em; }
 table { border-collapse: collapse; margin: 1em 0; } td, th { padding: .3em .8em; border-bottom: 1px solid #eee; }
-th { text-align: left; background: #f6f6f6; } td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+th { text-align: left; background: #f6f6f6; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 .runs { display: flex; gap: 2em; flex-wrap: wrap; } .run { flex: 1; min-width: 420px; }
 img { max-width: 100%; border: 1px solid #ddd; image-rendering: pixelated; } .note { color: #666; font-size: .9em; }
 img.wide { width: 100%; } p.missed { color: #c0392b; font-weight: 600; }
