@@ -107,26 +107,28 @@ def evaluate(checkpoint: str | os.PathLike, data: str | os.PathLike, source: str
     references = {c: load_images(reference, c, size) for c in cultures}
     results = {"checkpoint": str(checkpoint), "data": str(data), "reference": str(reference),
                "model": stylizer.card.get("description", "")}
+    reconstructions = _transfer(back, outputs)
     results.update(measure(inputs, outputs, real_target, references, source, target,
-                           None if back is None else functools.partial(_transfer, back), stylizer.device))
+                           None if back is None else functools.partial(_transfer, back), stylizer.device,
+                           reconstructions=reconstructions))
     discriminator, gan_mode = _discriminator(checkpoint, target, stylizer.device)
     if discriminator is not None:
         with torch.no_grad():
             results["deception"] = {
                 "outputs": metrics.deception_rate(discriminator(outputs.to(stylizer.device)), gan_mode),
                 "real": metrics.deception_rate(discriminator(real_target.to(stylizer.device)), gan_mode)}
-    reconstructions = None if back is None else _transfer(back, outputs)
     return Evaluation(results, inputs, outputs, reconstructions)
 
 
 def measure(inputs: torch.Tensor, outputs: torch.Tensor, real_target: torch.Tensor,
             references: dict[str, torch.Tensor], source: str, target: str,
             back: Callable[[torch.Tensor], torch.Tensor] | None = None,
-            device: torch.device | str = "cpu") -> dict:
+            device: torch.device | str = "cpu", *, reconstructions: torch.Tensor | None = None) -> dict:
     """Every metric of transferred images, JSON-ready: `outputs` are `inputs` (source images)
     transferred to `target`; `real_target` are held-out images of the target culture;
     `references` the images of every culture the classifiers and feature units are fitted on;
-    `back` (optional) transfers target images back to the source, for the cycle measures."""
+    `back` (optional) transfers target images back to the source, for the cycle measures, and
+    `reconstructions` is back(outputs) when the caller has it already."""
     missing = [c for c in (source, target) if c not in references]
     if missing:
         raise ValueError(f"culture(s) {missing} not among the reference cultures {list(references)}")
@@ -147,7 +149,7 @@ def measure(inputs: torch.Tensor, outputs: torch.Tensor, real_target: torch.Tens
     } for group, scale in scales.items()}
     results["content"] = _content(outputs, inputs, output_features, input_features, scales)
     results["periodic_artifacts"] = metrics.periodic_artifact_ratio(outputs, real_target)
-    results["cycle"] = None if back is None else metrics.hidden_signal(back, outputs, inputs)
+    results["cycle"] = None if back is None else metrics.hidden_signal(back, outputs, inputs, reconstructions)
     results["diversity"] = metrics.diversity(output_features["culture"], target_features["culture"],
                                              scales["culture"])
     results["verdicts"] = verdicts(results)

@@ -18,15 +18,12 @@ import torch
 import torch.nn.functional as F
 
 from culturegan.culture.features import check_images
+from culturegan.metrics.filters import luminance, unit_rgb
 
 JUDGE_GROUPS = ("hue", "lbp", "glcm")
 HUE_BINS = 12
 GLCM_LEVELS = 16
 GLCM_DISTANCES = (1, 4)
-
-
-def _gray(rgb: torch.Tensor) -> torch.Tensor:
-    return (0.299 * rgb[:, 0] + 0.587 * rgb[:, 1] + 0.114 * rgb[:, 2]).clamp(0, 1)
 
 
 def hue_histogram(rgb: torch.Tensor) -> torch.Tensor:
@@ -88,6 +85,5 @@ def glcm_statistics(gray: torch.Tensor) -> torch.Tensor:
 def judge_features(images: torch.Tensor) -> dict[str, torch.Tensor]:
     """{"hue": (N, 12), "lbp": (N, 10), "glcm": (N, 8)} of (N, 3, H, W) images in [-1, 1]."""
     check_images(images)
-    rgb = ((images.float() + 1) / 2).clamp(0, 1)
-    gray = _gray(rgb)
-    return {"hue": hue_histogram(rgb), "lbp": lbp_histogram(gray), "glcm": glcm_statistics(gray)}
+    gray = luminance(images)[:, 0]
+    return {"hue": hue_histogram(unit_rgb(images)), "lbp": lbp_histogram(gray), "glcm": glcm_statistics(gray)}

@@ -53,17 +53,17 @@ PERTURBATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     f"jpeg q{JPEG_QUALITY}": jpeg_round_trip, f"noise {NOISE_STD:.0%}": gaussian_noise, "blur 1 px": blur}
 
 
-def hidden_signal(back: Callable[[torch.Tensor], torch.Tensor], outputs: torch.Tensor,
-                  inputs: torch.Tensor) -> dict:
+def hidden_signal(back: Callable[[torch.Tensor], torch.Tensor], outputs: torch.Tensor, inputs: torch.Tensor,
+                  reconstructions: torch.Tensor | None = None) -> dict:
     """The cycle error of back(outputs) against the inputs, clean and after each perturbation of
     the outputs: {"clean": e, "perturbed": {name: e}, "change": {name: the perturbation's own mean
     |change| of the outputs}, all in [0, 1] pixel units, and "amplification": the largest rise of
     the error over the perturbation's own change, (perturbed - clean) / change: about 1 or less
     when the reconstruction follows what is visible (a copy back scores 1 for noise), far above 1
-    when an invisible change moves it}."""
+    when an invisible change moves it}. `reconstructions`: back(outputs), when already computed."""
     if outputs.shape != inputs.shape:
         raise ValueError(f"outputs {tuple(outputs.shape)} and inputs {tuple(inputs.shape)} differ in shape")
-    clean = cycle_error(back(outputs), inputs)
+    clean = cycle_error(back(outputs) if reconstructions is None else reconstructions, inputs)
     perturbed, change = {}, {}
     for name, perturb in PERTURBATIONS.items():
         moved = perturb(outputs)

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from culturegan.metrics.filters import gaussian_blur, sobel, unit_rgb
+from culturegan.metrics.scores import mean_pairwise_distance
 
 STRUCTURE_SIZE = 64
 TEXTURE_SIGMA = 1.0  # pixels at STRUCTURE_SIZE: removes texture before the gradient
@@ -73,17 +74,11 @@ def _ranked(output_maps: torch.Tensor, input_maps: torch.Tensor) -> dict:
             "own_correlation": float(own.mean()), "ranks": ranks.tolist()}
 
 
-def _mean_pairwise_distance(x: torch.Tensor) -> torch.Tensor:
-    if x.shape[0] < 2:
-        raise ValueError("a spread needs at least 2 images")
-    return torch.pdist(x.double()).mean()
-
-
 def collapse_ratio(outputs: torch.Tensor, inputs: torch.Tensor) -> float:
     """Mean pairwise distance of the outputs' feature vectors (N, d) over that of their inputs'
     (in the same units): 1 when outputs are as varied as the inputs, 0 when all are one."""
     _check_pair(outputs, inputs)
-    return float(_mean_pairwise_distance(outputs) / _mean_pairwise_distance(inputs).clamp_min(1e-12))
+    return float(mean_pairwise_distance(outputs) / mean_pairwise_distance(inputs).clamp_min(1e-12))
 
 
 def closer_to_another_output(outputs: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:

@@ -36,6 +36,8 @@ def test_a_hidden_code_is_exposed(photos):
     result = metrics.hidden_signal(lambda y: ((y - pattern) / hide).clamp(-1, 1), outputs, photos)
     assert result["clean"] < 1e-4  # the cycle looks perfect
     assert result["amplification"] > 10 and max(result["perturbed"].values()) > 0.1
+    decode = lambda y: ((y - pattern) / hide).clamp(-1, 1)  # noqa: E731
+    assert metrics.hidden_signal(decode, outputs, photos, reconstructions=decode(outputs)) == result
 
 
 def test_shapes_must_match(photos):
