@@ -113,7 +113,7 @@ def _add_evaluation_commands(commands) -> None:
                                             "trainings (with and without the culture loss), evaluation, report")
     demo.add_argument("--out", default="culturegan-demo", help="where to write data, runs and the report")
     demo.add_argument("--target", default="ukiyoe", help="the culture to transfer photos to")
-    demo.add_argument("--steps", type=int, help="training steps per run (default 800)")
+    demo.add_argument("--steps", type=int, help="training steps per run (default 400)")
     demo.add_argument("--size", type=int, help="image side (default 64)")
     demo.add_argument("--seeds", type=int, default=3, help="training runs per setting, with seeds 0..SEEDS-1; "
                                                            "every number is reported as mean and spread (default 3)")

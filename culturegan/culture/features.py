@@ -3,16 +3,24 @@ per image and group, differentiable (so the culture loss can use them) and offli
 
 Images are (N, 3, H, W) RGB in [-1, 1] (culturegan's convention; the loaders produce it).
 
-- colour (10): Lab mean and std (6), HSV saturation mean and std (2), Hasler-Susstrunk
-  colourfulness, and the entropy of a soft 64-colour palette histogram. Low-dimensional and
-  robust: on the notes' procedural styles this group generalised best.
-- texture (256 by default): per-channel mean and std (AdaIN's statistics) of a fixed
-  multi-scale random-filter layer (kernels 3, 5, 7 and 11, 32 zero-mean unit-norm filters
-  each, ReLU; seeded, needs no downloaded weights), computed by culturegan.ops.culture_stats;
-  ``gram=True`` adds each scale's Gram matrix (upper triangle).
-- line (13): Sobel gradient magnitude mean and std, edge density, a magnitude-weighted
-  8-bin orientation histogram and its entropy, and a stroke width estimate (2 x area /
-  perimeter of the dark mask).
+Every statistic is taken on area-downsampled copies of the image (SCALES: the image, and the
+image seen 2 and 4 times further away), never on the full-resolution pixels alone. Statistics
+of one fine scale are cheap to satisfy with a regular pattern: a dot grid raises a colour
+spread, a lattice adds edges of any wanted density and orientation. A culture's look lives at
+several scales at once (regions of colour, brush texture, outlines), and a pattern of period p
+averages out of every copy downsampled by p or more, so it cannot fake the coarse statistics
+and pays for the fine ones.
+
+- colour (10), on the 2x copy (colour regions, not pixels): Lab mean and std (6), HSV
+  saturation mean and std (2), Hasler-Susstrunk colourfulness, and the entropy of a soft
+  64-colour palette histogram.
+- texture (384 by default): per-channel mean and std (AdaIN's statistics) of a fixed random
+  filter layer (kernels 3 and 5, 32 zero-mean unit-norm filters each, ReLU; seeded, needs no
+  downloaded weights) applied at every scale (receptive fields of 3 to 20 pixels), computed by
+  culturegan.ops.culture_stats; ``gram=True`` adds each bank's Gram matrix (upper triangle).
+- line (37): at every scale, the luminance gradient magnitude's mean and std, edge density, a
+  magnitude-weighted 8-bin orientation histogram and its entropy (12 per scale); and a stroke
+  width estimate (2 x area / perimeter of the dark mask, full resolution).
 """
 
 from __future__ import annotations
@@ -24,13 +32,17 @@ import torch
 import torch.nn.functional as F
 
 from culturegan import ops
+from culturegan.nn.filters import area_downsample, luma, sobel, unit_rgb
 
 GROUPS = ("colour", "texture", "line")
-TEXTURE_KERNELS = (3, 5, 7, 11)
+SCALES = (1, 2, 4)  # downsampling factors the statistics are taken at
+COLOUR_SCALE = 2
+TEXTURE_KERNELS = (3, 5)
 TEXTURE_FILTERS = 32
 TEXTURE_SEED = 0
 EDGE_THRESHOLD = 0.1  # Sobel magnitude (on [0, 1] luminance) counted as an edge
 ORIENTATION_BINS = 8
+MIN_SIDE = 4 * max(SCALES)  # the coarsest copy is still 4 pixels across
 
 
 @dataclasses.dataclass
@@ -55,9 +67,9 @@ def check_images(images: torch.Tensor) -> None:
         raise ValueError(f"images must be (N, 3, H, W) RGB, got shape {tuple(images.shape)}")
     if not images.is_floating_point():
         raise TypeError(f"images must be floating point in [-1, 1], got {images.dtype}")
-    if min(images.shape[2:]) < 16:
-        raise ValueError(f"images must be at least 16 x 16 for the texture and line statistics, got "
-                         f"{tuple(images.shape[2:])}")
+    if min(images.shape[2:]) < MIN_SIDE:
+        raise ValueError(f"images must be at least {MIN_SIDE} x {MIN_SIDE} for the texture and line statistics "
+                         f"at {max(SCALES)}x downsampling, got {tuple(images.shape[2:])}")
 
 
 # ---------------------------------------------------------------------------------- colour
@@ -73,6 +85,7 @@ def rgb_to_lab(rgb: torch.Tensor) -> torch.Tensor:
 
 
 def colour_features(rgb: torch.Tensor) -> torch.Tensor:
+    rgb = area_downsample(rgb, COLOUR_SCALE)
     lab = rgb_to_lab(rgb).flatten(2)
     high, low = rgb.amax(1), rgb.amin(1)
     saturation = ((high - low) / (high + 1e-6)).flatten(1)
@@ -110,42 +123,52 @@ def random_filters(seed: int = TEXTURE_SEED, device=None, dtype=torch.float32) -
 def texture_features(rgb: torch.Tensor, filters: list[torch.Tensor], gram: bool = False,
                      backend: str | None = None) -> torch.Tensor:
     parts = []
-    for w in filters:
-        response = F.relu(F.conv2d(rgb, w, padding=w.shape[-1] // 2))
-        mean, std, g = ops.culture_stats(response, backend=backend)
-        parts += [mean, std]
-        if gram:
-            rows, cols = torch.triu_indices(w.shape[0], w.shape[0], device=rgb.device)
-            parts.append(g[:, rows, cols])
+    for scale in SCALES:
+        copy = area_downsample(rgb, scale)
+        for w in filters:
+            response = F.relu(F.conv2d(copy, w, padding=w.shape[-1] // 2))
+            mean, std, g = ops.culture_stats(response, backend=backend)
+            parts += [mean, std]
+            if gram:
+                rows, cols = torch.triu_indices(w.shape[0], w.shape[0], device=rgb.device)
+                parts.append(g[:, rows, cols])
     return torch.cat(parts, 1)
 
 
 # ------------------------------------------------------------------------------------ line
 
 def line_features(rgb: torch.Tensor) -> torch.Tensor:
-    luminance = (0.299 * rgb[:, 0] + 0.587 * rgb[:, 1] + 0.114 * rgb[:, 2])[:, None]
-    sobel = rgb.new_tensor([[1.0, 0.0, -1.0], [2.0, 0.0, -2.0], [1.0, 0.0, -1.0]]) / 4
-    padded = F.pad(luminance, (1, 1, 1, 1), mode="replicate")
-    gx = F.conv2d(padded, sobel.view(1, 1, 3, 3))
-    gy = F.conv2d(padded, sobel.t().reshape(1, 1, 3, 3))
+    luminance = luma(rgb)
+    return torch.cat([*(_edge_statistics(area_downsample(luminance, scale)) for scale in SCALES),
+                      _stroke_width(luminance)], 1)
+
+
+def _edge_statistics(luminance: torch.Tensor) -> torch.Tensor:
+    """(N, 12): gradient magnitude mean and std, edge density, orientation histogram, its entropy."""
+    gx, gy = (g / 4 for g in sobel(luminance))  # a step of height h: magnitude h
     magnitude = (gx.square() + gy.square() + 1e-12).sqrt().flatten(1)
     edges = torch.sigmoid((magnitude - EDGE_THRESHOLD) * 50)  # a soft count: differentiable
     angle = torch.atan2(gy, gx).flatten(1) % math.pi  # orientation, not direction
     position = angle / math.pi * ORIENTATION_BINS
-    bins = torch.arange(ORIENTATION_BINS, device=rgb.device, dtype=rgb.dtype)
+    bins = torch.arange(ORIENTATION_BINS, device=luminance.device, dtype=luminance.dtype)
     distance = (position[..., None] - bins - 0.5).abs()
     share = (1 - torch.minimum(distance, ORIENTATION_BINS - distance)).clamp_min(0)  # circular triangular bins
     histogram = (share * magnitude[..., None]).sum(1)
     histogram = histogram / histogram.sum(1, keepdim=True).clamp_min(1e-12)
     entropy = -(histogram * torch.log2(histogram.clamp_min(1e-12))).sum(1, keepdim=True)
+    return torch.cat([magnitude.mean(1, keepdim=True), magnitude.std(1, keepdim=True),
+                      edges.mean(1, keepdim=True), histogram, entropy], 1)
+
+
+def _stroke_width(luminance: torch.Tensor) -> torch.Tensor:
+    """(N, 1): 2 x area / perimeter of the soft dark mask (pixels darker than mean - std / 2), in
+    image sides."""
     flat = luminance.flatten(1)
     dark = torch.sigmoid((flat.mean(1, keepdim=True) - 0.5 * flat.std(1, keepdim=True) - flat) * 50)
     dark_map = dark.view_as(luminance)
     perimeter = ((dark_map[..., 1:, :] - dark_map[..., :-1, :]).abs().flatten(1).sum(1)
                  + (dark_map[..., :, 1:] - dark_map[..., :, :-1]).abs().flatten(1).sum(1))
-    stroke_width = 2 * dark.sum(1) / (perimeter + 1.0) / min(rgb.shape[2:])  # in image sides
-    return torch.cat([magnitude.mean(1, keepdim=True), magnitude.std(1, keepdim=True),
-                      edges.mean(1, keepdim=True), histogram, entropy, stroke_width[:, None]], 1)
+    return (2 * dark.sum(1) / (perimeter + 1.0) / min(luminance.shape[2:]))[:, None]
 
 
 # ------------------------------------------------------------------------------ extraction
@@ -161,7 +184,7 @@ class CultureFeatureExtractor(torch.nn.Module):
 
     def forward(self, images: torch.Tensor) -> CultureFeatures:
         check_images(images)
-        rgb = ((images.float() + 1) / 2).clamp(0, 1)
+        rgb = unit_rgb(images)
         filters = [getattr(self, f"filters_{k}") for k in TEXTURE_KERNELS]
         return CultureFeatures(colour_features(rgb), texture_features(rgb, filters, self.gram, self.backend),
                                line_features(rgb))

@@ -13,8 +13,8 @@ from safetensors.torch import load_file, save_file
 
 from culturegan.culture.features import GROUPS, TEXTURE_SEED, CultureFeatureExtractor, CultureFeatures
 
-FORMAT_VERSION = 1
-SHRINKAGE = 0.1  # covariance shrunk toward its diagonal: stable with fewer images than dimensions
+FORMAT_VERSION = 2  # 2: multi-scale features (culturegan.culture.features.SCALES)
+MIN_SHRINKAGE = 0.1  # the covariance is shrunk toward its diagonal by at least this much
 # Each feature's variance is floored at this share of the group's mean variance: a feature that
 # barely varies within a culture (few images, a constant statistic) would otherwise dominate the
 # distance and give the culture loss huge gradients.
@@ -31,6 +31,7 @@ class CultureProfile:
             raise ValueError(f"a culture profile needs every group; {sorted(missing)} missing")
         self.culture, self.means, self.covariances = culture, means, covariances
         self.count, self.seed, self.gram = count, seed, gram
+        self._precisions: dict[tuple, torch.Tensor] = {}  # (group, device, dtype) -> inverse covariance
 
     @classmethod
     def fit(cls, culture: str, features: CultureFeatures | list[CultureFeatures], seed: int = TEXTURE_SEED,
@@ -61,9 +62,17 @@ class CultureProfile:
             raise ValueError(f"unknown feature group {group!r}; expected one of {', '.join(GROUPS)}")
         values = getattr(features, group)
         mean = self.means[group].to(values)
-        precision = torch.linalg.inv(self.covariances[group]).to(values)
+        precision = self._precision(group, values)
         centred = values - mean
         return torch.einsum("ni,ij,nj->n", centred, precision, centred).clamp_min(0).sqrt()
+
+    def _precision(self, group: str, like: torch.Tensor) -> torch.Tensor:
+        """The group's inverse covariance on like's device and dtype, inverted once (in float64)
+        and kept: the culture loss asks for it every training step."""
+        key = (group, like.device, like.dtype)
+        if key not in self._precisions:
+            self._precisions[key] = torch.linalg.inv(self.covariances[group].double()).to(like)
+        return self._precisions[key]
 
     def state(self) -> tuple[dict[str, torch.Tensor], dict]:
         """(tensors, metadata): what save() writes, for containers such as training checkpoints."""
@@ -79,7 +88,9 @@ class CultureProfile:
         """The profile state() returned; `source` names where it came from in errors."""
         if not isinstance(meta, dict) or meta.get("format") != "culturegan.CultureProfile" \
                 or meta.get("version") != FORMAT_VERSION:
-            raise ValueError(f"{source}: not a culturegan culture profile of version {FORMAT_VERSION}")
+            raise ValueError(f"{source}: not a culturegan culture profile of version {FORMAT_VERSION} (version "
+                             f"{meta.get('version') if isinstance(meta, dict) else None}; profiles and checkpoints "
+                             f"made before the multi-scale features of version 2 must be fitted or trained again)")
         try:
             means = {g: tensors[f"means.{g}"] for g in GROUPS}
             covariances = {g: tensors[f"covariances.{g}"] for g in GROUPS}
@@ -132,8 +143,36 @@ def folder_features(root: str | os.PathLike, culture: str, size: int = 128, batc
 
 
 def _shrunk_covariance(values: torch.Tensor) -> torch.Tensor:
+    """The covariance of (n, d) values shrunk toward its diagonal by the Ledoit-Wolf intensity
+    (at least MIN_SHRINKAGE), with every variance floored (VARIANCE_FLOOR).
+
+    With fewer images than features (60 images, 384 texture features) the sample covariance is
+    singular: a fixed small shrinkage leaves the directions the images never varied in with a
+    tenth of their variance, so any step along them costs about 3x the culture's own spread and
+    a generator is pushed hard along arbitrary directions. Ledoit-Wolf (on the standardised
+    features, toward the identity: toward the diagonal of the covariance) picks the intensity
+    from how noisy the sample correlations are, so it grows as images get fewer than features.
+    """
     covariance = torch.cov(values.T).reshape(values.shape[1], values.shape[1])
     variances = covariance.diagonal()
+    scale = variances.clamp_min(1e-12).sqrt()
+    standard = (values - values.mean(0)) / scale
+    shrinkage = max(MIN_SHRINKAGE, _ledoit_wolf_intensity(standard))
+    shrunk = (1 - shrinkage) * covariance + shrinkage * torch.diag(variances)
     floor = (VARIANCE_FLOOR * variances.mean()).clamp_min(1e-8)
-    shrunk = (1 - SHRINKAGE) * covariance + SHRINKAGE * torch.diag(variances)
     return shrunk + torch.diag((floor - variances).clamp_min(0))
+
+
+def _ledoit_wolf_intensity(standard: torch.Tensor) -> float:
+    """Ledoit and Wolf's (2004) optimal shrinkage of the sample correlation of (n, d) centred,
+    unit-variance values toward the identity, in [0, 1]."""
+    n, d = standard.shape
+    sample = standard.T @ standard / n
+    distance = (sample - torch.eye(d, dtype=sample.dtype)).square().sum() / d
+    if distance <= 0:
+        return 1.0
+    # sum_k ||x_k x_k^T - S||^2 without forming the n outer products
+    norms = standard.square().sum(1)
+    spread = (norms.square().sum() - 2 * torch.einsum("ki,ij,kj->", standard, sample, standard)
+              + n * sample.square().sum()) / (n * n * d)
+    return float(min(spread, distance) / distance)

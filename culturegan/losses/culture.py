@@ -1,12 +1,17 @@
 """The culture loss: how far generated images are from the target culture's profile.
 
-    L_culture = lambda_culture * sum_g w_g * mean_n distance_g(features_g(G(x)_n), profile_g) / sqrt(d_g)
+    L_culture = lambda_culture * sum_g w_g * mean_n max(0, distance_g(features_g(G(x)_n), profile_g) / sqrt(d_g) - 1)
 
 over the feature groups (colour, texture, line) with per-group weights; lambda_culture = 0
 turns it off (for ablations). The distance is the profile's Mahalanobis distance, so each
 group counts in units of the culture's own spread; dividing by the root of the group's length
 d_g (the distance a typical image of the culture has) puts every group, whatever its length, on
 the scale of about 1 for an image of the culture, beside the adversarial and cycle terms.
+
+Only the distance beyond that of a typical image of the culture is charged (the hinge at 1): an
+output that already looks like a member of the culture is free to differ from the culture's
+mean. Charging the whole distance pulls every output toward the one mean feature vector, the
+same colours, texture and edge statistics for every photo: one picture for all inputs.
 """
 
 from __future__ import annotations
@@ -19,6 +24,9 @@ import torch
 from culturegan.culture import GROUPS, CultureFeatureExtractor, CultureProfile
 
 
+TYPICAL_DISTANCE = 1.0  # a culture's own images lie about this far (per root feature) from its mean
+
+
 @dataclasses.dataclass(frozen=True)
 class CultureLossWeights:
     culture: float = 1.0  # lambda_culture; 0 disables the loss
@@ -28,8 +36,8 @@ class CultureLossWeights:
 
     def __post_init__(self):
         for name, value in dataclasses.asdict(self).items():
-            if value < 0:
-                raise ValueError(f"culture loss weight {name} must be >= 0, got {value}")
+            if not math.isfinite(value) or value < 0:
+                raise ValueError(f"culture loss weight {name} must be a finite number >= 0, got {value}")
 
 
 class CultureLoss(torch.nn.Module):
@@ -65,5 +73,6 @@ class CultureLoss(torch.nn.Module):
                 mask = targets == index
                 if mask.any():
                     distances = torch.where(mask, profile.distance(features, group), distances)
-            total = total + weight * distances.mean() / math.sqrt(getattr(features, group).shape[1])
+            excess = distances / math.sqrt(getattr(features, group).shape[1]) - TYPICAL_DISTANCE
+            total = total + weight * excess.clamp_min(0).mean()
         return self.weights.culture * total

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from culturegan.culture.features import check_images
-from culturegan.metrics.filters import luminance, unit_rgb
+from culturegan.nn.filters import luminance, unit_rgb
 
 JUDGE_GROUPS = ("hue", "lbp", "glcm")
 HUE_BINS = 12

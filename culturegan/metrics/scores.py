@@ -18,7 +18,7 @@ import dataclasses
 import torch
 import torch.nn.functional as F
 
-from culturegan.metrics.filters import gaussian_blur, luminance, sobel
+from culturegan.nn.filters import gaussian_blur, luminance, sobel
 
 VARIANCE_FLOOR = 1e-3  # of the features' mean variance: constant features must not dominate
 

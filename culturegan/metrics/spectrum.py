@@ -25,7 +25,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from culturegan.metrics.filters import luminance
+from culturegan.nn.filters import luminance
 
 PATCH = 32
 HIGH_BAND = 0.25  # of the Nyquist frequency

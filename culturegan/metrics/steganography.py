@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from culturegan.metrics.filters import gaussian_blur
+from culturegan.nn.filters import gaussian_blur
 from culturegan.metrics.scores import cycle_error
 
 JPEG_QUALITY = 90

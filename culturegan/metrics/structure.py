@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from culturegan.metrics.filters import gaussian_blur, sobel, unit_rgb
+from culturegan.nn.filters import gaussian_blur, sobel, unit_rgb
 from culturegan.metrics.scores import mean_pairwise_distance
 
 STRUCTURE_SIZE = 64

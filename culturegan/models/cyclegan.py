@@ -18,6 +18,7 @@ from torch import nn
 from culturegan.nn import fuse
 
 NORMS = {"instance": nn.InstanceNorm2d, "batch": nn.BatchNorm2d}
+UPSAMPLING = ("transpose", "bilinear")
 
 
 def _norm_layer(norm: str):
@@ -45,14 +46,29 @@ class ResnetBlock(nn.Module):
         return x + self.conv_block(x)
 
 
+def _upsampling(in_channels: int, out_channels: int, bias: bool, mode: str) -> nn.Module:
+    """CycleGAN's stride-2 transposed convolution ("transpose"), or a bilinear 2x upsampling and a
+    3x3 convolution ("bilinear", as CUT's generator upsamples): a transposed convolution whose
+    kernel does not divide by its stride overlaps unevenly and draws a one-pixel checkerboard
+    (Odena et al. 2016), which a cycle loss can also use to hide the input. The bilinear pair sits
+    at the transposed convolution's index (model.N.1.weight), so every other key is unchanged."""
+    if mode == "transpose":
+        return nn.ConvTranspose2d(in_channels, out_channels, 3, stride=2, padding=1, output_padding=1, bias=bias)
+    return nn.Sequential(nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
+                         nn.Conv2d(in_channels, out_channels, 3, padding=1, padding_mode="reflect", bias=bias))
+
+
 class ResnetGenerator(nn.Module):
-    """CycleGAN's ResNet generator: resnet_9blocks (the default) has 11,378,179 parameters."""
+    """CycleGAN's ResNet generator: resnet_9blocks (the default) has 11,378,179 parameters;
+    ``upsample="bilinear"`` upsamples without a transposed convolution (see _upsampling)."""
 
     def __init__(self, in_channels: int = 3, out_channels: int = 3, ngf: int = 64, n_blocks: int = 9,
-                 use_dropout: bool = False, fused: bool = False, norm: str = "instance"):
+                 use_dropout: bool = False, fused: bool = False, norm: str = "instance", upsample: str = "transpose"):
         super().__init__()
         if n_blocks < 0:
             raise ValueError(f"n_blocks must be >= 0, got {n_blocks}")
+        if upsample not in UPSAMPLING:
+            raise ValueError(f"upsample must be one of {', '.join(UPSAMPLING)}, got {upsample!r}")
         norm_layer, bias = _norm_layer(norm)
         layers = [nn.ReflectionPad2d(3), nn.Conv2d(in_channels, ngf, 7, bias=bias), norm_layer(ngf), nn.ReLU(True)]
         for i in range(2):  # downsampling
@@ -62,8 +78,7 @@ class ResnetGenerator(nn.Module):
         layers += [ResnetBlock(ngf * 4, use_dropout, norm) for _ in range(n_blocks)]
         for i in range(2):  # upsampling
             channels = ngf * 2 ** (2 - i)
-            layers += [nn.ConvTranspose2d(channels, channels // 2, 3, stride=2, padding=1, output_padding=1,
-                                          bias=bias), norm_layer(channels // 2), nn.ReLU(True)]
+            layers += [_upsampling(channels, channels // 2, bias, upsample), norm_layer(channels // 2), nn.ReLU(True)]
         layers += [nn.ReflectionPad2d(3), nn.Conv2d(ngf, out_channels, 7), nn.Tanh()]
         self.model = nn.Sequential(*layers)
         self.n_blocks = n_blocks

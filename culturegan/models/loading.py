@@ -45,11 +45,12 @@ class Architecture:
     num_cultures: int = 0
     style_dim: int = 0
     feature_dim: int | None = None
+    upsample: str = "transpose"  # resnet_generator: CycleGAN's transposed convolutions, or "bilinear"
 
     def build(self, fused: bool = True) -> torch.nn.Module:
         if self.kind == "resnet_generator":
             return ResnetGenerator(self.in_channels, self.out_channels, self.width, self.depth, self.dropout,
-                                   fused=fused and self.norm == "instance", norm=self.norm)
+                                   fused=fused and self.norm == "instance", norm=self.norm, upsample=self.upsample)
         if self.kind == "multi_generator":
             return MultiCultureGenerator(self.num_cultures, self.in_channels, self.out_channels, self.width,
                                          self.depth, self.style_dim, self.feature_dim)
@@ -60,8 +61,10 @@ class Architecture:
 
     def describe(self) -> str:
         if self.kind == "resnet_generator":
-            return (f"resnet_{self.depth}blocks generator (ngf {self.width}, {self.norm} norm"
-                    f"{', dropout' if self.dropout else ''}, {self.in_channels}->{self.out_channels} channels)")
+            extras = "".join(f", {extra}" for extra, on in (("dropout", self.dropout),
+                                                            ("bilinear upsampling", self.upsample == "bilinear")) if on)
+            return (f"resnet_{self.depth}blocks generator (ngf {self.width}, {self.norm} norm{extras}, "
+                    f"{self.in_channels}->{self.out_channels} channels)")
         if self.kind == "multi_generator":
             return (f"multi-culture generator ({self.num_cultures} cultures, ngf {self.width}, {self.depth} AdaIN "
                     f"blocks, style {self.style_dim})")
@@ -96,8 +99,9 @@ def _infer_resnet(state) -> Architecture:
     second = state.get(f"model.{FIRST_BLOCK}.conv_block.6.weight")
     dropout = second is not None and second.dim() == 4
     norm = "batch" if "model.2.weight" in state else "instance"
+    upsample = "bilinear" if f"model.{FIRST_BLOCK + len(blocks)}.1.weight" in state else "transpose"
     return Architecture("resnet_generator", int(stem.shape[1]), int(head.shape[0]), int(stem.shape[0]), len(blocks),
-                        norm, dropout)
+                        norm, dropout, upsample=upsample)
 
 
 def _infer_multi(state) -> Architecture:

@@ -6,11 +6,17 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import tomllib
 import typing
 from pathlib import Path
 
+from culturegan.losses.structure import SCALES as STRUCTURE_SCALES
+from culturegan.losses.structure import check_scales
+from culturegan.models.cyclegan import UPSAMPLING
+
 MODES = ("pair", "multi")
+WEIGHTS = ("lambda_cycle", "lambda_identity", "lambda_culture", "lambda_structure", "lambda_class", "r1_gamma")
 FREEZABLE = ("encoder", "blocks", "blocks:K", "decoder", "style")
 
 
@@ -32,7 +38,9 @@ class TrainConfig:
     # models (CycleGAN's resnet_9blocks and basic PatchGAN by default)
     ngf: int = 64
     n_blocks: int = 9
+    upsample: str = "transpose"  # pair: the generators' upsampling, CycleGAN's "transpose" or "bilinear" (CUT's)
     ndf: int = 64
+    d_layers: int = 3  # PatchGAN depth (CycleGAN's n_layers_D): 3 judges 70-pixel patches, 2 34, 1 16
     style_dim: int = 64  # multi: the culture style code's length
     discriminator_features: bool = True  # multi: the discriminator's projection head sees culture features
     # transfer learning: a culturegan checkpoint (run or step directory) or a generator weights
@@ -48,6 +56,9 @@ class TrainConfig:
     lambda_identity: float = 0.5  # times lambda_cycle
     lambda_culture: float = 1.0
     culture_weights: tuple[float, float, float] = (1.0, 1.0, 1.0)  # colour, texture, line
+    # the output keeps the input's line structure at these downsampling factors (0 is off)
+    lambda_structure: float = 10.0
+    structure_scales: tuple[int, ...] = STRUCTURE_SCALES
     profile_size: int = 128  # images are resized to this to fit the culture profiles
     r1_gamma: float = 0.0  # R1 penalty on real images; 0 is off
     lambda_class: float = 1.0  # multi: the discriminator's auxiliary culture classification
@@ -82,22 +93,35 @@ class TrainConfig:
         if self.mode == "pair" and self.source == self.target:
             raise ValueError(f"source and target are the same culture {self.source!r}")
         self.freeze_parts()
+        self._check_weights()
         checks = {"mode": self.mode in MODES, "pretrained_lr": self.pretrained_lr >= 0,
                   "sample_every": self.sample_every >= 0, "sample_count": self.sample_count >= 1,
                   "init_from_reverse": not self.init_from_reverse or (self.init_from and self.mode == "pair"),
                   "init_discriminators": not self.init_discriminators or bool(self.init_from),
-                  "style_dim": self.style_dim >= 1, "lambda_class": self.lambda_class >= 0,
+                  "style_dim": self.style_dim >= 1, "d_layers": self.d_layers >= 1,
+                  "upsample": self.upsample in UPSAMPLING and (self.mode == "pair" or self.upsample == "transpose"),
                   "gan_mode": self.gan_mode in ("lsgan", "vanilla", "hinge"),
                   "amp": self.amp in ("none", "bf16", "fp16"), "device": self.device in ("auto", "cpu", "cuda"),
                   "crop_size": 16 <= self.crop_size <= self.load_size, "batch_size": self.batch_size >= 1,
                   "steps": self.steps >= 1, "decay_steps": 0 <= self.decay_steps <= self.steps,
                   "checkpoint_every": self.checkpoint_every >= 1, "keep_last": self.keep_last >= 1,
                   "log_every": self.log_every >= 1, "max_bad_steps": self.max_bad_steps >= 1,
-                  "workers": self.workers >= 0, "pool_size": self.pool_size >= 0}
+                  "workers": self.workers >= 0, "pool_size": self.pool_size >= 0,
+                  "lr": math.isfinite(self.lr) and self.lr > 0}
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
             raise ValueError("invalid setting(s): " + ", ".join(f"{name}={getattr(self, name)!r}" for name in bad))
+        check_scales(self.structure_scales, self.crop_size)
         return self
+
+    def _check_weights(self) -> None:
+        for name in WEIGHTS:
+            value = getattr(self, name)
+            if not math.isfinite(value) or value < 0:
+                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+        if any(not math.isfinite(w) or w < 0 for w in self.culture_weights):
+            raise ValueError(f"culture_weights must be 3 finite numbers >= 0 (colour, texture, line), got "
+                             f"{self.culture_weights!r}")
 
     def culture_list(self) -> list[str]:
         return [name.strip() for name in self.cultures.split(",") if name.strip()]
@@ -134,16 +158,34 @@ def _coerce(name: str, value):
         if typing.get_origin(kind) is tuple:
             items = value.split(",") if isinstance(value, str) else list(value)
             arguments = typing.get_args(kind)
+            if arguments[-1] is Ellipsis:  # tuple[T, ...]: any length
+                arguments = (arguments[0],) * len(items)
             if len(items) != len(arguments):
                 raise ValueError(value)
-            return tuple(t(v) for t, v in zip(arguments, items))
+            return tuple(_item(t, v) for t, v in zip(arguments, items))
         if kind in (int, float) and isinstance(value, bool):
             raise TypeError(value)
         if kind is int and isinstance(value, float) and not value.is_integer():
             raise ValueError(value)
         return kind(value)
     except (TypeError, ValueError):
-        raise ValueError(f"config key {name!r} takes a {getattr(kind, '__name__', str(kind))}, got {value!r}") from None
+        raise ValueError(f"config key {name!r} takes {_describe(kind)}, got {value!r}") from None
+
+
+def _item(kind: type, value):
+    """One element of a tuple setting: an int must be a whole number, a bool is not a number."""
+    if isinstance(value, bool) or (kind is int and isinstance(value, float) and not value.is_integer()):
+        raise ValueError(value)
+    return kind(value.strip() if isinstance(value, str) else value)
+
+
+def _describe(kind) -> str:
+    if typing.get_origin(kind) is not tuple:
+        return f"a {getattr(kind, '__name__', str(kind))}"
+    arguments = typing.get_args(kind)
+    if arguments[-1] is Ellipsis:
+        return f"a comma-separated list of {arguments[0].__name__}"
+    return f"{len(arguments)} comma-separated {arguments[0].__name__} values"
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> TrainConfig:

@@ -8,7 +8,8 @@ AMP, optimisers, gradient averaging, checkpoints, logging).
   images' culture features, plus an auxiliary culture classifier), as in StarGAN: each image is
   sent to a random other culture and back.
 
-Both add the culture loss of every generated image against its target culture's profile.
+Both add the culture loss of every generated image against its target culture's profile, and
+the line-structure loss of every generated image against the image it was made from.
 """
 
 from __future__ import annotations
@@ -21,7 +22,15 @@ import torch.nn.functional as F
 
 from culturegan.culture import CultureProfile
 from culturegan.data import Augment, CultureImages
-from culturegan.losses import CultureLoss, cycle_loss, discriminator_loss, generator_loss, identity_loss, r1_penalty
+from culturegan.losses import (
+    CultureLoss,
+    StructureLoss,
+    cycle_loss,
+    discriminator_loss,
+    generator_loss,
+    identity_loss,
+    r1_penalty,
+)
 from culturegan.models import CultureDiscriminator, MultiCultureGenerator, NLayerDiscriminator, ResnetGenerator
 from culturegan.training.config import TrainConfig
 from culturegan.training.state import ImagePool
@@ -38,6 +47,7 @@ class Objective:
 
     def __init__(self, config: TrainConfig, culture_loss: CultureLoss, rng: random.Random):
         self.config, self.culture_loss = config, culture_loss
+        self.structure_loss = StructureLoss(config.lambda_structure, config.structure_scales)
         self.pools = {name: ImagePool(config.pool_size, rng) for name in self.pool_names}
         self.profiles: dict[str, CultureProfile] = {}  # culture name -> profile; the Trainer fills it
 
@@ -48,6 +58,11 @@ class Objective:
         """The culture loss in float32 (outside autocast: its statistics need the precision)."""
         with torch.autocast(images.device.type, enabled=False):
             return self.culture_loss(images.float(), [self.profiles[c] for c in cultures], targets)
+
+    def _structure(self, outputs: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+        """The line-structure loss of outputs to the inputs they were made from, in float32."""
+        with torch.autocast(outputs.device.type, enabled=False):
+            return self.structure_loss(outputs.float(), inputs.float())
 
 
 class CycleObjective(Objective):
@@ -66,10 +81,10 @@ class CycleObjective(Objective):
 
     def build_models(self) -> dict[str, torch.nn.Module]:
         c = self.config
-        return {"G_AB": ResnetGenerator(ngf=c.ngf, n_blocks=c.n_blocks, fused=True),
-                "G_BA": ResnetGenerator(ngf=c.ngf, n_blocks=c.n_blocks, fused=True),
-                "D_A": NLayerDiscriminator(ndf=c.ndf, fused=True),
-                "D_B": NLayerDiscriminator(ndf=c.ndf, fused=True)}
+        return {"G_AB": ResnetGenerator(ngf=c.ngf, n_blocks=c.n_blocks, fused=True, upsample=c.upsample),
+                "G_BA": ResnetGenerator(ngf=c.ngf, n_blocks=c.n_blocks, fused=True, upsample=c.upsample),
+                "D_A": NLayerDiscriminator(ndf=c.ndf, n_layers=c.d_layers, fused=True),
+                "D_B": NLayerDiscriminator(ndf=c.ndf, n_layers=c.d_layers, fused=True)}
 
     def generator_losses(self, m: dict[str, torch.nn.Module], batch: Batch):
         c = self.config
@@ -89,7 +104,9 @@ class CycleObjective(Objective):
         # both directions' culture losses from one feature extraction: the mean over the 2N
         # images, each against its own target, is half the sum of the two means
         targets = torch.arange(2, device=fake_b.device).repeat_interleave(fake_b.shape[0])
-        losses["culture"] = 2 * self._culture(torch.cat([fake_b, fake_a]), [c.target, c.source], targets)
+        fakes = torch.cat([fake_b, fake_a])
+        losses["culture"] = 2 * self._culture(fakes, [c.target, c.source], targets)
+        losses["structure"] = 2 * self._structure(fakes, torch.cat([real_a, real_b]))  # also the sum of the two
         return losses, {"A": fake_a, "B": fake_b}
 
     def discriminator_loss(self, m: dict[str, torch.nn.Module], batch: Batch, fakes) -> torch.Tensor:
@@ -138,7 +155,7 @@ class MultiCultureObjective(Objective):
     def build_models(self) -> dict[str, torch.nn.Module]:
         c, k = self.config, len(self.cultures)
         return {"G": MultiCultureGenerator(k, ngf=c.ngf, n_blocks=c.n_blocks, style_dim=c.style_dim),
-                "D": CultureDiscriminator(k, ndf=c.ndf, feature_dim=self.feature_dim)}
+                "D": CultureDiscriminator(k, ndf=c.ndf, n_layers=c.d_layers, feature_dim=self.feature_dim)}
 
     def _discriminate(self, m, images: torch.Tensor, cultures: torch.Tensor):
         features = None
@@ -164,6 +181,7 @@ class MultiCultureObjective(Objective):
         if c.lambda_identity > 0:
             losses["identity"] = identity_loss(same, real, c.lambda_identity * c.lambda_cycle)
         losses["culture"] = self._culture(fake, self.cultures, targets)
+        losses["structure"] = self._structure(fake, real)
         return losses, {"fake": fake, "targets": targets}
 
     def discriminator_loss(self, m: dict[str, torch.nn.Module], batch: Batch, fakes) -> torch.Tensor:

@@ -19,13 +19,13 @@ def ink_wash(n, size=64, seed=0):
     return torch.stack(images) * 2 - 1
 
 
-def kente(n, size=64, seed=0):
+def kente(n, size=64, seed=0, fixed_width=False):
     """Bright saturated stripes and blocks: strong colour, straight 0/90 degree edges."""
     g = torch.Generator().manual_seed(seed)
     palette = torch.tensor([[0.95, 0.75, 0.05], [0.1, 0.55, 0.15], [0.8, 0.1, 0.1], [0.05, 0.05, 0.05]])
     images = []
     for _ in range(n):
-        width = int(torch.randint(4, 9, (1,), generator=g))
+        width = 8 if fixed_width else int(torch.randint(4, 9, (1,), generator=g))
         cols = (torch.arange(size) // width) % 4
         rows = (torch.arange(size) // (2 * width)) % 2
         index = (cols[None, :] + 2 * rows[:, None]) % 4
@@ -36,12 +36,12 @@ def kente(n, size=64, seed=0):
 def test_groups_shapes_and_determinism():
     images = torch.rand(3, 3, 48, 40) * 2 - 1
     first, again = extract(images), extract(images)
-    assert {g: v.shape for g, v in first.groups().items()} == {"colour": (3, 10), "texture": (3, 256), "line": (3, 13)}
+    assert {g: v.shape for g, v in first.groups().items()} == {"colour": (3, 10), "texture": (3, 384), "line": (3, 37)}
     for g in GROUPS:
         assert torch.equal(getattr(first, g), getattr(again, g)), g
         assert torch.isfinite(getattr(first, g)).all(), g
-    assert first.all().shape == (3, 279)
-    assert extract(images, gram=True).texture.shape == (3, 256 + 4 * 32 * 33 // 2)
+    assert first.all().shape == (3, 431)
+    assert extract(images, gram=True).texture.shape == (3, 384 + 6 * 32 * 33 // 2)  # 2 kernels x 3 scales
     assert not torch.equal(extract(images, seed=1).texture, first.texture)  # the seed picks the filters
 
 
@@ -51,6 +51,24 @@ def test_every_group_is_differentiable_in_the_images():
     for g in GROUPS:
         (grad,) = torch.autograd.grad(getattr(features, g).sum(), images, retain_graph=True)
         assert torch.isfinite(grad).all() and grad.abs().sum() > 0, g
+
+
+def test_a_pixel_grid_cannot_fake_the_coarse_statistics():
+    """A period-2 checkerboard over a flat colour averages out of the 2x and 4x copies: the colour
+    statistics (taken on the 2x copy) and the coarse line and texture statistics do not see it,
+    so a generator cannot meet a culture's colour spread or its coarse edges with a dot grid;
+    the full-resolution texture statistics do see it (and charge for it)."""
+    blocks = kente(2, size=32, fixed_width=True)  # 8-pixel blocks: whole 2x2 and 4x4 cells
+    checker = ((torch.arange(32)[:, None] + torch.arange(32)[None, :]) % 2 * 2 - 1).float()
+    grid = blocks * 0.6 + 0.3 * checker
+    plain, gridded = extract(blocks * 0.6), extract(grid)
+    torch.testing.assert_close(gridded.colour, plain.colour, atol=1e-5, rtol=0)
+    per_scale = 12  # edge statistics per scale, then the stroke width
+    torch.testing.assert_close(gridded.line[:, per_scale:3 * per_scale], plain.line[:, per_scale:3 * per_scale],
+                               atol=1e-5, rtol=0)
+    per_bank = 2 * 32 * 2  # mean and std of 32 filters, kernels 3 and 5, per scale
+    torch.testing.assert_close(gridded.texture[:, per_bank:], plain.texture[:, per_bank:], atol=1e-5, rtol=0)
+    assert (gridded.texture[:, :per_bank] - plain.texture[:, :per_bank]).abs().max() > 0.1
 
 
 def test_lab_of_known_colours():

@@ -77,12 +77,26 @@ def test_cli_evaluate_and_its_errors(run, tmp_path, capsys):
     assert error.value.code == 2
 
 
+@pytest.mark.parametrize("cores, device, runs, expected", [
+    (2, "cpu", 6, (2, 1)),  # the 2-core CI machine: two runs side by side, one thread each
+    (3, "cpu", 6, (3, 1)),
+    (16, "cpu", 6, (6, 2)),  # no more workers than runs; the cores shared among them
+    (16, "cpu", 1, (1, 16)),
+    (16, "cuda", 6, (1, 16)),  # one GPU: one run at a time
+])
+def test_demo_runs_side_by_side_on_a_cpu(monkeypatch, cores, device, runs, expected):
+    monkeypatch.setattr(demo.os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
+    assert demo._parallel_runs(demo.DemoSettings(device=device), runs) == expected
+
+
 def test_demo_end_to_end_at_toy_scale(tmp_path):
     settings = demo.DemoSettings(size=SIZE, train_images=4, test_images=3, steps=2, ngf=4, n_blocks=1, ndf=4,
                                  device="cpu")
     report, met = demo.run(tmp_path / "demo", settings, seeds=2)
     assert report.is_file() and "without culture loss" in report.read_text()
     assert sorted(p.name for p in (tmp_path / "demo" / "runs" / "lambda_culture_1").iterdir()) == ["seed_0", "seed_1"]
+    # on a CPU the runs trained in worker processes, each logging to its own folder
+    assert all("step 2" in (folder / "train.log").read_text() for folder in (tmp_path / "demo" / "runs").glob("*/*"))
     targets = json.loads((tmp_path / "demo" / "report" / "targets.json").read_text())
     assert len(targets) == 6 and all(isinstance(t["met"], bool) for t in targets)
     assert met == all(t["met"] for t in targets)

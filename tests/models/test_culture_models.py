@@ -8,7 +8,7 @@ from culturegan.losses import r1_penalty
 from culturegan.models import CultureDiscriminator, MultiCultureGenerator
 from culturegan.nn import FusedConvLeakyReLU, FusedConvNormAct
 
-FEATURES = 279  # CultureFeatures.all() without Gram matrices
+FEATURES = 431  # CultureFeatures.all() without Gram matrices
 
 
 def small_generator(**kwargs):

@@ -80,12 +80,29 @@ def test_a_cyclegan_file_loads_and_computes_that_layout(tmp_path):
     Architecture("resnet_generator", width=8, depth=2, dropout=True),
     Architecture("resnet_generator", width=8, depth=2, norm="batch"),
     Architecture("resnet_generator", in_channels=1, out_channels=3, width=4, depth=1),
+    Architecture("resnet_generator", width=8, depth=2, upsample="bilinear"),
     Architecture("patchgan", out_channels=1, width=8, depth=3),
     Architecture("patchgan", out_channels=1, width=8, depth=2, norm="batch"),
-    Architecture("multi_generator", width=8, depth=2, num_cultures=3, style_dim=16, feature_dim=279),
+    Architecture("multi_generator", width=8, depth=2, num_cultures=3, style_dim=16, feature_dim=431),
 ], ids=lambda a: a.describe())
 def test_the_architecture_is_read_off_the_keys(architecture):
     assert infer_architecture(architecture.build(fused=False).state_dict()) == architecture
+
+
+def test_bilinear_upsampling_draws_no_checkerboard():
+    """A generator's output for a flat input, after training-free random initialisation: the
+    transposed convolutions' uneven overlap leaves a one-pixel period in it, the bilinear
+    upsampling does not (the one-pixel period's share of the high-frequency power)."""
+    def checkerboard_share(upsample):
+        torch.manual_seed(0)
+        generator = ResnetGenerator(ngf=8, n_blocks=1, upsample=upsample).eval()
+        with torch.no_grad():
+            out = generator(torch.zeros(1, 3, 32, 32))[0, 0]
+        spectrum = torch.fft.fft2(out - out.mean()).abs().square()
+        return float((spectrum[16, :].sum() + spectrum[:, 16].sum()) / spectrum.sum())
+    assert checkerboard_share("transpose") > 10 * checkerboard_share("bilinear")
+    with pytest.raises(ValueError, match="upsample must be one of transpose, bilinear"):
+        ResnetGenerator(upsample="nearest")
 
 
 def test_published_sizes_and_convert_writes_a_card(tmp_path):

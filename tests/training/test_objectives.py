@@ -6,7 +6,14 @@ import random
 import torch
 
 from culturegan.culture import CultureProfile, extract
-from culturegan.losses import CultureLoss, cycle_loss, discriminator_loss, generator_loss, identity_loss
+from culturegan.losses import (
+    CultureLoss,
+    StructureLoss,
+    cycle_loss,
+    discriminator_loss,
+    generator_loss,
+    identity_loss,
+)
 from culturegan.models import NLayerDiscriminator, ResnetGenerator
 from culturegan.training import TrainConfig
 from culturegan.training.objectives import CycleObjective
@@ -30,7 +37,9 @@ def test_batched_cycle_losses_equal_separate_calls():
     expected = {"G_adv": generator_loss(m["D_B"](fake_b)) + generator_loss(m["D_A"](fake_a)),
                 "cycle": cycle_loss(m["G_BA"](fake_b), real_a) + cycle_loss(m["G_AB"](fake_a), real_b),
                 "identity": identity_loss(m["G_AB"](real_b), real_b) + identity_loss(m["G_BA"](real_a), real_a),
-                "culture": culture(fake_b, profile_b) + culture(fake_a, profile_a)}
+                "culture": culture(fake_b, profile_b) + culture(fake_a, profile_a),
+                "structure": StructureLoss(config.lambda_structure)(fake_b, real_a)
+                + StructureLoss(config.lambda_structure)(fake_a, real_b)}
     assert losses.keys() == expected.keys()
     for name in expected:
         torch.testing.assert_close(losses[name], expected[name], rtol=1e-5, atol=1e-5, msg=lambda e: f"{name}: {e}")

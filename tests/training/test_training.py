@@ -53,6 +53,31 @@ def test_config_file_overrides_and_errors(tmp_path):
         load_config(path)
 
 
+@pytest.mark.parametrize("override, message", [
+    ("lambda_culture=-1", "lambda_culture must be a finite number >= 0, got -1.0"),
+    ("lambda_structure=nan", "lambda_structure must be a finite number >= 0, got nan"),
+    ("lambda_cycle=inf", "lambda_cycle must be a finite number >= 0, got inf"),
+    ("r1_gamma=-0.5", "r1_gamma must be a finite number >= 0"),
+    ("culture_weights=1,0", "'culture_weights' takes 3 comma-separated float values, got '1,0'"),
+    ("culture_weights=1,nan,1", r"culture_weights must be 3 finite numbers >= 0 \(colour, texture, line\)"),
+    ("culture_weights=1,-1,1", "culture_weights must be 3 finite numbers >= 0"),
+    ("structure_scales=1,2,64", "structure_scales: scale 64 is too large for 32-pixel images"),
+    ("structure_scales=1,1.5", "'structure_scales' takes a comma-separated list of int"),
+    ("structure_scales=0,2", "structure_scales must be distinct positive integers"),
+    ("lr=0", "invalid setting.*lr=0.0"),
+])
+def test_bad_weights_and_scales_name_their_key(override, message):
+    with pytest.raises(ValueError, match=message):
+        load_config(None, ["data_root=data", "source=a", "target=b", "load_size=36", "crop_size=32", override])
+
+
+def test_structure_scales_from_a_file_and_the_command_line(tmp_path):
+    path = tmp_path / "run.toml"
+    path.write_text('data_root = "data"\nsource = "a"\ntarget = "b"\nstructure_scales = [1, 4]\n')
+    assert load_config(path).structure_scales == (1, 4)
+    assert load_config(path, ["structure_scales=2"]).structure_scales == (2,)
+
+
 def test_tiny_run_logs_checkpoints_and_learns(dataset, tmp_path):
     trainer = Trainer(tiny(dataset, tmp_path / "run"))
     before = parameters(trainer)

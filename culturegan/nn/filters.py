@@ -1,5 +1,6 @@
-"""Image filters the metrics share: [-1, 1] images to [0, 1] RGB or luminance, a separable
-Gaussian blur and Sobel gradients, on (N, C, H, W) tensors of any channel count."""
+"""Fixed image filters that the culture features, the losses and the metrics share: [-1, 1]
+images to [0, 1] RGB or luminance, area downsampling, a separable Gaussian blur and Sobel
+gradients, on (N, C, H, W) tensors of any channel count; all differentiable."""
 
 from __future__ import annotations
 
@@ -14,10 +15,20 @@ def unit_rgb(images: torch.Tensor) -> torch.Tensor:
     return ((images.float() + 1) / 2).clamp(0, 1)
 
 
+def luma(rgb: torch.Tensor) -> torch.Tensor:
+    """(N, 1, H, W) Rec. 601 luma of (N, 3, H, W) RGB in [0, 1]."""
+    return 0.299 * rgb[:, 0:1] + 0.587 * rgb[:, 1:2] + 0.114 * rgb[:, 2:3]
+
+
 def luminance(images: torch.Tensor) -> torch.Tensor:
     """(N, 1, H, W) Rec. 601 luma in [0, 1] of images in [-1, 1]."""
-    rgb = unit_rgb(images)
-    return 0.299 * rgb[:, 0:1] + 0.587 * rgb[:, 1:2] + 0.114 * rgb[:, 2:3]
+    return luma(unit_rgb(images))
+
+
+def area_downsample(x: torch.Tensor, factor: int) -> torch.Tensor:
+    """x averaged over factor x factor blocks (a trailing partial block is dropped): the image as
+    seen `factor` times further away, where any pattern of period <= factor averages out."""
+    return x if factor == 1 else F.avg_pool2d(x, factor)
 
 
 def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -34,7 +45,8 @@ def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
 
 
 def sobel(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(horizontal, vertical) Sobel derivatives of each channel of (N, C, H, W), borders replicated."""
+    """(horizontal, vertical) Sobel derivatives of each channel of (N, C, H, W), borders replicated
+    (a step of height h across a straight edge gives 4h; divide by 4 for the step's height)."""
     channels = x.shape[1]
     kernel = torch.tensor(SOBEL, dtype=x.dtype, device=x.device)
     padded = F.pad(x, (1, 1, 1, 1), mode="replicate")
