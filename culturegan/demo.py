@@ -10,7 +10,7 @@
 
 On a CPU the runs train side by side in worker processes (each with its share of the cores:
 small convolutions use one core well and two poorly), on a GPU one after another. On a 2-core
-CPU the whole demo (3 seeds) takes about 10 minutes; ``--seeds``, ``--steps`` and ``--size``
+CPU the whole demo (3 seeds) takes about 8 minutes; ``--seeds``, ``--steps`` and ``--size``
 scale it.
 """
 

@@ -38,6 +38,7 @@ SCALES = (1, 2, 4)  # downsampling factors: fine strokes, shapes, layout
 EPSILON = 0.01  # gradient magnitude (RGB in [0, 1]) below which the field's trace falls off quadratically
 INTEGRATION_SIGMA = 1.0  # pixels at each scale: a line's two sides are one structure
 MIN_SIDE = 4  # pixels the coarsest scale must leave
+FLAT = 1e-6  # a field norm below this is a flat image
 
 
 def check_scales(scales, image_side: int | None = None, key: str = "structure_scales") -> tuple[int, ...]:
@@ -66,11 +67,13 @@ def structure_fields(images: torch.Tensor, scales=SCALES) -> list[torch.Tensor]:
 
 def field_dissimilarity(made: torch.Tensor, wanted: torch.Tensor) -> torch.Tensor:
     """(N,) one minus the cosine similarity of two (N, 3, H, W) structure fields (the xy
-    component counts twice: it stands for both off-diagonal entries of the tensor)."""
+    component counts twice: it stands for both off-diagonal entries of the tensor); 0 when both
+    images are flat, 1 when only one is."""
     weights = made.new_tensor([1.0, 1.0, 2.0]).view(1, 3, 1, 1)
     inner = (made * wanted * weights).flatten(1).sum(1)
-    norms = (made.square() * weights).flatten(1).sum(1).sqrt() * (wanted.square() * weights).flatten(1).sum(1).sqrt()
-    return 1 - inner / norms.clamp_min(1e-12)
+    made_norm, wanted_norm = ((f.square() * weights).flatten(1).sum(1).sqrt() for f in (made, wanted))
+    both_flat = (made_norm < FLAT) & (wanted_norm < FLAT)
+    return torch.where(both_flat, 0.0, 1 - inner / (made_norm * wanted_norm).clamp_min(FLAT**2))
 
 
 def _squared_derivatives(x: torch.Tensor) -> torch.Tensor:

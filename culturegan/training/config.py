@@ -99,7 +99,7 @@ class TrainConfig:
                   "init_from_reverse": not self.init_from_reverse or (self.init_from and self.mode == "pair"),
                   "init_discriminators": not self.init_discriminators or bool(self.init_from),
                   "style_dim": self.style_dim >= 1, "d_layers": self.d_layers >= 1,
-                  "upsample": self.upsample in UPSAMPLING and (self.mode == "pair" or self.upsample == "transpose"),
+                  "upsample": self.upsample in UPSAMPLING,
                   "gan_mode": self.gan_mode in ("lsgan", "vanilla", "hinge"),
                   "amp": self.amp in ("none", "bf16", "fp16"), "device": self.device in ("auto", "cpu", "cuda"),
                   "crop_size": 16 <= self.crop_size <= self.load_size, "batch_size": self.batch_size >= 1,
@@ -111,6 +111,9 @@ class TrainConfig:
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
             raise ValueError("invalid setting(s): " + ", ".join(f"{name}={getattr(self, name)!r}" for name in bad))
+        if self.mode == "multi" and self.upsample != "transpose":
+            raise ValueError(f"upsample={self.upsample!r} is for mode 'pair'; the multi-culture generator upsamples "
+                             "with transposed convolutions only")
         check_scales(self.structure_scales, self.crop_size)
         return self
 

@@ -80,6 +80,15 @@ def test_gradient_reaches_the_generator_and_not_the_input():
     assert to_output.abs().sum() > 0 and to_input is None
 
 
+def test_flat_images():
+    flat = torch.full((2, 3, 32, 32), 0.3)
+    loss = StructureLoss(1.0)
+    assert float(loss(flat, flat)) == 0.0
+    assert float(loss(flat * 0.5, flat)) == 0.0  # another flat colour keeps the (absent) lines
+    assert float(loss(scene().expand(2, -1, -1, -1), flat)) == pytest.approx(1.0)  # lines where there were none
+    assert float(loss(flat, scene().expand(2, -1, -1, -1))) == pytest.approx(1.0)  # every line lost
+
+
 def test_off_at_zero_and_scaled_by_its_weight():
     house, other = scene(), scene(inside=0.3, outside=0.3)
     assert float(StructureLoss(0.0)(other, house)) == 0.0

@@ -65,10 +65,18 @@ def test_config_file_overrides_and_errors(tmp_path):
     ("structure_scales=1,1.5", "'structure_scales' takes a comma-separated list of int"),
     ("structure_scales=0,2", "structure_scales must be distinct positive integers"),
     ("lr=0", "invalid setting.*lr=0.0"),
+    ("upsample=nearest", "invalid setting.*upsample='nearest'"),
+    ("d_layers=0", "invalid setting.*d_layers=0"),
 ])
 def test_bad_weights_and_scales_name_their_key(override, message):
     with pytest.raises(ValueError, match=message):
         load_config(None, ["data_root=data", "source=a", "target=b", "load_size=36", "crop_size=32", override])
+
+
+def test_bilinear_upsampling_is_for_the_pair_mode():
+    with pytest.raises(ValueError, match="upsample='bilinear' is for mode 'pair'"):
+        load_config(None, ["data_root=data", "mode=multi", "upsample=bilinear"])
+    assert load_config(None, ["data_root=data", "source=a", "target=b", "upsample=bilinear"]).upsample == "bilinear"
 
 
 def test_structure_scales_from_a_file_and_the_command_line(tmp_path):
