@@ -28,9 +28,9 @@ from pathlib import Path
 
 import torch
 
+from culturegan._files import write_text
 from culturegan.datasets import CONTENT, write_dataset
 from culturegan.evaluation import collapse_ratio, evaluate, write_report
-from culturegan.evaluation.report import write_text_atomically
 from culturegan.evaluation.verdicts import MAX_PERIODIC_RATIO, MIN_COLLAPSE_RATIO
 from culturegan.training import TrainConfig, Trainer
 
@@ -190,7 +190,7 @@ def run(out: str | Path, settings: DemoSettings = DemoSettings(), seeds: int = 3
                  f"setting, targets checked on the means; {time.perf_counter() - started:.0f} s in all")
     report = write_report(evaluations, out / "report", title=f"culturegan demo: {CONTENT} to {settings.target}",
                           notes=notes)
-    write_text_atomically(out / "report" / "targets.json", json.dumps(
+    write_text(out / "report" / "targets.json", json.dumps(
         [{"target": t, "met": m, "measured": n} for t, m, n in checks], indent=2) + "\n")
     for note in notes:
         print(note)

@@ -11,6 +11,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from culturegan._files import atomic_path, write_text
 from culturegan.culture.features import GROUPS, TEXTURE_SEED, CultureFeatureExtractor, CultureFeatures
 
 FORMAT_VERSION = 2  # 2: multi-scale features (culturegan.culture.features.SCALES)
@@ -104,15 +105,10 @@ class CultureProfile:
     def save(self, path: str | os.PathLike) -> Path:
         """path.safetensors (the tensors) and path.json (what they are), each written atomically."""
         path = Path(path).with_suffix(".safetensors")
-        path.parent.mkdir(parents=True, exist_ok=True)
         tensors, meta = self.state()
-        temporary = path.with_name(f".{path.name}.tmp")
-        save_file(tensors, str(temporary), metadata={"culture": self.culture})
-        os.replace(temporary, path)
-        json_path = path.with_suffix(".json")
-        temporary = json_path.with_name(f".{json_path.name}.tmp")
-        temporary.write_text(json.dumps(meta, indent=2) + "\n")
-        os.replace(temporary, json_path)
+        with atomic_path(path) as temporary:
+            save_file(tensors, str(temporary), metadata={"culture": self.culture})
+        write_text(path.with_suffix(".json"), json.dumps(meta, indent=2) + "\n")
         return path
 
     @classmethod

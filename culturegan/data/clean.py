@@ -15,12 +15,12 @@ import dataclasses
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from culturegan._files import write_text
 from culturegan.data.images import ImageReadError, is_image_file, open_rgb
 
 MANIFEST_NAME = "culturegan-manifest.json"
@@ -151,16 +151,4 @@ def write_manifest(report: CleanReport, path: str | os.PathLike) -> Path:
     document = {"root": report.root, "settings": report.settings,
                 "cultures": {c: [e.path for e in report.kept(c)] for c in report.cultures()},
                 "entries": [dataclasses.asdict(e) for e in report.entries]}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w") as file:
-            json.dump(document, file, indent=2)
-            file.write("\n")
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return path
+    return write_text(path, json.dumps(document, indent=2) + "\n")

@@ -24,6 +24,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from culturegan._files import atomic_path
+
 Generator = Callable[[np.random.Generator, int], Image.Image]
 
 
@@ -245,7 +247,5 @@ def write_dataset(root: str | os.PathLike, count: int = 200, size: int = 128, se
 
 
 def _save(image: Image.Image, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    image.save(temporary, format="PNG")
-    os.replace(temporary, path)
+    with atomic_path(path) as temporary:
+        image.save(temporary, format="PNG")

@@ -24,6 +24,7 @@ import torch
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 
+from culturegan._files import write_text  # noqa: E402
 from culturegan.culture import GROUPS  # noqa: E402
 from culturegan.evaluation.evaluate import Evaluation  # noqa: E402
 from culturegan.evaluation.verdicts import collapse_ratio, summarise  # noqa: E402
@@ -253,13 +254,6 @@ hidden signal.</p>
 </body></html>
 """
     summary = {name: {"seeds": runs, "summary": summarise(runs)} for name, runs in results.items()}
-    write_text_atomically(out / "report.json", json.dumps(summary, indent=2) + "\n")
-    return write_text_atomically(out / "report.html", page)
+    write_text(out / "report.json", json.dumps(summary, indent=2) + "\n")
+    return write_text(out / "report.html", page)
 
-
-def write_text_atomically(path: Path, text: str) -> Path:
-    """Writes text to path through a temporary file beside it: a reader never sees half a file."""
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(text)
-    os.replace(temporary, path)
-    return path

@@ -10,7 +10,6 @@ converting models read them (load_generator).
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from culturegan._files import atomic_directory
 from culturegan.models.weights import load_weights
 
 FORMAT_VERSION = 1
@@ -25,14 +25,12 @@ FORMAT_VERSION = 1
 
 def save_checkpoint(directory: Path, step: int, tensors: dict[str, torch.Tensor], meta: dict, keep_last: int) -> Path:
     final = directory / f"step-{step:08d}"
-    temporary = directory / f".step-{step:08d}.tmp"
-    shutil.rmtree(temporary, ignore_errors=True)
-    temporary.mkdir(parents=True)
-    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(temporary / "state.safetensors"))
-    (temporary / "state.json").write_text(json.dumps({"format_version": FORMAT_VERSION, "step": step, **meta},
-                                                     indent=2))
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(temporary, final)
+    for stale in directory.glob(".step-*.tmp"):  # left by a run killed while saving
+        shutil.rmtree(stale, ignore_errors=True)
+    with atomic_directory(final) as temporary:
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(temporary / "state.safetensors"))
+        (temporary / "state.json").write_text(json.dumps({"format_version": FORMAT_VERSION, "step": step, **meta},
+                                                         indent=2))
     for old in sorted(directory.glob("step-*"))[:-keep_last]:
         shutil.rmtree(old, ignore_errors=True)
     return final

@@ -21,6 +21,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from culturegan._files import atomic_path, write_text
 from culturegan.models import checkpoints
 from culturegan.models.culture import MultiCultureGenerator
 from culturegan.models.cyclegan import NLayerDiscriminator, ResnetGenerator
@@ -233,14 +234,9 @@ def convert(source: str | os.PathLike, destination: str | os.PathLike, cultures:
     card["parameters"] = sum(p.numel() for p in model.parameters())
     card["tensors"] = len(model.state_dict())
     tensors = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    temporary = destination.with_name(f".{destination.name}.tmp")
-    save_file(tensors, str(temporary), metadata={CARD_FORMAT: json.dumps(card)})
-    os.replace(temporary, destination)
-    card_path = destination.with_suffix(".json")
-    temporary = card_path.with_name(f".{card_path.name}.tmp")
-    temporary.write_text(json.dumps(card, indent=2) + "\n")
-    os.replace(temporary, card_path)
+    with atomic_path(destination) as temporary:
+        save_file(tensors, str(temporary), metadata={CARD_FORMAT: json.dumps(card)})
+    write_text(destination.with_suffix(".json"), json.dumps(card, indent=2) + "\n")
     return destination, card
 
 

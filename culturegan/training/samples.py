@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
+
+from culturegan._files import atomic_path
 
 GAP = 2  # pixels of white between tiles
 
@@ -29,10 +30,7 @@ def grid(rows: list[list[torch.Tensor]]) -> np.ndarray:
 
 def save_grid(rows: list[list[torch.Tensor]], path: str | os.PathLike) -> np.ndarray:
     """Writes grid(rows) to path (PNG), atomically; returns the grid."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     image = grid(rows)
-    temporary = path.with_name(f".{path.name}.tmp")
-    Image.fromarray(image).save(temporary, format="PNG")
-    os.replace(temporary, path)
+    with atomic_path(path) as temporary:
+        Image.fromarray(image).save(temporary, format="PNG")
     return image

@@ -11,6 +11,7 @@ from pathlib import Path
 from PIL import Image
 from tqdm import tqdm
 
+from culturegan._files import atomic_path
 from culturegan.data import ImageReadError, is_image_file, open_image
 from culturegan.transfer.stylizer import Stylizer
 
@@ -80,8 +81,6 @@ def _side_by_side(picture: Image.Image, result: Image.Image) -> Image.Image:
 
 def _save(image: Image.Image, destination: Path) -> Path:
     """Writes atomically: a temporary file in the same folder, renamed when complete."""
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    temporary = destination.with_name(f".{destination.name}.tmp")
-    image.save(temporary, format=Image.registered_extensions().get(destination.suffix.lower(), "PNG"))
-    os.replace(temporary, destination)
+    with atomic_path(destination) as temporary:
+        image.save(temporary, format=Image.registered_extensions().get(destination.suffix.lower(), "PNG"))
     return destination

@@ -1,0 +1,80 @@
+"""Atomic writes, the one way culturegan writes files: a reader (or a run resumed after a crash)
+sees the old file or the whole new one, never a half-written one.
+
+The data goes to a temporary name in the destination's own folder (a rename is atomic only
+within one file system), is flushed to disk, and is renamed over the destination; the folder
+is flushed too, so the rename survives a power cut. On any error the temporary is removed and
+the destination is untouched. Temporaries are hidden (".NAME.RANDOM.tmp") and end in ".tmp".
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yields a temporary path in path's folder for the caller to write one file to (with any
+    library: PIL, safetensors, ...); when the block ends without error it becomes `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(handle)
+    temporary = Path(name)
+    try:
+        yield temporary
+        _sync(temporary)
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    _sync(path.parent)
+
+
+def write_text(path: str | os.PathLike, text: str) -> Path:
+    """Writes text (UTF-8) to path atomically; returns the path."""
+    with atomic_path(path) as temporary:
+        temporary.write_text(text, encoding="utf-8")
+    return Path(path)
+
+
+@contextlib.contextmanager
+def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
+    """Yields a temporary folder beside `path` for the caller to fill; when the block ends
+    without error every file in it is flushed and the folder replaces `path` (an existing
+    `path` is removed first: the one moment a reader finds neither)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    try:
+        yield temporary
+        for file in temporary.iterdir():
+            if file.is_file():
+                _sync(file)
+        _sync(temporary)
+        shutil.rmtree(path, ignore_errors=True)
+        os.replace(temporary, path)
+    except BaseException:
+        shutil.rmtree(temporary, ignore_errors=True)
+        raise
+    _sync(path.parent)
+
+
+def _sync(path: Path) -> None:
+    """Flushes a file's or a folder's contents to disk (folders: where the system allows it)."""
+    if path.is_dir():
+        if not hasattr(os, "O_DIRECTORY"):  # Windows cannot open a folder to flush it
+            return
+        flags = os.O_RDONLY | os.O_DIRECTORY
+    else:
+        flags = os.O_RDONLY
+    descriptor = os.open(path, flags)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)

@@ -1,0 +1,42 @@
+"""culturegan._files: every file appears whole or not at all, and failures leave nothing behind."""
+
+import pytest
+
+from culturegan._files import atomic_directory, atomic_path, write_text
+
+
+def hidden(folder):
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith("."))
+
+
+def test_write_text_creates_folders_and_replaces(tmp_path):
+    path = tmp_path / "a" / "b" / "report.json"
+    assert write_text(path, "first") == path and path.read_text() == "first"
+    write_text(path, "second")
+    assert path.read_text() == "second" and hidden(path.parent) == []
+
+
+def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
+    path = tmp_path / "weights.safetensors"
+    path.write_text("old")
+    with pytest.raises(RuntimeError, match="disk full"):
+        with atomic_path(path) as temporary:
+            assert temporary.parent == tmp_path and temporary.name.endswith(".tmp")
+            temporary.write_text("half a fi")
+            raise RuntimeError("disk full")
+    assert path.read_text() == "old" and hidden(tmp_path) == []
+
+
+def test_atomic_directory_replaces_a_folder_whole(tmp_path):
+    final = tmp_path / "step-00000002"
+    final.mkdir()
+    (final / "stale.txt").write_text("from an earlier save")
+    with atomic_directory(final) as temporary:
+        (temporary / "state.json").write_text("{}")
+        assert not (final / "state.json").exists()  # nothing visible before the block ends
+    assert sorted(p.name for p in final.iterdir()) == ["state.json"] and hidden(tmp_path) == []
+    with pytest.raises(KeyboardInterrupt):
+        with atomic_directory(final) as temporary:
+            (temporary / "state.json").write_text('{"step": 3}')
+            raise KeyboardInterrupt
+    assert (final / "state.json").read_text() == "{}" and hidden(tmp_path) == []
