@@ -5,14 +5,16 @@ The data goes to a temporary name in the destination's own folder (a rename is a
 within one file system), is flushed to disk, and is renamed over the destination; the folder
 is flushed too, so the rename survives a power cut. On any error the temporary is removed and
 the destination is untouched. Temporaries are hidden (".NAME.RANDOM.tmp") and end in ".tmp".
+They are created by the writer, not by mkstemp/mkdtemp, so the result has the usual
+permissions (the umask's), not owner-only ones.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,9 +25,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     library: PIL, safetensors, ...); when the block ends without error it becomes `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    temporary = Path(name)
+    temporary = _temporary_beside(path)
     try:
         yield temporary
         _sync(temporary)
@@ -50,7 +50,8 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
     `path` is removed first: the one moment a reader finds neither)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    temporary = _temporary_beside(path)
+    temporary.mkdir()
     try:
         yield temporary
         for file in temporary.iterdir():
@@ -63,6 +64,11 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
         shutil.rmtree(temporary, ignore_errors=True)
         raise
     _sync(path.parent)
+
+
+def _temporary_beside(path: Path) -> Path:
+    """An unused hidden name in path's folder (random: concurrent writers never share one)."""
+    return path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
 
 
 def _sync(path: Path) -> None:

@@ -1,5 +1,7 @@
 """culturegan._files: every file appears whole or not at all, and failures leave nothing behind."""
 
+import os
+
 import pytest
 
 from culturegan._files import atomic_directory, atomic_path, write_text
@@ -14,6 +16,18 @@ def test_write_text_creates_folders_and_replaces(tmp_path):
     assert write_text(path, "first") == path and path.read_text() == "first"
     write_text(path, "second")
     assert path.read_text() == "second" and hidden(path.parent) == []
+
+
+def test_results_have_the_umasks_permissions_not_owner_only(tmp_path):
+    umask = os.umask(0o022)
+    try:
+        write_text(tmp_path / "report.html", "<p>")
+        with atomic_directory(tmp_path / "step-1") as temporary:
+            (temporary / "state.json").write_text("{}")
+    finally:
+        os.umask(umask)
+    assert (tmp_path / "report.html").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "step-1").stat().st_mode & 0o777 == 0o755
 
 
 def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
