@@ -84,12 +84,12 @@ def _train(config: TrainConfig, threads: int | None) -> float:
     """Trains one run (in a worker process: with `threads` threads, its log in OUTPUT/train.log);
     returns the seconds it took."""
     started = time.perf_counter()
-    if threads is None:
-        Trainer(config).fit()
-        return time.perf_counter() - started
-    torch.set_num_threads(threads)
-    Path(config.output).mkdir(parents=True, exist_ok=True)
-    with open(Path(config.output) / "train.log", "w") as log, contextlib.redirect_stdout(log):
+    with contextlib.ExitStack() as worker:
+        if threads is not None:
+            torch.set_num_threads(threads)
+            Path(config.output).mkdir(parents=True, exist_ok=True)
+            worker.enter_context(contextlib.redirect_stdout(worker.enter_context(
+                open(Path(config.output) / "train.log", "w"))))
         Trainer(config).fit()
     return time.perf_counter() - started
 
