@@ -95,7 +95,7 @@ def nvidia_wheel_include_dirs(cuda_home: Path) -> list[str]:
 
 
 def main() -> None:
-    import torch  # noqa: F401  (needed by the build; imported after the CUDA decision below)
+    import torch  # its CUDA version decides below whether the CUDA library is built
 
     cuda_home, skip_reason = cuda_decision(torch.version.cuda)
     if cuda_home is not None:

@@ -17,9 +17,9 @@ TORCH_LIBRARY(culturegan, m) {
   m.def("culture_stats(Tensor x, bool unbiased, float eps, float scale) -> (Tensor, Tensor, Tensor)");
   // act((x - center) * scale + shift) with (N, C) parameters in x's math type; act = LeakyReLU
   // with negative_slope, or none when it is None.
-  // The backward of y = act((z - mean) * gamma / std + beta) with mean, std z's own statistics
-  // (instance norm / AdaIN): (grad_z, grad_gamma, grad_beta), the last two (N, C).
-  m.def("norm_act_backward(Tensor grad, Tensor z, Tensor mean, Tensor std, Tensor gamma, Tensor beta, "
-        "float? negative_slope) -> (Tensor, Tensor, Tensor)");
   m.def("channel_affine(Tensor x, Tensor center, Tensor scale, Tensor shift, float? negative_slope) -> Tensor");
+  // The backward of instance_norm_act's y = act((z - mean) * gamma / std + beta) with mean, std
+  // z's own statistics (instance norm / AdaIN): (grad_z, grad_gamma, grad_beta), the last two (N, C).
+  m.def("instance_norm_act_backward(Tensor grad, Tensor z, Tensor mean, Tensor std, Tensor gamma, Tensor beta, "
+        "float? negative_slope) -> (Tensor, Tensor, Tensor)");
 }

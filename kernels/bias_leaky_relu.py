@@ -12,9 +12,8 @@ import torch
 import triton
 import triton.language as tl
 
-from culturegan.kernels.scalars import join, split
+from culturegan.kernels.common import INT32_MAX, compute_dtype, join, math_dtype, split
 
-INT32_MAX = 2**31 - 1
 ELEMENTWISE_BLOCK = 1024
 ROWS_PER_PROGRAM = 1024
 
@@ -106,10 +105,6 @@ def _gradient_bias_kernel(G, Y, GX, PARTIAL, rows, inner, channels, gain_hi, gai
     tl.store(PARTIAL + pid_r * channels + c, tl.sum(acc, axis=0), mask=c_mask)
 
 
-def _compute_dtype(t: torch.Tensor):
-    return tl.float64 if t.dtype == torch.float64 else tl.float32
-
-
 def activation_scalars(negative_slope: float, gain: float, clamp: float | None) -> dict:
     """The kernels' scalar arguments: the output's slope on each side, and the clamp."""
     (gain_hi, gain_lo), (negative_gain_hi, negative_gain_lo) = split(gain), split(gain * negative_slope)
@@ -124,7 +119,7 @@ def forward(x: torch.Tensor, bias: torch.Tensor | None, y: torch.Tensor, inner: 
     numel = x.numel()
     grid = (triton.cdiv(numel, ELEMENTWISE_BLOCK),)
     _forward_kernel[grid](x, bias if bias is not None else x, y, numel, inner, channels,
-                          HAS_BIAS=bias is not None, COMPUTE=_compute_dtype(x), INDEX_64=numel > INT32_MAX,
+                          HAS_BIAS=bias is not None, COMPUTE=compute_dtype(x), INDEX_64=numel > INT32_MAX,
                           BLOCK=ELEMENTWISE_BLOCK, **activation_scalars(negative_slope, gain, clamp))
 
 
@@ -136,7 +131,7 @@ def backward(grad: torch.Tensor, y: torch.Tensor, grad_x: torch.Tensor, inner: i
     scalars = activation_scalars(negative_slope, gain, clamp)
     if not bias_grad:
         grid = (triton.cdiv(numel, ELEMENTWISE_BLOCK),)
-        _gradient_kernel[grid](grad, y, grad_x, numel, COMPUTE=_compute_dtype(y), INDEX_64=index_64,
+        _gradient_kernel[grid](grad, y, grad_x, numel, COMPUTE=compute_dtype(y), INDEX_64=index_64,
                                BLOCK=ELEMENTWISE_BLOCK, **scalars)
         return None
     rows = numel // channels
@@ -144,10 +139,9 @@ def backward(grad: torch.Tensor, y: torch.Tensor, grad_x: torch.Tensor, inner: i
     block_c = min(triton.next_power_of_2(channels), 64) if inner == 1 else 1
     block_r = max(16, min(ROWS_PER_PROGRAM, 4096 // block_c))
     programs_r = triton.cdiv(rows, ROWS_PER_PROGRAM)
-    partial = torch.empty((programs_r, channels), dtype=torch.float64 if y.dtype == torch.float64 else torch.float32,
-                          device=y.device)
+    partial = torch.empty((programs_r, channels), dtype=math_dtype(y), device=y.device)
     grid = (triton.cdiv(channels, block_c), programs_r)
-    _gradient_bias_kernel[grid](grad, y, grad_x, partial, rows, inner, channels, COMPUTE=_compute_dtype(y),
+    _gradient_bias_kernel[grid](grad, y, grad_x, partial, rows, inner, channels, COMPUTE=compute_dtype(y),
                                 INDEX_64=index_64, BLOCK_R=block_r, BLOCK_C=block_c,
                                 ROWS_PER_PROGRAM=ROWS_PER_PROGRAM, **scalars)
     return partial

@@ -10,10 +10,9 @@ import torch
 import triton
 import triton.language as tl
 
-from culturegan.kernels.scalars import join, split
+from culturegan.kernels.common import INT32_MAX, compute_dtype, join, split
 
 BLOCK = 1024
-INT32_MAX = 2**31 - 1
 
 
 @triton.jit
@@ -47,5 +46,5 @@ def forward(x: torch.Tensor, center: torch.Tensor, scale: torch.Tensor, shift: t
     slope_hi, slope_lo = split(0.0 if negative_slope is None else negative_slope)
     _affine_kernel[(triton.cdiv(numel, BLOCK),)](
         x, center, scale, shift, y, numel, inner, x.shape[1], numel // x.shape[0], slope_hi,
-        slope_lo, COMPUTE=tl.float64 if x.dtype == torch.float64 else tl.float32, CHANNELS_INNERMOST=inner == 1 and x.dim() > 2,
+        slope_lo, COMPUTE=compute_dtype(x), CHANNELS_INNERMOST=inner == 1 and x.dim() > 2,
         ACTIVATE=negative_slope is not None, INDEX_64=numel > INT32_MAX - BLOCK, BLOCK=BLOCK)

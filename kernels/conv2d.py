@@ -22,6 +22,7 @@ import triton
 import triton.language as tl
 
 from culturegan.kernels.bias_leaky_relu import activate, activation_scalars, gradient, params
+from culturegan.kernels.common import compute_dtype, math_dtype
 
 # Tiles for the interpreter (CPU tensors): small, one config. GPUs autotune over GPU_CONFIGS,
 # keyed on the GEMM's shape; the choice is cached per shape.
@@ -132,8 +133,8 @@ def forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, y:
     moments = None
     if stats:
         shape = (batch, triton.cdiv(pixels, tile_pixels), out_channels)
-        math = torch.float64 if x.dtype == torch.float64 else torch.float32
-        moments = torch.empty(shape, dtype=math, device=x.device), torch.empty(shape, dtype=math, device=x.device)
+        moments = torch.empty(shape, dtype=math_dtype(x), device=x.device), torch.empty(shape, dtype=math_dtype(x),
+                                                                                    device=x.device)
     tile_mean, tile_m2 = moments if stats else (y, y)
     kernel[grid](x, taps, bias if bias is not None else taps, y, tile_mean, tile_m2, height, width, in_channels,
                  out_height, out_width, out_channels, *stride, *padding, *dilation,
@@ -261,7 +262,7 @@ def _operands(x: torch.Tensor) -> tuple:
     """(COMPUTE, UPCAST, DOT_PRECISION) for tensors like x. Under the interpreter (CPU tensors)
     numpy has no bfloat16 dot: the tiles go up to float32. On GPUs half tiles feed the tensor
     cores; float32 ones use TF32 where torch lets cuDNN do so."""
-    compute = tl.float64 if x.dtype == torch.float64 else tl.float32
+    compute = compute_dtype(x)
     upcast = x.device.type == "cpu"
     if x.dtype == torch.float64 or upcast:
         return compute, upcast, "ieee"
@@ -304,9 +305,8 @@ def weight_grad(grad: torch.Tensor, y: torch.Tensor, x: torch.Tensor, kernel_siz
     total = batch * out_height * out_width
     # Enough programs to fill a GPU (about 4 per SM on 132 SMs), each with >= 4 pixel blocks.
     split = 1 if upcast else max(1, min(triton.cdiv(528, tiles), triton.cdiv(total, 4 * block_p)))
-    math = torch.float64 if x.dtype == torch.float64 else torch.float32
-    dw = torch.empty((split, kernel_h, kernel_w, out_channels, in_channels), dtype=math, device=x.device)
-    db = torch.empty((split, out_channels), dtype=math, device=x.device) if bias_grad else dw
+    dw = torch.empty((split, kernel_h, kernel_w, out_channels, in_channels), dtype=math_dtype(x), device=x.device)
+    db = torch.empty((split, out_channels), dtype=math_dtype(x), device=x.device) if bias_grad else dw
     grid = (triton.cdiv(out_channels, block_co), triton.cdiv(in_channels, block_ci), kernel_h * kernel_w * split)
     _weight_grad_kernel[grid](grad, y, x, dw, db, batch, height, width, in_channels, out_height, out_width,
                               out_channels, *stride, *padding, *dilation, KERNEL_H=kernel_h, KERNEL_W=kernel_w,

@@ -13,6 +13,8 @@ import torch
 import triton
 import triton.language as tl
 
+from culturegan.kernels.common import PlaneTiling, compute_dtype
+
 
 @triton.jit
 def _stats_kernel(X, MEAN, STD, spatial, channels, stride_n, stride_c, stride_s, eps, correction,
@@ -49,16 +51,7 @@ def forward(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, channels_inn
             eps: float) -> None:
     """Writes mean and std, (N, C), of x (N, C, ...): contiguous, or channels innermost when
     channels_innermost."""
-    samples, channels = x.shape[:2]
-    spatial = x.numel() // (samples * channels)
-    if channels_innermost:  # memory order [N, spatial, C]: tile along channels
-        stride_c, stride_s = 1, channels
-        block_c = min(triton.next_power_of_2(channels), 64)
-    else:  # memory order [N, C, spatial]: tile along the spatial positions
-        stride_c, stride_s = spatial, 1
-        block_c = min(triton.next_power_of_2(channels), 4)
-    block_s = max(16, min(triton.next_power_of_2(spatial), 4096 // block_c))
-    compute = tl.float64 if x.dtype == torch.float64 else tl.float32
-    grid = (samples, triton.cdiv(channels, block_c))
-    _stats_kernel[grid](x, mean, std, spatial, channels, channels * spatial, stride_c, stride_s, eps,
-                        1.0 if unbiased else 0.0, COMPUTE=compute, BLOCK_S=block_s, BLOCK_C=block_c)
+    tiling = PlaneTiling(x, channels_innermost)
+    _stats_kernel[tiling.grid](x, mean, std, tiling.spatial, tiling.channels, tiling.channels * tiling.spatial,
+                               tiling.stride_c, tiling.stride_s, eps, 1.0 if unbiased else 0.0,
+                               COMPUTE=compute_dtype(x), BLOCK_S=tiling.block_s, BLOCK_C=tiling.block_c)

@@ -1,4 +1,4 @@
-"""Triton kernel of gram and culture_stats (installed as culturegan.kernels.gram).
+"""Triton kernel of gram, which culture_stats runs with STATS (installed as culturegan.kernels.gram).
 
 Program (n, i, j) computes tile (i, j) of sample n's Gram matrix F F^T over the H*W
 positions with float32 (float64 for float64) accumulation, and writes it and its mirror
@@ -7,7 +7,7 @@ float32 products are exact IEEE products (no TF32), so results match the referen
 
 With STATS, the diagonal programs (i == j) also keep the moments of their rows from the tiles
 they load anyway (shifted by each row's first element, merged per tile with Chan's formula, as
-kernels/feature_stats.py does): mean, std and Gram from one read of x.
+kernels/feature_stats.py does): mean, std and Gram from one read of x (kernels/culture_stats.py).
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
+
+from culturegan.kernels.common import compute_dtype
 
 BLOCK_C = 32  # tile edge: tl.dot needs >= 16 on GPUs
 BLOCK_K = 32
@@ -76,10 +78,9 @@ def _gram_kernel(X, G, MEAN, STD, channels, spatial, stride_n, stride_c, stride_
 def forward(features: torch.Tensor, gram: torch.Tensor, stats: tuple | None = None) -> None:
     """gram[n] = features[n] @ features[n]^T for features (N, C, S) of any strides; gram (N, C, C)
     contiguous, in the compute dtype (float32, or float64 for float64 features). With
-    stats = (mean, std, unbiased, eps), also writes the rows' mean and std, each (N, C)."""
+    stats = (mean, std, unbiased, eps) (culture_stats), also writes the rows' mean and std (N, C)."""
     samples, channels, spatial = features.shape
     tiles = triton.cdiv(channels, BLOCK_C)
-    compute = tl.float64 if features.dtype == torch.float64 else tl.float32
     # Triton's interpreter (CPU tensors) multiplies bfloat16 tiles wrongly (numpy has no
     # bfloat16): it gets float32 tiles, exact for bfloat16 values. GPUs use bfloat16 tensor cores.
     upcast = features.dtype == torch.bfloat16 and features.device.type == "cpu"
@@ -88,5 +89,5 @@ def forward(features: torch.Tensor, gram: torch.Tensor, stats: tuple | None = No
     mean, std, unbiased, eps = stats if stats is not None else (gram, gram, False, 0.0)
     _gram_kernel[(samples, tiles, tiles)](features, gram, mean, std, channels, spatial, features.stride(0),
                                           features.stride(1), features.stride(2), eps, 1.0 if unbiased else 0.0,
-                                          COMPUTE=compute, DOT_PRECISION=precision, UPCAST=upcast,
+                                          COMPUTE=compute_dtype(features), DOT_PRECISION=precision, UPCAST=upcast,
                                           STATS=stats is not None, BLOCK_C=BLOCK_C, BLOCK_K=BLOCK_K)

@@ -1,4 +1,5 @@
-"""Shared test helpers: tolerances by dtype and the (device, backend) matrix."""
+"""Shared test helpers: tolerances by dtype, the (device, backend) matrix, the base cases of the
+ops' tests, and the checks many op tests make."""
 
 import math
 
@@ -15,15 +16,52 @@ TOLERANCES = {
     torch.float16: (1e-2, 1e-2),
     torch.bfloat16: (2e-2, 2e-2),
 }
-# Backends that support float64 (all of them here; kept explicit for ops that do not).
+# The input dtypes every op takes, on every backend.
 DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+HALVES = (torch.float16, torch.bfloat16)
+LAYOUTS = ("contiguous", "channels_last", "strided")  # the layouts make_layout makes
+# shape, layout: the cases of every op over (N, C, ...) inputs: odd sizes, 1x1, C = 1, 3-D and
+# 4-D inputs, channels_last and strided views. Small enough for the Triton interpreter.
+BASE_CASES = [
+    ((2, 3, 5, 7), "contiguous"),
+    ((1, 1, 1, 1), "contiguous"),
+    ((3, 1, 4, 4), "channels_last"),
+    ((2, 5, 3, 3), "channels_last"),
+    ((1, 7, 1, 1), "channels_last"),
+    ((2, 4, 3, 5), "strided"),
+    ((2, 5, 9), "contiguous"),
+    ((2, 5, 9), "channels_last"),
+    ((3, 2, 7), "strided"),
+]
+# The Gram matrix ops' tile edges: C over one of Triton's 32-channel tiles, H*W over several of
+# its 32-position K blocks.
+GRAM_TILE_CASES = [((2, 40, 3, 3), "contiguous"), ((1, 3, 8, 8), "strided")]
+# Features x that every op over (N, C, H, W) or (N, C, L) features rejects: (description, kwargs
+# maker, exception, message fragment).
+BAD_FEATURES = [
+    ("integer x", lambda: dict(x=torch.ones(2, 3, 4, 4, dtype=torch.int32)), TypeError,
+     "x must be a floating-point tensor"),
+    ("bool x", lambda: dict(x=torch.ones(2, 3, 4, dtype=torch.bool)), TypeError, "x must be a floating-point tensor"),
+    ("complex x", lambda: dict(x=torch.ones(2, 3, 4, dtype=torch.complex64)), TypeError,
+     "x must be a floating-point tensor"),
+    ("rank 2", lambda: dict(x=torch.ones(2, 3)), ValueError, "x must have 3 or 4 dimensions"),
+    ("rank 5", lambda: dict(x=torch.ones(1, 2, 2, 2, 2)), ValueError, "x must have 3 or 4 dimensions"),
+    ("empty", lambda: dict(x=torch.ones(0, 3, 4, 4)), ValueError, "x is empty"),
+    ("empty plane", lambda: dict(x=torch.ones(2, 3, 0)), ValueError, "x is empty"),
+    ("no channels", lambda: dict(x=torch.ones(2, 0, 3, 3)), ValueError, "x is empty"),
+    ("x not a tensor", lambda: dict(x=[[[1.0, 2.0]]]), TypeError, "x must be a torch.Tensor"),
+]
+# instance_norm_act's normalisations (plain, affine, AdaIN) and activations (name, negative slope).
+NORMS = ["plain", "affine", "adain"]
+ACTIVATIONS = [("relu", 0.2), ("leaky_relu", 0.2), ("none", 0.2)]
 
 
-def devices() -> list[str]:
-    return ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+def interpreted(device, backend):
+    """Triton on CPU tensors runs in the interpreter: such tests get small shapes only."""
+    return device == "cpu" and backend == "triton"
 
 
-def backend_params() -> list:
+def _backend_params() -> list:
     """(device, backend) pairs for every backend, skipped where it cannot run, with the reason."""
     params = []
     for device in ("cpu", "cuda"):
@@ -36,6 +74,33 @@ def backend_params() -> list:
             marks = [pytest.mark.skip(reason=reason)] if reason else []
             params.append(pytest.param(device, backend, id=f"{device}-{backend}", marks=marks))
     return params
+
+
+BACKENDS = _backend_params()
+FAST_BACKENDS = [p for p in BACKENDS if p.values[1] != "reference"]
+TRITON = [p for p in BACKENDS if p.values[1] == "triton"]
+NOT_TRITON = [p for p in BACKENDS if p.values[1] != "triton"]
+NOT_INTERPRETED = [p for p in BACKENDS if not interpreted(*p.values)]
+CPU_BACKENDS = [p for p in BACKENDS if p.values[0] == "cpu"]  # enough for argument checks
+
+
+def native_op(name, backend):
+    """The registered op that runs `name` on `backend`: culturegan::<name>_triton for triton, the
+    C++ op culturegan::<name> for cpu and cuda."""
+    return getattr(torch.ops.culturegan, f"{name}_triton" if backend == "triton" else name)
+
+
+def skip_unless_registered(name):
+    """Skips the test where the op culturegan::<name> (C++, or Triton for *_triton) cannot run CPU tensors."""
+    reason = ops.unavailable_reason("triton" if name.endswith("_triton") else "cpu", "cpu")
+    if reason:
+        pytest.skip(reason)
+
+
+def bad_input_params(bad_inputs):
+    """(make, error, message) params, each named by its description, from (description, make,
+    error, message) rows."""
+    return [pytest.param(*row[1:], id=row[0]) for row in bad_inputs]
 
 
 def assert_close(actual: torch.Tensor, expected: torch.Tensor, dtype: torch.dtype, what: str = "") -> None:
@@ -66,9 +131,68 @@ def make_layout(t: torch.Tensor, layout: str) -> torch.Tensor:
     raise ValueError(layout)
 
 
-def interpreted(device, backend):
-    """Triton on CPU tensors runs in the interpreter: such tests get small shapes only."""
-    return device == "cpu" and backend == "triton"
+def offset_features(shape, layout, dtype, device, requires_grad=False, scale=3.0, offset=0.5):
+    """scale * N(0, 1) plus a random offset per channel (so that centering matters), made in
+    float32 and then cast: the half types see rounded values, and so does the float64 reference
+    computed from the same tensor."""
+    x = scale * torch.randn(shape, device=device)
+    x = x + offset * torch.randn(shape[:2] + (1,) * (len(shape) - 2), device=device)
+    return make_layout(x.to(dtype), layout).requires_grad_(requires_grad)
+
+
+def conv_inputs(geometry, dtype, device, layout="contiguous", transposed=False):
+    """x (2 samples), a weight (for a transposed convolution if asked) scaled to keep the outputs'
+    variance near x's, and a bias for a convolution of geometry (C_in, C_out, H, W, kernel, ...):
+    made in float32, then cast."""
+    c_in, c_out, h, w, k = geometry[:5]
+    x = make_layout(torch.randn(2, c_in, h, w, device=device).to(dtype), layout)
+    shape = (c_in, c_out, k, k) if transposed else (c_out, c_in, k, k)
+    weight = (torch.randn(shape, device=device) / math.sqrt(c_in * k * k)).to(dtype)
+    bias = torch.randn(c_out, device=device).to(dtype)
+    return x, weight, bias
+
+
+def norm_arguments(norm, batch, channels, dtype, device, affine_names=("weight", "bias")):
+    """instance_norm_act's parameters for `norm`: none ("plain"), a per-channel weight and bias
+    named `affine_names` ("affine"), or per-sample style codes ("adain"), in float32 (float64 for
+    float64 x) as the networks that compute style codes give them."""
+    if norm == "affine":
+        weight, bias = affine_names
+        return {weight: (1 + 0.3 * torch.randn(channels, device=device)).to(dtype),
+                bias: torch.randn(channels, device=device).to(dtype)}
+    if norm == "adain":
+        style = torch.promote_types(dtype, torch.float32)
+        return dict(style_scale=(1 + 0.3 * torch.randn(batch, channels, device=device)).to(style),
+                    style_shift=torch.randn(batch, channels, device=device).to(style))
+    return {}
+
+
+def constant_planes(kind, hw, device):
+    """(values, x): a large random value per (n, c) of 2 x 3 planes, as (2, 3, 1, 1), and x, those
+    planes of size hw, "filled" (dense) or "expanded" (stride 0 over H, W)."""
+    values = 1000 * torch.randn(2, 3, 1, 1, device=device)
+    x = values.expand(2, 3, *hw)
+    return values, (x.contiguous() if kind == "filled" else x)
+
+
+def three_runs(run):
+    """run() twice, then once on a single CPU thread: a deterministic op gives the same bits all
+    three times."""
+    first, again = run(), run()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return first, again, run()
+    finally:
+        torch.set_num_threads(threads)
+
+
+def assert_gradcheck_and_gradgradcheck(fn, inputs, device, backend):
+    """First and second derivatives against finite differences (of random projections only in
+    the slow Triton interpreter)."""
+    fast = interpreted(device, backend)
+    assert torch.autograd.gradcheck(fn, inputs, fast_mode=fast)
+    assert torch.autograd.gradgradcheck(fn, inputs, fast_mode=fast)
 
 
 def inner_size(shape):

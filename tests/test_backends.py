@@ -33,13 +33,32 @@ def test_call_block_and_environment_choose_in_that_order(monkeypatch):
     assert _backends._select("cpu", None) == "reference"
 
 
-@pytest.mark.parametrize("make_request", [
-    lambda x: ops.bias_leaky_relu(x, backend="cuda_fast"),
-    lambda x: ops.use_backend("cuda_fast").__enter__(),
-])
-def test_unknown_backend_names_the_choices(make_request):
-    with pytest.raises(ValueError, match=r"unknown backend 'cuda_fast'; expected one of cuda, triton, cpu, reference"):
-        make_request(torch.ones(2, 3))
+UNKNOWN_BACKEND = r"unknown backend 'cuda_fast'; expected one of cuda, triton, cpu, reference"
+# Arguments each registered op accepts, to call it with a backend name it does not know.
+EXAMPLE_ARGUMENTS = {
+    "bias_leaky_relu": lambda: (torch.ones(2, 3),),
+    "channel_affine": lambda: (torch.ones(2, 3), torch.zeros(2, 3), torch.ones(2, 3), torch.zeros(2, 3)),
+    "conv2d_bias_leaky_relu": lambda: (torch.ones(1, 3, 5, 5), torch.ones(2, 3, 3, 3)),
+    "feature_stats": lambda: (torch.ones(2, 3, 4),),
+    "instance_norm_act": lambda: (torch.ones(2, 3, 4),),
+    "conv2d_instance_norm_act": lambda: (torch.ones(1, 3, 5, 5), torch.ones(2, 3, 3, 3)),
+    "conv_transpose2d_instance_norm_act": lambda: (torch.ones(1, 3, 4, 4), torch.ones(3, 2, 3, 3)),
+    "gram": lambda: (torch.ones(2, 3, 4),),
+    "culture_stats": lambda: (torch.ones(2, 3, 4),),
+    "gram_loss": lambda: (torch.ones(2, 3, 4), torch.ones(3, 3)),
+}
+
+
+@pytest.mark.parametrize("op", ops.registered_ops())
+def test_every_op_rejects_an_unknown_backend_naming_the_choices(op):
+    assert op in EXAMPLE_ARGUMENTS, f"give EXAMPLE_ARGUMENTS of the op {op}"
+    with pytest.raises(ValueError, match=UNKNOWN_BACKEND):
+        getattr(ops, op)(*EXAMPLE_ARGUMENTS[op](), backend="cuda_fast")
+
+
+def test_use_backend_rejects_an_unknown_backend_naming_the_choices():
+    with pytest.raises(ValueError, match=UNKNOWN_BACKEND):
+        ops.use_backend("cuda_fast").__enter__()
 
 
 def test_unknown_backend_in_environment(monkeypatch):

@@ -3,15 +3,19 @@
 // so a user calling torch.ops.culturegan.* directly gets an equally clear message.
 #pragma once
 
+#include <ATen/OpMathType.h>
 #include <ATen/core/Tensor.h>
 #include <c10/util/Exception.h>
 
+#include <optional>
 #include <string>
 
 namespace culturegan {
 
 // The dtype as Python spells it ("torch.float32"), so messages match culturegan.ops' own.
-inline std::string dtype_name(at::ScalarType type) { return std::string("torch.").append(c10::getDtypeNames(type).first); }
+inline std::string dtype_name(at::ScalarType type) {
+  return std::string("torch.").append(c10::getDtypeNames(type).first);
+}
 
 inline void check_floating(const at::Tensor& t, const char* name) {
   TORCH_CHECK_TYPE(at::isFloatingType(t.scalar_type()), name,
@@ -34,8 +38,8 @@ inline void check_same_device(const at::Tensor& t, const char* name, const at::T
 }
 
 inline void check_same_dtype(const at::Tensor& t, const char* name, const at::Tensor& ref, const char* ref_name) {
-  TORCH_CHECK_TYPE(t.scalar_type() == ref.scalar_type(), name, " has dtype ", dtype_name(t.scalar_type()), " but ", ref_name,
-                   " has dtype ", dtype_name(ref.scalar_type()), "; cast it with .to(", ref_name, ".dtype)");
+  TORCH_CHECK_TYPE(t.scalar_type() == ref.scalar_type(), name, " has dtype ", dtype_name(t.scalar_type()), " but ",
+                   ref_name, " has dtype ", dtype_name(ref.scalar_type()), "; cast it with .to(", ref_name, ".dtype)");
 }
 
 inline void check_same_shape(const at::Tensor& t, const char* name, const at::Tensor& ref, const char* ref_name) {
@@ -49,6 +53,25 @@ inline void check_channel_vector(const at::Tensor& v, const char* name, const at
   check_same_dtype(v, name, x, x_name);
   TORCH_CHECK_VALUE(v.dim() == 1 && v.size(0) == x.size(1), name, " must have shape (", x.size(1), ",) to match ",
                     x_name, "'s channel dimension, got shape ", v.sizes());
+}
+
+// An (N, C) parameter of ref (one value per sample and channel) in ref's math type: float32 for
+// the half types, so tiny factors such as 1 / (H * W * std) keep their precision. shape_note
+// follows the expected shape in the shape error.
+inline void check_parameter(const at::Tensor& p, const char* name, const at::Tensor& ref, const char* ref_name,
+                            const char* shape_note = "") {
+  check_same_device(p, name, ref, ref_name);
+  const at::ScalarType math = at::toOpMathType(ref.scalar_type());
+  TORCH_CHECK_TYPE(p.scalar_type() == math, name, " must have dtype ", dtype_name(math), " (", ref_name,
+                   "'s math type), got ", dtype_name(p.scalar_type()));
+  TORCH_CHECK_VALUE(p.dim() == 2 && p.size(0) == ref.size(0) && p.size(1) == ref.size(1), name, " must have shape (",
+                    ref.size(0), ", ", ref.size(1), ")", shape_note, ", got shape ", p.sizes());
+}
+
+// The slope of an optional LeakyReLU: None (no activation) or >= 0.
+inline void check_optional_slope(std::optional<double> negative_slope) {
+  TORCH_CHECK_VALUE(!negative_slope.has_value() || *negative_slope >= 0.0,
+                    "negative_slope must be >= 0 (or None), got ", negative_slope.value_or(0.0));
 }
 
 }  // namespace culturegan

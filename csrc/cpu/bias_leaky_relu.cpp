@@ -13,18 +13,18 @@
 
 #include "common/layout.h"
 #include "cpu/memory.h"
+#include "cpu/parallel.h"
 #include "cpu/vectorizable.h"
 #include "ops/bias_leaky_relu.h"
 
 namespace culturegan::bias_leaky_relu {
 namespace {
 
+using cpu::kGrainSize;
+using cpu::kSumBlock;
 using cpu::load;
+using cpu::spans_per_task;
 using cpu::store;
-
-// Elements per parallel task: small enough to spread over cores, large enough to amortise the
-// cost of starting a task (the value ATen uses).
-constexpr int64_t kGrainSize = 32768;
 
 // Calls f with std::true_type or std::false_type: the clamp test moves out of the loops.
 template <typename F>
@@ -32,9 +32,6 @@ void with_clamp(bool clamp, F&& f) {
   if (clamp) f(std::true_type{});
   else f(std::false_type{});
 }
-
-// Rows per parallel task, so each task touches about kGrainSize elements.
-int64_t rows_grain(int64_t row_length) { return std::max<int64_t>(1, kGrainSize / std::max<int64_t>(1, row_length)); }
 
 // The loops below take restrict pointers and the parameters by value, so the compiler knows that
 // stores to the output cannot change the inputs or parameters, and vectorises them. Each handles
@@ -68,9 +65,7 @@ CG_CPU_CLONES void activate_rows(const scalar_t* __restrict__ x, const scalar_t*
 
 // Planes [first, last): grad_x = gradient(grad, y), and when plane_sums is non-null the sum of
 // each plane's grad_x in plane_sums[plane]: vectorised sums in the math type over blocks of
-// kSumBlock elements (short enough to keep float32 rounding negligible), added in double.
-constexpr int64_t kSumBlock = 4096;
-
+// kSumBlock elements, added in double.
 template <bool kClamp, typename scalar_t, typename acc_t>
 CG_CPU_CLONES void gradient_planes(const scalar_t* __restrict__ grad, const scalar_t* __restrict__ y,
                                    scalar_t* __restrict__ grad_x, double* __restrict__ plane_sums, int64_t first,
@@ -117,11 +112,11 @@ void forward_cpu(const ChannelLayout& L, const scalar_t* bias, scalar_t* y, Para
       activate_planes<kClamp>(x + begin, bias, y + begin, 0, 1, 1, end - begin, p);
     });
   } else if (inner == 1) {
-    at::parallel_for(0, outer, rows_grain(C), [=](int64_t begin, int64_t end) {
+    at::parallel_for(0, outer, spans_per_task(C), [=](int64_t begin, int64_t end) {
       activate_rows<kClamp>(x, bias, y, begin, end, C, p);
     });
   } else {
-    at::parallel_for(0, outer * C, rows_grain(inner), [=](int64_t begin, int64_t end) {
+    at::parallel_for(0, outer * C, spans_per_task(inner), [=](int64_t begin, int64_t end) {
       activate_planes<kClamp>(x, bias, y, begin, end, C, inner, p);
     });
   }
@@ -130,7 +125,8 @@ void forward_cpu(const ChannelLayout& L, const scalar_t* bias, scalar_t* y, Para
 // grad_x = gradient(grad, y); when bias_grad is non-null also bias_grad[c] = the sum of grad_x
 // over channel c, from per-plane (or per-chunk) partial sums added in a fixed order.
 template <bool kClamp, typename scalar_t, typename acc_t = at::opmath_type<scalar_t>>
-void backward_cpu(const scalar_t* grad, const ChannelLayout& L, scalar_t* grad_x, scalar_t* bias_grad, Params<acc_t> p) {
+void backward_cpu(const scalar_t* grad, const ChannelLayout& L, scalar_t* grad_x, scalar_t* bias_grad,
+                  Params<acc_t> p) {
   const scalar_t* y = L.tensor.const_data_ptr<scalar_t>();
   const int64_t outer = L.outer, C = L.channels, inner = L.inner;
   if (bias_grad == nullptr) {  // one flat span per task
@@ -143,7 +139,7 @@ void backward_cpu(const scalar_t* grad, const ChannelLayout& L, scalar_t* grad_x
   if (inner == 1) {
     // Fixed chunks of rows (independent of the thread count), each with its own partial sums
     // in the math type (a chunk holds about kGrainSize elements), added in double.
-    const int64_t chunk_rows = rows_grain(C);
+    const int64_t chunk_rows = spans_per_task(C);
     const int64_t chunks = (outer + chunk_rows - 1) / chunk_rows;
     std::vector<acc_t> partial(chunks * C, acc_t(0));
     acc_t* partial_data = partial.data();
@@ -157,7 +153,7 @@ void backward_cpu(const scalar_t* grad, const ChannelLayout& L, scalar_t* grad_x
   } else {
     std::vector<double> plane_sums(outer * C, 0.0);
     double* plane_sums_data = plane_sums.data();
-    at::parallel_for(0, outer * C, rows_grain(inner), [=](int64_t begin, int64_t end) {
+    at::parallel_for(0, outer * C, spans_per_task(inner), [=](int64_t begin, int64_t end) {
       gradient_planes<kClamp>(grad, y, grad_x, plane_sums_data, begin, end, inner, p);
     });
     for (int64_t plane = 0; plane < outer * C; ++plane) channel_sums[plane % C] += plane_sums[plane];
@@ -193,8 +189,9 @@ std::tuple<at::Tensor, at::Tensor> backward(const at::Tensor& grad, const at::Te
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, y.scalar_type(), "bias_leaky_relu_backward_cpu", [&] {
     const auto p = make_params<at::opmath_type<scalar_t>>(negative_slope, gain, clamp);
     with_clamp(clamp.has_value(), [&](auto kClamp) {
-      backward_cpu<decltype(kClamp)::value, scalar_t>(grad_in.const_data_ptr<scalar_t>(), L, grad_x.mutable_data_ptr<scalar_t>(),
-                                           bias_grad ? grad_bias.mutable_data_ptr<scalar_t>() : nullptr, p);
+      backward_cpu<decltype(kClamp)::value, scalar_t>(grad_in.const_data_ptr<scalar_t>(), L,
+                                                      grad_x.mutable_data_ptr<scalar_t>(),
+                                                      bias_grad ? grad_bias.mutable_data_ptr<scalar_t>() : nullptr, p);
     });
   });
   return {grad_x, grad_bias};

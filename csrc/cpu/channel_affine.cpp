@@ -5,10 +5,9 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
-#include <algorithm>
-
 #include "common/layout.h"
 #include "cpu/memory.h"
+#include "cpu/parallel.h"
 #include "cpu/vectorizable.h"
 #include "ops/channel_affine.h"
 
@@ -16,11 +15,8 @@ namespace culturegan::channel_affine {
 namespace {
 
 using cpu::load;
+using cpu::spans_per_task;
 using cpu::store;
-
-constexpr int64_t kGrainSize = 32768;  // elements per parallel task (ATen's value)
-
-int64_t grain(int64_t span) { return std::max<int64_t>(1, kGrainSize / std::max<int64_t>(1, span)); }
 
 // The (center, scale, shift) of every (n, c), as one pointer per parameter.
 template <typename acc_t>
@@ -74,11 +70,11 @@ at::Tensor forward(const at::Tensor& x, const at::Tensor& center, const at::Tens
     scalar_t* out = y.mutable_data_ptr<scalar_t>();
     if (L.inner == 1) {
       const int64_t rows_per_sample = L.outer / x.size(0);
-      at::parallel_for(0, L.outer, grain(L.channels), [=](int64_t first, int64_t last) {
+      at::parallel_for(0, L.outer, spans_per_task(L.channels), [=](int64_t first, int64_t last) {
         rows(in, out, first, last, L.channels, rows_per_sample, p);
       });
     } else {
-      at::parallel_for(0, L.outer * L.channels, grain(L.inner), [=](int64_t first, int64_t last) {
+      at::parallel_for(0, L.outer * L.channels, spans_per_task(L.inner), [=](int64_t first, int64_t last) {
         planes(in, out, first, last, L.inner, p);
       });
     }

@@ -14,18 +14,18 @@
 #include <vector>
 
 #include "common/layout.h"
+#include "cpu/parallel.h"
 #include "cpu/vectorizable.h"
 #include "ops/feature_stats.h"
 
 namespace culturegan::feature_stats {
 namespace {
 
+using cpu::kSumBlock;
 using cpu::load;
 using Stats = Moments<double>;
 
-constexpr int64_t kBlock = 4096;  // elements per block: 16 KiB of float32, well inside L1/L2
-
-// Moments of the contiguous elements [begin, end) (at most kBlock of them).
+// Moments of the contiguous elements [begin, end) (at most kSumBlock of them).
 template <typename scalar_t, typename acc_t = at::opmath_type<scalar_t>>
 CG_CPU_CLONES Stats block_moments(const scalar_t* __restrict__ x, int64_t begin, int64_t end) {
   const acc_t shift = load(x, begin);
@@ -75,12 +75,11 @@ CG_CPU_CLONES void rows_moments(const scalar_t* __restrict__ x, int64_t first, i
 // Planes layout: one contiguous plane of `inner` elements per (n, c).
 template <typename scalar_t>
 void planes_stats(const scalar_t* x, int64_t planes, int64_t inner, Stats* stats) {
-  const int64_t grain = std::max<int64_t>(1, 32768 / inner);
-  at::parallel_for(0, planes, grain, [=](int64_t begin, int64_t end) {
+  at::parallel_for(0, planes, cpu::spans_per_task(inner), [=](int64_t begin, int64_t end) {
     for (int64_t plane = begin; plane < end; ++plane) {
       Stats total{0.0, 0.0, 0.0};
-      for (int64_t b = plane * inner, e = b + inner; b < e; b += kBlock)
-        total = merge(total, block_moments(x, b, std::min(e, b + kBlock)));
+      for (int64_t b = plane * inner, e = b + inner; b < e; b += kSumBlock)
+        total = merge(total, block_moments(x, b, std::min(e, b + kSumBlock)));
       stats[plane] = total;
     }
   });
@@ -89,7 +88,7 @@ void planes_stats(const scalar_t* x, int64_t planes, int64_t inner, Stats* stats
 // Channels-innermost layout: [N, spatial, C]. Fixed chunks of rows of each sample, merged in order.
 template <typename scalar_t, typename acc_t = at::opmath_type<scalar_t>>
 void rows_stats(const scalar_t* x, int64_t samples, int64_t spatial, int64_t channels, Stats* stats) {
-  const int64_t chunk_rows = std::max<int64_t>(1, kBlock / channels);
+  const int64_t chunk_rows = cpu::rows_per_sum_block(channels);
   const int64_t chunks = (spatial + chunk_rows - 1) / chunk_rows;
   std::vector<Stats> partial(samples * chunks * channels, Stats{0.0, 0.0, 0.0});
   Stats* partial_data = partial.data();

@@ -162,7 +162,8 @@ __global__ void backward_rows_kernel(const scalar_t* __restrict__ grad, const sc
 }
 
 template <typename scalar_t, typename index_t>
-void launch_forward(const ChannelLayout& L, const scalar_t* bias, scalar_t* y, const Params<at::opmath_type<scalar_t>>& p) {
+void launch_forward(const ChannelLayout& L, const scalar_t* bias, scalar_t* y,
+                    const Params<at::opmath_type<scalar_t>>& p) {
   const scalar_t* x = L.tensor.const_data_ptr<scalar_t>();
   const index_t numel = L.tensor.numel();
   const int device = L.tensor.get_device();

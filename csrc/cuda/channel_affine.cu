@@ -67,8 +67,10 @@ at::Tensor forward(const at::Tensor& x, const at::Tensor& center, const at::Tens
   const at::Tensor c = center.contiguous(), s = scale.contiguous(), b = shift.contiguous();
   const double slope = negative_slope.value_or(-1.0);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "channel_affine_cuda", [&] {
-    if (L.tensor.numel() <= std::numeric_limits<int32_t>::max()) launch<scalar_t, int32_t>(L, x.size(0), c, s, b, slope, y);
-    else launch<scalar_t, int64_t>(L, x.size(0), c, s, b, slope, y);
+    if (L.tensor.numel() <= std::numeric_limits<int32_t>::max())
+      launch<scalar_t, int32_t>(L, x.size(0), c, s, b, slope, y);
+    else
+      launch<scalar_t, int64_t>(L, x.size(0), c, s, b, slope, y);
   });
   return y;
 }

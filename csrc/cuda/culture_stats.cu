@@ -98,7 +98,8 @@ __global__ void __launch_bounds__(kThreads)
     stage(sample, g, row0_i, k0, tile_i);
     if (!diagonal) stage(sample, g, row0_j, k0, tile_j);
     __syncthreads();
-    if (keeps_row) add_moments(tile_i, threadIdx.x, int(g.spatial - k0 < kStep ? g.spatial - k0 : kStep), shift, moments);
+    if (keeps_row)
+      add_moments(tile_i, threadIdx.x, int(g.spatial - k0 < kStep ? g.spatial - k0 : kStep), shift, moments);
 #pragma unroll
     for (int k = 0; k < kStep; ++k) {
       acc_t a[kPer], b[kPer];

@@ -52,8 +52,8 @@ CG_INLINE acc_t gradient(acc_t dy, acc_t y, const Params<acc_t>& p) {
 }
 
 inline void check_params(double negative_slope, double gain, std::optional<double> clamp) {
-  TORCH_CHECK_VALUE(negative_slope >= 0.0, "negative_slope must be >= 0 (the gradient is read from the output's sign), got ",
-                    negative_slope);
+  TORCH_CHECK_VALUE(negative_slope >= 0.0,
+                    "negative_slope must be >= 0 (the gradient is read from the output's sign), got ", negative_slope);
   TORCH_CHECK_VALUE(gain > 0.0, "gain must be > 0, got ", gain);
   TORCH_CHECK_VALUE(!clamp.has_value() || *clamp >= 0.0, "clamp must be >= 0 (or None), got ", clamp.value_or(0.0));
 }

@@ -8,7 +8,6 @@
 
 #include <optional>
 
-#include <ATen/OpMathType.h>
 #include <ATen/core/Tensor.h>
 #include <c10/util/Exception.h>
 
@@ -24,25 +23,14 @@ CG_INLINE acc_t apply(acc_t x, acc_t center, acc_t scale, acc_t shift, acc_t neg
   return negative_slope < acc_t(0) ? v : v * (v > acc_t(0) ? acc_t(1) : negative_slope);
 }
 
-// An (N, C) parameter of x in x's math type (float32 for the half types, so tiny factors such
-// as 1 / (H * W * std) keep their precision).
-inline void check_parameter(const at::Tensor& p, const char* name, const at::Tensor& x) {
-  check_same_device(p, name, x, "x");
-  const at::ScalarType math = at::toOpMathType(x.scalar_type());
-  TORCH_CHECK_TYPE(p.scalar_type() == math, name, " must have dtype ", dtype_name(math), " (x's math type), got ",
-                   dtype_name(p.scalar_type()));
-  TORCH_CHECK_VALUE(p.dim() == 2 && p.size(0) == x.size(0) && p.size(1) == x.size(1), name, " must have shape (",
-                    x.size(0), ", ", x.size(1), ") (x's samples and channels), got shape ", p.sizes());
-}
-
 inline void check_args(const at::Tensor& x, const at::Tensor& center, const at::Tensor& scale, const at::Tensor& shift,
                        std::optional<double> negative_slope) {
   check_channel_tensor(x, "x", 2, 4);
-  check_parameter(center, "center", x);
-  check_parameter(scale, "scale", x);
-  check_parameter(shift, "shift", x);
-  TORCH_CHECK_VALUE(!negative_slope.has_value() || *negative_slope >= 0.0, "negative_slope must be >= 0 (or None), got ",
-                    negative_slope.value_or(0.0));
+  const char* shape_note = " (x's samples and channels)";
+  check_parameter(center, "center", x, "x", shape_note);
+  check_parameter(scale, "scale", x, "x", shape_note);
+  check_parameter(shift, "shift", x, "x", shape_note);
+  check_optional_slope(negative_slope);
 }
 
 }  // namespace culturegan::channel_affine

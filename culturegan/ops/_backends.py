@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import importlib.util
 import os
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 
 import torch
 
@@ -76,6 +78,11 @@ def _triton_unavailable(device_type: str) -> str | None:
     return f"triton does not run {device_type} tensors"
 
 
+def _compiled_library(backend: str) -> _libraries.LibraryStatus:
+    """The compiled library of the cpu or cuda backend."""
+    return _libraries.cpu_library() if backend == "cpu" else _libraries.cuda_library()
+
+
 def unavailable_reason(backend: str, device_type: str) -> str | None:
     """Why `backend` cannot run tensors of `device_type` here, or None if it can."""
     if backend == "reference":
@@ -84,7 +91,7 @@ def unavailable_reason(backend: str, device_type: str) -> str | None:
         return _triton_unavailable(device_type)
     if backend != device_type:
         return f"the {backend} backend runs {backend} tensors, not {device_type} tensors"
-    library = _libraries.cpu_library() if backend == "cpu" else _libraries.cuda_library()
+    library = _compiled_library(backend)
     if not library.loaded:
         return f"compiled library {library.name} is unavailable: {library.reason}"
     if backend == "cuda" and not torch.cuda.is_available():
@@ -101,8 +108,7 @@ def _select(device_type: str, backend: str | None) -> str:
         return requested
     for candidate in AUTO_ORDER.get(device_type, ("reference",)):
         if candidate in ("cpu", "cuda"):
-            library = _libraries.cpu_library() if candidate == "cpu" else _libraries.cuda_library()
-            if not _libraries.require(library):  # warns once, or raises in strict mode
+            if not _libraries.require(_compiled_library(candidate)):  # warns once, or raises in strict mode
                 continue
         if unavailable_reason(candidate, device_type) is None:
             return candidate
@@ -115,49 +121,137 @@ def _select(device_type: str, backend: str | None) -> str:
 _select_constant = torch.compiler.assume_constant_result(_select)
 
 
+# ------------------------------------------------------------------------ declaring an op
+#
+# Every op is declared the same way (README, "Adding an op"):
+#   1. its kernels, each a `Kernel` given to `register`: one torch.library op in up to two
+#      variants sharing one fake kernel and one autograd formula;
+#   2. the op itself, an `Op` given to `declare`: the argument check, run once per call before
+#      the backend is chosen, the pure-torch reference, and the fast backends (a registered
+#      kernel's variants, or a function composing other ops on one backend).
+
+CPP = "c++"  # Kernel.native: the C++ op culturegan::<name>, whose schema is in csrc/registration.cpp
+
+
+@dataclass(frozen=True)
+class Kernel:
+    """One op registered with torch.library:
+
+        culturegan::<name>          the cpu and cuda backends: the C++ op (native=CPP), a Python
+                                    custom op whose body is `native` (composing C++ ops), or none
+        culturegan::<name>_triton   the triton backend: a Python custom op whose body is `triton`
+
+    A body's type annotations are its schema. Bodies check their arguments as the C++ ops do:
+    torch.ops.culturegan.* are callable directly and must fail as clearly as the public function.
+    vjp and setup_context are torch.library.register_autograd's; the formula finds the backend
+    of the variant that ran the forward in ctx.backend, so the backward runs on the same one.
+    """
+
+    name: str
+    fake: Callable
+    native: Callable | str | None = CPP
+    triton: Callable | None = None
+    vjp: Callable | None = None
+    setup_context: Callable | None = None
+
+
+@dataclass(frozen=True)
+class Variants:
+    """A registered kernel's callable variants (None where it has none, or _C is not loaded)."""
+
+    name: str
+    native: Callable | None
+    triton: Callable | None
+
+    def on(self, backend: str) -> Callable:
+        """The variant that runs `backend` ("cpu" and "cuda" share the native one)."""
+        variant = self.triton if backend == "triton" else self.native
+        if variant is None:
+            raise BackendUnavailableError(f"culturegan::{self.name} has no {backend} variant here")
+        return variant
+
+
+def _custom_op(qualname: str, body: Callable):
+    return torch.library.custom_op(qualname, body, mutates_args=())
+
+
+def _native_variant(kernel: Kernel) -> Callable | None:
+    if kernel.native == CPP:  # the schema exists only once _C is loaded
+        return getattr(torch.ops.culturegan, kernel.name) if _libraries.cpu_library().loaded else None
+    return None if kernel.native is None else _custom_op(f"culturegan::{kernel.name}", kernel.native)
+
+
+def _register_formulas(qualname: str, kernel: Kernel, backend: str | None) -> None:
+    """The fake kernel and autograd formula of one variant (backend None: the tensors' device type)."""
+    torch.library.register_fake(qualname)(kernel.fake)
+    if kernel.vjp is None:
+        return
+
+    def setup(ctx, inputs, output):
+        ctx.backend = backend or inputs[0].device.type
+        kernel.setup_context(ctx, inputs, output)
+
+    torch.library.register_autograd(qualname, kernel.vjp, setup_context=setup)
+
+
+def register(kernel: Kernel) -> Variants:
+    """Registers the kernel's variants with their fake kernel and autograd formula."""
+    native = _native_variant(kernel)
+    triton = None if kernel.triton is None else _custom_op(f"culturegan::{kernel.name}_triton", kernel.triton)
+    if native is not None:
+        _register_formulas(f"culturegan::{kernel.name}", kernel, None)
+    if triton is not None:
+        _register_formulas(f"culturegan::{kernel.name}_triton", kernel, "triton")
+    return Variants(kernel.name, native, triton)
+
+
+@dataclass(frozen=True)
+class Op:
+    """A public op: `check` turns the public arguments into the implementations' arguments (x
+    first) or raises; `reference` is the pure-torch implementation; `fast` gives the cpu, cuda
+    and triton ones: a registered kernel's variants, or a function (backend, *arguments) that
+    composes other ops on that backend. Calling the Op checks once and runs the chosen backend."""
+
+    name: str
+    check: Callable[..., tuple]
+    reference: Callable
+    fast: Variants | Callable
+
+    def implementation(self, backend: str) -> Callable:
+        if backend == "reference":
+            return self.reference
+        if isinstance(self.fast, Variants):
+            return self.fast.on(backend)
+        return functools.partial(self.fast, backend)
+
+    def __call__(self, *arguments, backend: str | None = None):
+        arguments = self.check(*arguments)
+        return _OPS[self.name][_select_constant(arguments[0].device.type, backend)](*arguments)
+
+
 _OPS: dict[str, Mapping[str, Callable]] = {}
 
 
-def register_op(op: str, implementations: Mapping[str, Callable]) -> None:
-    """Declares an op and its implementation per backend (every name in BACKENDS)."""
-    missing = set(BACKENDS) - set(implementations)
-    if missing:
-        raise ValueError(f"op {op} lacks backends {sorted(missing)}")
-    _OPS[op] = dict(implementations)
+def declare(op: Op) -> Op:
+    """Makes `op` one of culturegan's ops (registered_ops) and returns it, ready to call."""
+    if op.name in _OPS:
+        raise ValueError(f"op {op.name} is declared twice")
+    _OPS[op.name] = {backend: _implementation_or_error(op, backend) for backend in BACKENDS}
+    return op
 
 
-def register_formulas(op: str, fake: Callable, vjp: Callable, setup_context: Callable) -> None:
-    """Registers the fake kernel and autograd formula of the custom op culturegan::<op>_triton
-    and of the C++ op culturegan::<op> (only once _C, which defines its schema, is loaded). The
-    formula finds the forward's backend in ctx.backend, so that the backward runs on the same one."""
-    variants = [(f"culturegan::{op}_triton", "triton")]
-    if _libraries.cpu_library().loaded:
-        variants.append((f"culturegan::{op}", None))  # cpu or cuda: the tensors' device type
-    for qualname, backend in variants:
-        def setup(ctx, inputs, output, backend=backend):
-            ctx.backend = backend or inputs[0].device.type
-            setup_context(ctx, inputs, output)
+def _implementation_or_error(op: Op, backend: str) -> Callable:
+    """The implementation, or one that raises the reason it is missing (a C++ op without _C:
+    "auto" never chooses it, and an explicit request fails in _select first)."""
+    try:
+        return op.implementation(backend)
+    except BackendUnavailableError as error:
+        def unavailable(*arguments, error=error):
+            raise error
 
-        torch.library.register_fake(qualname)(fake)
-        torch.library.register_autograd(qualname, vjp, setup_context=setup)
-
-
-def register_kernel_op(op: str, reference: Callable, fake: Callable, vjp: Callable, setup_context: Callable) -> None:
-    """Declares an op whose cpu and cuda backends are the C++ op culturegan::<op> and whose triton
-    backend is the custom op culturegan::<op>_triton, with their formulas (register_formulas)."""
-    register_formulas(op, fake, vjp, setup_context)
-
-    def native(*args):
-        return getattr(torch.ops.culturegan, op)(*args)
-
-    register_op(op, {"cuda": native, "cpu": native, "triton": getattr(torch.ops.culturegan, f"{op}_triton"),
-                     "reference": reference})
+        return unavailable
 
 
 def registered_ops() -> dict[str, Mapping[str, Callable]]:
+    """Every declared op's implementation per backend."""
     return dict(_OPS)
-
-
-def dispatch(op: str, device: torch.device, backend: str | None) -> Callable:
-    """The implementation of `op` to run for a tensor on `device`."""
-    return _OPS[op][_select_constant(device.type, backend)]

@@ -16,7 +16,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from culturegan.ops import _checks
+from culturegan.ops import _backends, _checks
 from culturegan.ops._autograd import recomputed_grads
 from culturegan.ops._layout import match_layout
 
@@ -179,11 +179,6 @@ def _zero_padded_conv(x: torch.Tensor, weight: torch.Tensor, stride: list[int], 
     return torch.ops.aten.convolution(x, weight, None, stride, padding, dilation, False, [0, 0], 1)
 
 
-# conv2d without bias, zero padding: oneDNN forward and input gradient, gemm_weight_grad where it pays
-conv2d_cpu = torch.library.custom_op("culturegan::conv2d_cpu", _zero_padded_conv, mutates_args=())
-conv2d_cpu.register_fake(_zero_padded_conv)
-
-
 def _conv2d_cpu_setup_context(ctx, inputs, output):
     x, weight, *ctx.geometry = inputs
     ctx.save_for_backward(x, weight)
@@ -200,7 +195,10 @@ def _conv2d_cpu_vjp(ctx, grad_output):
     return *grads, None, None, None
 
 
-conv2d_cpu.register_autograd(_conv2d_cpu_vjp, setup_context=_conv2d_cpu_setup_context)
+# conv2d without bias, zero padding: oneDNN forward and input gradient, gemm_weight_grad where it pays
+conv2d_cpu = _backends.register(_backends.Kernel("conv2d_cpu", _zero_padded_conv, native=_zero_padded_conv,
+                                                 vjp=_conv2d_cpu_vjp,
+                                                 setup_context=_conv2d_cpu_setup_context)).native
 
 
 class _CancelledBias(torch.autograd.Function):

@@ -1,4 +1,4 @@
-"""The memory layouts the channel-wise kernels take (mirrors csrc/common/layout.h).
+"""The memory layouts and math dtype the channel-wise kernels take (mirrors csrc/common/layout.h).
 
 A tensor is seen as a dense [outer, channels, inner] array: NC* contiguous (inner = H*W) or
 channels innermost (channels_last; inner = 1). Other strided tensors are copied to contiguous.
@@ -17,6 +17,11 @@ class ChannelLayout(NamedTuple):
     outer: int
     channels: int
     inner: int
+
+
+def math_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype the kernels compute in: float32 for the half types and float32, float64 for float64."""
+    return torch.promote_types(dtype, torch.float32)
 
 
 def is_channels_innermost(t: torch.Tensor) -> bool:

@@ -15,12 +15,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from culturegan import _libraries
 from culturegan.ops import _autocast, _backends, _checks, _layout
-
-NATIVE_FORWARD = "culturegan::bias_leaky_relu"
-NATIVE_BACKWARD = "culturegan::bias_leaky_relu_backward"
-
 
 def bias_leaky_relu_reference(x: torch.Tensor, bias: torch.Tensor | None = None, negative_slope: float = 0.2,
                               gain: float = 1.0, clamp: float | None = None) -> torch.Tensor:
@@ -41,11 +36,11 @@ def check_activation_params(negative_slope: float, gain: float, clamp: float | N
             None if clamp is None else _checks.check_number(clamp, "clamp", minimum=0.0))
 
 
-def _check_forward(x, bias, negative_slope, gain, clamp) -> tuple[float, float, float | None]:
+def _check_forward(x, bias, negative_slope, gain, clamp) -> tuple:
     _checks.check_channel_tensor(x, "x")
     if bias is not None:
         _checks.check_channel_vector(bias, "bias", x, "x")
-    return check_activation_params(negative_slope, gain, clamp)
+    return x, bias, *check_activation_params(negative_slope, gain, clamp)
 
 
 def _check_backward(grad, y, negative_slope, gain, clamp) -> None:
@@ -60,7 +55,6 @@ def _check_backward(grad, y, negative_slope, gain, clamp) -> None:
 
 # ----------------------------------------------------------------------------------- triton
 
-@torch.library.custom_op("culturegan::bias_leaky_relu_triton", mutates_args=())
 def _triton_forward(x: torch.Tensor, bias: torch.Tensor | None, negative_slope: float, gain: float,
                     clamp: float | None) -> torch.Tensor:
     from culturegan.kernels import bias_leaky_relu as kernels
@@ -73,7 +67,6 @@ def _triton_forward(x: torch.Tensor, bias: torch.Tensor | None, negative_slope: 
     return y
 
 
-@torch.library.custom_op("culturegan::bias_leaky_relu_backward_triton", mutates_args=())
 def _triton_backward(grad: torch.Tensor, y: torch.Tensor, negative_slope: float, gain: float, clamp: float | None,
                      bias_grad: bool) -> tuple[torch.Tensor, torch.Tensor]:
     from culturegan.kernels import bias_leaky_relu as kernels
@@ -98,58 +91,42 @@ def _fake_backward(grad, y, negative_slope, gain, clamp, bias_grad):
     return _layout.empty_in_kernel_layout(y), y.new_empty(y.shape[1] if bias_grad else 0)
 
 
-def _register(forward_op: str, backward_op: str) -> None:
-    """Fake kernels and autograd formulas for one backend's (forward, backward) op pair."""
-    backward_fn = getattr(torch.ops.culturegan, backward_op.removeprefix("culturegan::"))
-
-    def setup_forward(ctx, inputs, output):
-        _, bias, negative_slope, gain, clamp = inputs
-        ctx.save_for_backward(output)
-        ctx.params = (negative_slope, gain, clamp)
-        ctx.has_bias = bias is not None
-
-    def forward_vjp(ctx, grad):
-        (y,) = ctx.saved_tensors
-        bias_grad = ctx.has_bias and ctx.needs_input_grad[1]
-        grad_x, grad_bias = backward_fn(grad, y, *ctx.params, bias_grad)
-        return grad_x, grad_bias if bias_grad else None, None, None, None
-
-    def setup_backward(ctx, inputs, output):
-        _, y, negative_slope, gain, clamp, _ = inputs
-        ctx.save_for_backward(y)
-        ctx.params = (negative_slope, gain, clamp)
-
-    def backward_vjp(ctx, grad_grad_x, grad_grad_bias):
-        # grad_x = gradient(grad, y) is linear in grad, with a derivative of zero in y almost
-        # everywhere; grad_bias is its channel sum. So d/dgrad applies the same mask.
-        (y,) = ctx.saved_tensors
-        total = torch.zeros_like(y) if grad_grad_x is None else grad_grad_x
-        if grad_grad_bias is not None and grad_grad_bias.numel() > 0:
-            total = total + grad_grad_bias.view((1, -1) + (1,) * (y.dim() - 2))
-        grad_grad, _ = backward_fn(total, y, *ctx.params, False)
-        return grad_grad, None, None, None, None, None
-
-    torch.library.register_fake(forward_op)(_fake_forward)
-    torch.library.register_fake(backward_op)(_fake_backward)
-    torch.library.register_autograd(forward_op, forward_vjp, setup_context=setup_forward)
-    torch.library.register_autograd(backward_op, backward_vjp, setup_context=setup_backward)
+def _setup_forward(ctx, inputs, output):
+    _, bias, negative_slope, gain, clamp = inputs
+    ctx.save_for_backward(output)
+    ctx.params = (negative_slope, gain, clamp)
+    ctx.has_bias = bias is not None
 
 
-_register("culturegan::bias_leaky_relu_triton", "culturegan::bias_leaky_relu_backward_triton")
-if _libraries.cpu_library().loaded:  # the C++ schemas exist only once _C is loaded
-    _register(NATIVE_FORWARD, NATIVE_BACKWARD)
+def _forward_vjp(ctx, grad):
+    (y,) = ctx.saved_tensors
+    bias_grad = ctx.has_bias and ctx.needs_input_grad[1]
+    grad_x, grad_bias = BACKWARD.on(ctx.backend)(grad, y, *ctx.params, bias_grad)
+    return grad_x, grad_bias if bias_grad else None, None, None, None
 
 
-def _native_forward(x, bias, negative_slope, gain, clamp):
-    return torch.ops.culturegan.bias_leaky_relu(x, bias, negative_slope, gain, clamp)
+def _setup_backward(ctx, inputs, output):
+    _, y, negative_slope, gain, clamp, _ = inputs
+    ctx.save_for_backward(y)
+    ctx.params = (negative_slope, gain, clamp)
 
 
-_backends.register_op("bias_leaky_relu", {
-    "cuda": _native_forward,
-    "cpu": _native_forward,
-    "triton": torch.ops.culturegan.bias_leaky_relu_triton,
-    "reference": bias_leaky_relu_reference,
-})
+def _backward_vjp(ctx, grad_grad_x, grad_grad_bias):
+    # grad_x = gradient(grad, y) is linear in grad, with a derivative of zero in y almost
+    # everywhere; grad_bias is its channel sum. So d/dgrad applies the same mask.
+    (y,) = ctx.saved_tensors
+    total = torch.zeros_like(y) if grad_grad_x is None else grad_grad_x
+    if grad_grad_bias is not None and grad_grad_bias.numel() > 0:
+        total = total + grad_grad_bias.view((1, -1) + (1,) * (y.dim() - 2))
+    grad_grad, _ = BACKWARD.on(ctx.backend)(total, y, *ctx.params, False)
+    return grad_grad, None, None, None, None, None
+
+
+FORWARD = _backends.register(_backends.Kernel("bias_leaky_relu", _fake_forward, triton=_triton_forward,
+                                              vjp=_forward_vjp, setup_context=_setup_forward))
+BACKWARD = _backends.register(_backends.Kernel("bias_leaky_relu_backward", _fake_backward, triton=_triton_backward,
+                                               vjp=_backward_vjp, setup_context=_setup_backward))
+OP = _backends.declare(_backends.Op("bias_leaky_relu", _check_forward, bias_leaky_relu_reference, FORWARD))
 
 
 # ----------------------------------------------------------------------------- public API
@@ -174,6 +151,4 @@ def bias_leaky_relu(x: torch.Tensor, bias: torch.Tensor | None = None, negative_
 
     Differentiable to any order in x and bias.
     """
-    negative_slope, gain, clamp = _check_forward(x, bias, negative_slope, gain, clamp)
-    implementation = _backends.dispatch("bias_leaky_relu", x.device, backend)
-    return implementation(x, bias, negative_slope, gain, clamp)
+    return OP(x, bias, negative_slope, gain, clamp, backend=backend)

@@ -17,16 +17,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from culturegan import _libraries
 from culturegan.ops import _backends, _checks, _layout
+from culturegan.ops._layout import math_dtype
 
 PARAMETERS = ("center", "scale", "shift")
-
-
-def math_dtype(dtype: torch.dtype) -> torch.dtype:
-    """float32 for the half types and float32, float64 for float64."""
-    return torch.promote_types(dtype, torch.float32)
-
 
 def _per_channel(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """An (N, C) tensor viewed to broadcast against `like` (N, C, ...)."""
@@ -61,7 +55,6 @@ def check_channel_affine_input(x, center, scale, shift, negative_slope) -> float
 
 # ----------------------------------------------------------------------------------- triton
 
-@torch.library.custom_op("culturegan::channel_affine_triton", mutates_args=())
 def _triton_forward(x: torch.Tensor, center: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor,
                     negative_slope: float | None) -> torch.Tensor:
     from culturegan.kernels import channel_affine as kernels
@@ -85,51 +78,33 @@ def _channel_sums(t: torch.Tensor) -> torch.Tensor:
     return t.reshape(t.shape[0], t.shape[1], -1).sum(2)
 
 
-def _register(qualname: str) -> None:
-    op = getattr(torch.ops.culturegan, qualname.removeprefix("culturegan::"))
-
-    def setup_context(ctx, inputs, output):
-        x, center, scale, _, negative_slope = inputs
-        ctx.negative_slope = negative_slope
-        ctx.save_for_backward(x, center, scale, output if negative_slope is not None else None)
-
-    def vjp(ctx, grad):
-        x, center, scale, y = ctx.saved_tensors
-        grad_x = grad_center = grad_scale = grad_shift = None
-        grad_pre = grad.to(center.dtype)  # d loss / d (x - center) * scale + shift
-        if ctx.negative_slope is not None:  # y > 0 exactly where the pre-activation is (slope >= 0)
-            grad_pre = torch.where(y > 0, grad_pre, grad_pre * ctx.negative_slope)
-        if ctx.needs_input_grad[0] and ctx.negative_slope is None:
-            # dx = scale * grad: the op itself, one pass, and differentiable again.
-            zeros = torch.zeros_like(center)
-            grad_x = op(grad, zeros, scale, zeros, None)
-        elif ctx.needs_input_grad[0]:
-            grad_x = (grad_pre * _per_channel(scale, x)).to(x.dtype)
-        if any(ctx.needs_input_grad[1:4]):
-            grad_shift = _channel_sums(grad_pre)
-            grad_center = -scale * grad_shift
-            grad_scale = _channel_sums(grad_pre * (x.to(center.dtype) - _per_channel(center, x)))
-        return grad_x, grad_center, grad_scale, grad_shift, None
-
-    torch.library.register_fake(qualname)(_fake)
-    torch.library.register_autograd(qualname, vjp, setup_context=setup_context)
+def _setup_context(ctx, inputs, output):
+    x, center, scale, _, negative_slope = inputs
+    ctx.negative_slope = negative_slope
+    ctx.save_for_backward(x, center, scale, output if negative_slope is not None else None)
 
 
-_register("culturegan::channel_affine_triton")
-if _libraries.cpu_library().loaded:  # the C++ schema exists only once _C is loaded
-    _register("culturegan::channel_affine")
+def _vjp(ctx, grad):
+    x, center, scale, y = ctx.saved_tensors
+    grad_x = grad_center = grad_scale = grad_shift = None
+    grad_pre = grad.to(center.dtype)  # d loss / d (x - center) * scale + shift
+    if ctx.negative_slope is not None:  # y > 0 exactly where the pre-activation is (slope >= 0)
+        grad_pre = torch.where(y > 0, grad_pre, grad_pre * ctx.negative_slope)
+    if ctx.needs_input_grad[0] and ctx.negative_slope is None:
+        # dx = scale * grad: the op itself, one pass, and differentiable again.
+        zeros = torch.zeros_like(center)
+        grad_x = KERNEL.on(ctx.backend)(grad, zeros, scale, zeros, None)
+    elif ctx.needs_input_grad[0]:
+        grad_x = (grad_pre * _per_channel(scale, x)).to(x.dtype)
+    if any(ctx.needs_input_grad[1:4]):
+        grad_shift = _channel_sums(grad_pre)
+        grad_center = -scale * grad_shift
+        grad_scale = _channel_sums(grad_pre * (x.to(center.dtype) - _per_channel(center, x)))
+    return grad_x, grad_center, grad_scale, grad_shift, None
 
 
-def _native(x, center, scale, shift, negative_slope):
-    return torch.ops.culturegan.channel_affine(x, center, scale, shift, negative_slope)
-
-
-_backends.register_op("channel_affine", {
-    "cuda": _native,
-    "cpu": _native,
-    "triton": torch.ops.culturegan.channel_affine_triton,
-    "reference": channel_affine_reference,
-})
+KERNEL = _backends.register(_backends.Kernel("channel_affine", _fake, triton=_triton_forward, vjp=_vjp,
+                                             setup_context=_setup_context))
 
 
 # ----------------------------------------------------------------------------- public API
@@ -141,6 +116,16 @@ def _as_parameter(value: torch.Tensor, name: str, x: torch.Tensor) -> torch.Tens
     if value.dim() == 1 and value.shape[0] == x.shape[1]:
         value = value.expand(x.shape[:2])
     return value.to(math_dtype(x.dtype))
+
+
+def _check(x, center, scale, shift, negative_slope) -> tuple:
+    """The public arguments as the kernels take them: (N, C) parameters in x's math type."""
+    _checks.check_channel_tensor(x, "x", min_dim=2, max_dim=4)
+    center, scale, shift = (_as_parameter(v, name, x) for v, name in zip((center, scale, shift), PARAMETERS))
+    return x, center, scale, shift, check_channel_affine_input(x, center, scale, shift, negative_slope)
+
+
+OP = _backends.declare(_backends.Op("channel_affine", _check, channel_affine_reference, KERNEL))
 
 
 def channel_affine(x: torch.Tensor, center: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor,
@@ -160,8 +145,4 @@ def channel_affine(x: torch.Tensor, center: torch.Tensor, scale: torch.Tensor, s
     Returns:
         y, x's shape and dtype. Differentiable in x, center, scale and shift.
     """
-    _checks.check_channel_tensor(x, "x", min_dim=2, max_dim=4)
-    center, scale, shift = (_as_parameter(v, name, x) for v, name in zip((center, scale, shift), PARAMETERS))
-    negative_slope = check_channel_affine_input(x, center, scale, shift, negative_slope)
-    implementation = _backends.dispatch("channel_affine", x.device, backend)
-    return implementation(x, center, scale, shift, negative_slope)
+    return OP(x, center, scale, shift, negative_slope, backend=backend)

@@ -15,8 +15,6 @@ bias gradient, then ATen's convolution backward runs: eager torch spends a pass 
 
 from __future__ import annotations
 
-import functools
-
 import torch
 
 from culturegan.ops import _autocast, _backends, _checks, _conv
@@ -52,7 +50,6 @@ def empty_output(x, channels, height, width) -> torch.Tensor:
                        memory_format=torch.channels_last)
 
 
-@torch.library.custom_op("culturegan::conv2d_bias_leaky_relu_triton", mutates_args=())
 def _triton_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride: list[int],
                     padding: list[int], reflect: bool, dilation: list[int], negative_slope: float, gain: float,
                     clamp: float | None) -> torch.Tensor:
@@ -72,7 +69,6 @@ def _triton_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | 
     return y
 
 
-@_triton_forward.register_fake
 def _fake(x, weight, bias, stride, padding, reflect, dilation, negative_slope, gain, clamp):
     out_height, out_width = output_size(x, weight, stride, padding, dilation)
     return empty_output(x, weight.shape[0], out_height, out_width)
@@ -94,7 +90,7 @@ def _vjp(ctx, grad):
 
         return *recomputed_grads(compose, (x, weight, bias), grad), *[None] * 7
     needs_bias = ctx.needs_input_grad[2] and bias is not None
-    grad_x, grad_weight, grad_bias = _triton_backward(
+    grad_x, grad_weight, grad_bias = BACKWARD.triton(
         grad, y, x, weight, *_triton_args(ctx.geometry), *ctx.activation,
         [ctx.needs_input_grad[0], ctx.needs_input_grad[1], needs_bias])
     return (grad_x if ctx.needs_input_grad[0] else None, grad_weight if ctx.needs_input_grad[1] else None,
@@ -106,7 +102,6 @@ def _triton_args(geometry) -> tuple:
     return stride, padding, padding_mode == "reflect" and any(padding), dilation
 
 
-@torch.library.custom_op("culturegan::conv2d_bias_leaky_relu_backward_triton", mutates_args=())
 def _triton_backward(grad: torch.Tensor, y: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, stride: list[int],
                      padding: list[int], reflect: bool, dilation: list[int], negative_slope: float, gain: float,
                      clamp: float | None, needs: list[bool]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -139,14 +134,17 @@ def _triton_backward(grad: torch.Tensor, y: torch.Tensor, x: torch.Tensor, weigh
     return grad_x, grad_weight, grad_bias
 
 
-@_triton_backward.register_fake
 def _fake_backward(grad, y, x, weight, stride, padding, reflect, dilation, negative_slope, gain, clamp, needs):
     grad_x = torch.empty_like(x, memory_format=torch.channels_last) if needs[0] else x.new_empty(0)
     grad_weight = torch.empty_like(weight, memory_format=torch.contiguous_format) if needs[1] else weight.new_empty(0)
     return grad_x, grad_weight, weight.new_empty(weight.shape[0] if needs[2] else 0)
 
 
-_triton_forward.register_autograd(_vjp, setup_context=_setup_context)
+# Triton only: the cpu and cuda backends compose ATen's convolution and bias_leaky_relu.
+FORWARD = _backends.register(_backends.Kernel("conv2d_bias_leaky_relu", _fake, native=None, triton=_triton_forward,
+                                              vjp=_vjp, setup_context=_setup_context))
+BACKWARD = _backends.register(_backends.Kernel("conv2d_bias_leaky_relu_backward", _fake_backward, native=None,
+                                               triton=_triton_backward))
 
 
 def triton_geometry(x, stride, padding, padding_mode, dilation) -> tuple[list[int], list[int], bool, list[int]]:
@@ -160,17 +158,21 @@ def triton_geometry(x, stride, padding, padding_mode, dilation) -> tuple[list[in
     return stride, padding, reflect, dilation
 
 
-def _on_triton(x, weight, bias, stride, padding, padding_mode, dilation, negative_slope, gain, clamp):
-    return _triton_forward(x, weight, bias, *triton_geometry(x, stride, padding, padding_mode, dilation),
-                           negative_slope, gain, clamp)
+def _on_backend(backend: str, x, weight, bias, stride, padding, padding_mode, dilation, negative_slope, gain, clamp):
+    if backend != "triton":
+        return _composed(backend, x, weight, bias, stride, padding, padding_mode, dilation, negative_slope, gain,
+                         clamp)
+    return FORWARD.triton(x, weight, bias, *triton_geometry(x, stride, padding, padding_mode, dilation),
+                          negative_slope, gain, clamp)
 
 
-_backends.register_op("conv2d_bias_leaky_relu", {
-    "cuda": functools.partial(_composed, "cuda"),
-    "cpu": functools.partial(_composed, "cpu"),
-    "triton": _on_triton,
-    "reference": conv2d_bias_leaky_relu_reference,
-})
+def _check(x, weight, bias, stride, padding, padding_mode, dilation, negative_slope, gain, clamp) -> tuple:
+    _conv.check_conv_input(x, weight, bias, padding_mode)
+    return (x, weight, bias, stride, padding, padding_mode, dilation,
+            *check_activation_params(negative_slope, gain, clamp))
+
+
+OP = _backends.declare(_backends.Op("conv2d_bias_leaky_relu", _check, conv2d_bias_leaky_relu_reference, _on_backend))
 
 
 @_autocast.lowered
@@ -191,7 +193,4 @@ def conv2d_bias_leaky_relu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Te
 
     Differentiable in x, weight and bias.
     """
-    _conv.check_conv_input(x, weight, bias, padding_mode)
-    negative_slope, gain, clamp = check_activation_params(negative_slope, gain, clamp)
-    implementation = _backends.dispatch("conv2d_bias_leaky_relu", x.device, backend)
-    return implementation(x, weight, bias, stride, padding, padding_mode, dilation, negative_slope, gain, clamp)
+    return OP(x, weight, bias, stride, padding, padding_mode, dilation, negative_slope, gain, clamp, backend=backend)

@@ -10,7 +10,7 @@ oneDNN; the cpu backend's weight gradient is a GEMM where that is faster: _conv.
 then instance_norm_act (one statistics pass, one normalise-and-activate pass). On
 triton, conv2d_instance_norm_act is the implicit-GEMM convolution (kernels/conv2d.py) whose
 epilogue also keeps the statistics, so z is read once more only to normalise it; the
-transposed block takes the ATen path there too. The backward is one norm_act_backward kernel,
+transposed block takes the ATen path there too. The backward is one instance_norm_act_backward kernel,
 then ATen's convolution backward.
 """
 
@@ -21,9 +21,11 @@ import functools
 import torch
 
 from culturegan.ops import _autocast, _backends, _conv
+from culturegan.ops.channel_affine import KERNEL as CHANNEL_AFFINE
 from culturegan.ops._autograd import recomputed_grads
 from culturegan.ops.conv2d_bias_leaky_relu import empty_output, output_size, triton_geometry
-from culturegan.ops.instance_norm_act import check_arguments, instance_norm_act, per_sample
+from culturegan.ops.instance_norm_act import BACKWARD as INSTANCE_NORM_ACT_BACKWARD, check_arguments, instance_norm_act
+from culturegan.ops.instance_norm_act import per_sample
 
 
 def _block(convolve, backend: str, x, weight, bias, geometry, norm):
@@ -35,11 +37,6 @@ def _block(convolve, backend: str, x, weight, bias, geometry, norm):
     else:
         y = instance_norm_act(convolve(x, weight, None, *geometry, backend=backend), *norm, backend=backend)
     return _conv.cancelled_bias(y, bias)
-
-
-for _op, _convolve in (("conv2d_instance_norm_act", _conv.convolve),
-                       ("conv_transpose2d_instance_norm_act", _conv.convolve_transposed)):
-    _backends.register_op(_op, {b: functools.partial(_block, _convolve, b) for b in _backends.BACKENDS})
 
 
 # ------------------------------------------ triton: the statistics in the convolution's epilogue
@@ -58,7 +55,6 @@ def _merge_tiles(tile_mean: torch.Tensor, tile_m2: torch.Tensor, pixels: int, ti
     return mean, torch.sqrt(m2 / pixels + eps)
 
 
-@torch.library.custom_op("culturegan::conv2d_instance_norm_act_triton", mutates_args=())
 def _triton_forward(x: torch.Tensor, weight: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor,
                     stride: list[int], padding: list[int], reflect: bool, dilation: list[int],
                     negative_slope: float | None, eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
@@ -78,11 +74,10 @@ def _triton_forward(x: torch.Tensor, weight: torch.Tensor, gamma: torch.Tensor, 
     moments = kernels.forward(x.contiguous(memory_format=torch.channels_last), weight, None, z, stride, padding,
                               dilation, reflect, 1.0, 1.0, None, tile_pixels=tile)  # slope 1: no activation
     mean, std = _merge_tiles(*moments, out_height * out_width, tile, eps)
-    y = torch.ops.culturegan.channel_affine_triton(z, mean, gamma / std, beta, negative_slope)
+    y = CHANNEL_AFFINE.triton(z, mean, gamma / std, beta, negative_slope)
     return y, z, mean, std
 
 
-@_triton_forward.register_fake
 def _fake(x, weight, gamma, beta, stride, padding, reflect, dilation, negative_slope, eps):
     z = empty_output(x, weight.shape[0], *output_size(x, weight, stride, padding, dilation))
     return torch.empty_like(z), z, torch.empty_like(gamma), torch.empty_like(gamma)
@@ -107,13 +102,15 @@ def _vjp(ctx, grad_y, _grad_z, _grad_mean, _grad_std):
                                      eps=ctx.eps, backend="triton")
 
         return *recomputed_grads(compose, (x, weight, gamma, beta), grad_y), *[None] * 6
-    grad_z, grad_gamma, grad_beta = torch.ops.culturegan.norm_act_backward_triton(grad_y, z, mean, std, gamma, beta,
-                                                                                  ctx.negative_slope)
+    grad_z, grad_gamma, grad_beta = INSTANCE_NORM_ACT_BACKWARD.triton(grad_y, z, mean, std, gamma, beta,
+                                                                          ctx.negative_slope)
     grad_x, grad_weight = _conv.input_and_weight_grads(grad_z, x, weight, *ctx.geometry, ctx.needs_input_grad[:2])
     return grad_x, grad_weight, grad_gamma, grad_beta, *[None] * 6
 
 
-_triton_forward.register_autograd(_vjp, setup_context=_setup_context)
+# Triton only: the cpu and cuda backends compose ATen's convolution and instance_norm_act.
+FORWARD = _backends.register(_backends.Kernel("conv2d_instance_norm_act", _fake, native=None, triton=_triton_forward,
+                                              vjp=_vjp, setup_context=_setup_context))
 
 
 def _on_triton(x, weight, geometry, norm):
@@ -124,7 +121,25 @@ def _on_triton(x, weight, geometry, norm):
     stand_in = x.new_empty(()).expand(x.shape[0], weight.shape[0], max(out_height, 1), max(out_width, 1))
     gamma, beta, slope, eps = check_arguments(stand_in, *norm)
     gamma, beta = per_sample(gamma, beta, stand_in.shape[:2], x.dtype, x.device)
-    return _triton_forward(x, weight, gamma, beta, stride, padding, reflect, dilation, slope, eps)[0]
+    return FORWARD.triton(x, weight, gamma, beta, stride, padding, reflect, dilation, slope, eps)[0]
+
+
+def _check(x, weight, bias, geometry, norm) -> tuple:
+    _conv.check_conv_input(x, weight, bias, padding_mode=geometry[2])
+    return x, weight, bias, geometry, norm
+
+
+def _check_transposed(x, weight, bias, geometry, norm) -> tuple:
+    _conv.check_conv_input(x, weight, bias, "zeros", transposed=True)
+    return x, weight, bias, geometry, norm
+
+
+BLOCK = _backends.declare(_backends.Op("conv2d_instance_norm_act", _check,
+                                       functools.partial(_block, _conv.convolve, "reference"),
+                                       functools.partial(_block, _conv.convolve)))
+TRANSPOSED_BLOCK = _backends.declare(_backends.Op("conv_transpose2d_instance_norm_act", _check_transposed,
+                                                  functools.partial(_block, _conv.convolve_transposed, "reference"),
+                                                  functools.partial(_block, _conv.convolve_transposed)))
 
 
 @_autocast.lowered
@@ -146,10 +161,8 @@ def conv2d_instance_norm_act(x: torch.Tensor, weight: torch.Tensor, bias: torch.
 
     Differentiable in x, weight and every parameter.
     """
-    _conv.check_conv_input(x, weight, bias, padding_mode)
-    implementation = _backends.dispatch("conv2d_instance_norm_act", x.device, backend)
-    return implementation(x, weight, bias, (stride, padding, padding_mode, dilation),
-                          (norm_weight, norm_bias, style_scale, style_shift, activation, negative_slope, eps))
+    return BLOCK(x, weight, bias, (stride, padding, padding_mode, dilation),
+                 (norm_weight, norm_bias, style_scale, style_shift, activation, negative_slope, eps), backend=backend)
 
 
 @_autocast.lowered
@@ -167,7 +180,6 @@ def conv_transpose2d_instance_norm_act(x: torch.Tensor, weight: torch.Tensor, bi
     3x3 kernel: H, W -> 2H, 2W. weight is (C_in, C_out, kH, kW), as nn.ConvTranspose2d's; the
     other arguments are conv2d_instance_norm_act's.
     """
-    _conv.check_conv_input(x, weight, bias, "zeros", transposed=True)
-    implementation = _backends.dispatch("conv_transpose2d_instance_norm_act", x.device, backend)
-    return implementation(x, weight, bias, (stride, padding, output_padding, dilation),
-                          (norm_weight, norm_bias, style_scale, style_shift, activation, negative_slope, eps))
+    return TRANSPOSED_BLOCK(x, weight, bias, (stride, padding, output_padding, dilation),
+                            (norm_weight, norm_bias, style_scale, style_shift, activation, negative_slope, eps),
+                            backend=backend)

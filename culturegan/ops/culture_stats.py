@@ -14,11 +14,10 @@ feature_stats and gram for the conventions.
 
 from __future__ import annotations
 
-import functools
-
 import torch
 
 from culturegan.ops import _backends, _checks
+from culturegan.ops._layout import math_dtype
 from culturegan.ops.feature_stats import check_feature_stats_input, feature_stats, feature_stats_reference, stats_grad
 from culturegan.ops.gram import check_gram_input, gram, gram_grad, gram_reference, gram_scale
 
@@ -31,17 +30,16 @@ def culture_stats_reference(x: torch.Tensor, unbiased: bool = False, eps: float 
     return (*feature_stats_reference(x, unbiased, eps), gram_reference(x, normalize, center))
 
 
-@torch.library.custom_op("culturegan::culture_stats_triton", mutates_args=())
 def _triton_fused(x: torch.Tensor, unbiased: bool, eps: float,
                   scale: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    from culturegan.kernels import gram as kernels
+    from culturegan.kernels import culture_stats as kernels
 
     check_feature_stats_input(x, unbiased, eps)
     _checks.check_number(scale, "scale", minimum=0.0, inclusive=False)
     samples, channels = x.shape[:2]
-    products = x.new_empty((samples, channels, channels), dtype=torch.promote_types(x.dtype, torch.float32))
+    products = x.new_empty((samples, channels, channels), dtype=math_dtype(x.dtype))
     mean, std = x.new_empty((samples, channels)), x.new_empty((samples, channels))
-    kernels.forward(x.flatten(2), products, (mean, std, unbiased, eps))
+    kernels.forward(x.flatten(2), products, mean, std, unbiased, eps)
     return mean, std, (products * scale).to(x.dtype)
 
 
@@ -64,7 +62,9 @@ def _vjp(ctx, grad_mean, grad_std, grad_gram):
     return grad_x, None, None, None
 
 
-_backends.register_formulas("culture_stats", _fake, _vjp, _setup_context)
+# One read of x for all three: the CUDA C++ op (no CPU kernel: the cpu backend composes) and Triton.
+FUSED = _backends.register(_backends.Kernel("culture_stats", _fake, triton=_triton_fused, vjp=_vjp,
+                                            setup_context=_setup_context))
 
 # The dtypes each backend's one-read kernel takes in culture_stats (see the module docstring).
 FUSED_DTYPES = {"triton": (torch.float16, torch.bfloat16, torch.float32, torch.float64),
@@ -73,13 +73,18 @@ FUSED_DTYPES = {"triton": (torch.float16, torch.bfloat16, torch.float32, torch.f
 
 def _on_backend(backend: str, x, unbiased, eps, normalize, center) -> Stats:
     if not center and x.dtype in FUSED_DTYPES.get(backend, ()):
-        fused = _triton_fused if backend == "triton" else torch.ops.culturegan.culture_stats
-        return fused(x, unbiased, eps, gram_scale(x, normalize))
+        return FUSED.on(backend)(x, unbiased, eps, gram_scale(x, normalize))
     mean, std = feature_stats(x, unbiased, eps, backend=backend)
     return mean, std, gram(x, normalize, center, backend=backend)
 
 
-_backends.register_op("culture_stats", {b: functools.partial(_on_backend, b) for b in _backends.BACKENDS})
+def _check(x, unbiased, eps, normalize, center) -> tuple:
+    x, unbiased, eps = check_feature_stats_input(x, unbiased, eps)
+    check_gram_input(x, normalize, center)
+    return x, unbiased, eps, normalize, bool(center)
+
+
+OP = _backends.declare(_backends.Op("culture_stats", _check, culture_stats_reference, _on_backend))
 
 
 def culture_stats(x: torch.Tensor, unbiased: bool = False, eps: float = 1e-5, normalize: str = "hw",
@@ -89,7 +94,4 @@ def culture_stats(x: torch.Tensor, unbiased: bool = False, eps: float = 1e-5, no
     Arguments as for ``feature_stats`` (unbiased, eps) and ``gram`` (normalize, center), all on
     the same backend. Differentiable in x.
     """
-    eps = check_feature_stats_input(x, unbiased, eps)
-    check_gram_input(x, normalize)
-    implementation = _backends.dispatch("culture_stats", x.device, backend)
-    return implementation(x, unbiased, eps, normalize, center)
+    return OP(x, unbiased, eps, normalize, center, backend=backend)

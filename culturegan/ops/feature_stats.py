@@ -19,7 +19,8 @@ from __future__ import annotations
 import torch
 
 from culturegan.ops import _backends, _checks, _layout
-from culturegan.ops.channel_affine import channel_affine, math_dtype
+from culturegan.ops._layout import math_dtype
+from culturegan.ops.channel_affine import channel_affine
 
 
 def feature_stats_reference(x: torch.Tensor, unbiased: bool = False,
@@ -29,18 +30,18 @@ def feature_stats_reference(x: torch.Tensor, unbiased: bool = False,
     return mean, torch.sqrt(var + eps)
 
 
-def check_feature_stats_input(x, unbiased, eps) -> float:
+def check_feature_stats_input(x, unbiased, eps) -> tuple:
+    """(x, unbiased, eps) as the kernels take them, checked."""
     _checks.check_channel_tensor(x, "x", min_dim=3, max_dim=4)
     eps = _checks.check_number(eps, "eps", minimum=0.0)
     if unbiased and x[0, 0].numel() < 2:
         raise ValueError(f"unbiased=True needs at least 2 elements per (n, c) to average over, got shape "
                          f"{tuple(x.shape)}")
-    return eps
+    return x, bool(unbiased), eps
 
 
 # ----------------------------------------------------------------------------------- triton
 
-@torch.library.custom_op("culturegan::feature_stats_triton", mutates_args=())
 def _triton_forward(x: torch.Tensor, unbiased: bool, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
     from culturegan.kernels import feature_stats as kernels
 
@@ -84,7 +85,9 @@ def _vjp(ctx, grad_mean, grad_std):
     return stats_grad(x, mean, std, grad_mean, grad_std, ctx.unbiased, ctx.backend), None, None
 
 
-_backends.register_kernel_op("feature_stats", feature_stats_reference, _fake, _vjp, _setup_context)
+KERNEL = _backends.register(_backends.Kernel("feature_stats", _fake, triton=_triton_forward, vjp=_vjp,
+                                             setup_context=_setup_context))
+OP = _backends.declare(_backends.Op("feature_stats", check_feature_stats_input, feature_stats_reference, KERNEL))
 
 
 # ----------------------------------------------------------------------------- public API
@@ -105,6 +108,4 @@ def feature_stats(x: torch.Tensor, unbiased: bool = False, eps: float = 1e-5, *,
     Returns:
         mean and std, each (N, C) in x's dtype. Differentiable in x.
     """
-    eps = check_feature_stats_input(x, unbiased, eps)
-    implementation = _backends.dispatch("feature_stats", x.device, backend)
-    return implementation(x, bool(unbiased), eps)
+    return OP(x, unbiased, eps, backend=backend)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import torch
 
 from culturegan.ops import _backends, _checks
+from culturegan.ops._layout import math_dtype
 
 NORMALIZATIONS = ("hw", "chw", "none")
 
@@ -47,20 +48,20 @@ def _reference_forward(x: torch.Tensor, scale: float, center: bool) -> torch.Ten
     return torch.bmm(features, features.transpose(1, 2)) * scale
 
 
-def check_gram_input(x, normalize: str) -> float:
+def check_gram_input(x, normalize: str, center: bool) -> tuple:
+    """(x, scale, center) as the kernels take them, checked."""
     _checks.check_channel_tensor(x, "x", min_dim=3, max_dim=4)
-    return gram_scale(x, normalize)
+    return x, gram_scale(x, normalize), bool(center)
 
 
 # ----------------------------------------------------------------------------------- triton
 
-@torch.library.custom_op("culturegan::gram_triton", mutates_args=())
 def _triton_forward(x: torch.Tensor, scale: float, center: bool) -> torch.Tensor:
     from culturegan.kernels import gram as kernels
 
     _checks.check_channel_tensor(x, "x", min_dim=3, max_dim=4)
     _checks.check_number(scale, "scale", minimum=0.0, inclusive=False)
-    compute = torch.promote_types(x.dtype, torch.float32)
+    compute = math_dtype(x.dtype)
     features = _features(x, center, compute) if center else x.flatten(2)
     products = x.new_empty((x.shape[0], x.shape[1], x.shape[1]), dtype=compute)
     kernels.forward(features, products)
@@ -81,7 +82,7 @@ def _setup_context(ctx, inputs, output):
 
 def gram_grad(x: torch.Tensor, grad_gram: torch.Tensor, scale: float, center: bool) -> torch.Tensor:
     """dx = scale * (dG + dG^T) F: one batched GEMM, float32 math for the half types."""
-    compute = torch.promote_types(x.dtype, torch.float32)
+    compute = math_dtype(x.dtype)
     features = _features(x, center, compute)
     grad_gram = grad_gram.to(compute)
     # Rows of a centered F have zero mean, so are those of this product: no projection needed.
@@ -95,7 +96,9 @@ def _vjp(ctx, grad_gram):
     return gram_grad(x, grad_gram, ctx.scale, ctx.center), None, None
 
 
-_backends.register_kernel_op("gram", _reference_forward, _fake, _vjp, _setup_context)
+KERNEL = _backends.register(_backends.Kernel("gram", _fake, triton=_triton_forward, vjp=_vjp,
+                                             setup_context=_setup_context))
+OP = _backends.declare(_backends.Op("gram", check_gram_input, _reference_forward, KERNEL))
 
 
 # ----------------------------------------------------------------------------- public API
@@ -115,6 +118,4 @@ def gram(x: torch.Tensor, normalize: str = "hw", center: bool = False, *,
 
     Differentiable in x to any order.
     """
-    scale = check_gram_input(x, normalize)
-    implementation = _backends.dispatch("gram", x.device, backend)
-    return implementation(x, scale, bool(center))
+    return OP(x, normalize, center, backend=backend)

@@ -10,8 +10,6 @@ C x C matrices and the gradient of x is materialised.
 
 from __future__ import annotations
 
-import functools
-
 import torch
 
 from culturegan.ops import _backends, _checks
@@ -34,7 +32,8 @@ def gram_loss_reference(x: torch.Tensor, target_gram: torch.Tensor, reduction: s
     return _reduce((gram_reference(x, normalize, center) - target_gram) ** 2, reduction)
 
 
-def _check_target(x: torch.Tensor, target_gram, reduction: str) -> None:
+def _check(x, target_gram, reduction: str, normalize: str, center: bool) -> tuple:
+    check_gram_input(x, normalize, center)
     _checks.check_tensor(target_gram, "target_gram")
     _checks.check_same_device(target_gram, "target_gram", x, "x")
     _checks.check_same_dtype(target_gram, "target_gram", x, "x")
@@ -44,13 +43,14 @@ def _check_target(x: torch.Tensor, target_gram, reduction: str) -> None:
                          f"to match x of shape {tuple(x.shape)}, got {tuple(target_gram.shape)}")
     if reduction not in REDUCTIONS:
         raise ValueError(f"reduction must be one of {', '.join(map(repr, REDUCTIONS))}, got {reduction!r}")
+    return x, target_gram, reduction, normalize, bool(center)
 
 
 def _on_backend(backend: str, x, target_gram, reduction, normalize, center) -> torch.Tensor:
     return _reduce((gram(x, normalize, center, backend=backend) - target_gram) ** 2, reduction)
 
 
-_backends.register_op("gram_loss", {b: functools.partial(_on_backend, b) for b in _backends.BACKENDS})
+OP = _backends.declare(_backends.Op("gram_loss", _check, gram_loss_reference, _on_backend))
 
 
 def gram_loss(x: torch.Tensor, target_gram: torch.Tensor, reduction: str = "mean", normalize: str = "hw",
@@ -66,7 +66,4 @@ def gram_loss(x: torch.Tensor, target_gram: torch.Tensor, reduction: str = "mean
 
     Differentiable in x (and in target_gram).
     """
-    check_gram_input(x, normalize)
-    _check_target(x, target_gram, reduction)
-    implementation = _backends.dispatch("gram_loss", x.device, backend)
-    return implementation(x, target_gram, reduction, normalize, bool(center))
+    return OP(x, target_gram, reduction, normalize, center, backend=backend)

@@ -7,7 +7,7 @@ gamma, beta: nn.InstanceNorm2d's affine weight and bias (C,), or AdaIN's style s
 eps=1e-5, no running statistics) followed by the activation. The fast backends read x twice
 and write y once: feature_stats (one stable pass) and channel_affine (normalise, scale, shift
 and activate in one pass); eager torch takes a pass more for the activation. The backward is
-one norm_act_backward kernel (csrc/ops/norm_act_backward.h): per (n, c) it sums g' and
+one instance_norm_act_backward kernel (csrc/ops/instance_norm_act.h): per (n, c) it sums g' and
 g' (z - mean), g' being the gradient through the activation, then writes dz while the plane is
 still in cache; y itself is never saved (the activation's side is recomputed from z). A double
 backward differentiates the composition of the two forward ops instead.
@@ -15,16 +15,14 @@ backward differentiates the composition of the two forward ops instead.
 
 from __future__ import annotations
 
-import functools
-
 import torch
 import torch.nn.functional as F
 
-from culturegan import _libraries
 from culturegan.ops import _autocast, _backends, _checks, _layout
 from culturegan.ops._autograd import recomputed_grads
-from culturegan.ops.channel_affine import channel_affine, math_dtype
-from culturegan.ops.feature_stats import feature_stats
+from culturegan.ops._layout import math_dtype
+from culturegan.ops.channel_affine import KERNEL as CHANNEL_AFFINE, channel_affine
+from culturegan.ops.feature_stats import KERNEL as FEATURE_STATS, feature_stats
 
 ACTIVATIONS = ("relu", "leaky_relu", "none")
 
@@ -94,12 +92,11 @@ def _composed(backend: str, x, gamma, beta, slope, eps):
     return channel_affine(x, mean, gamma / std, beta, slope, backend=backend), mean, std
 
 
-# ------------------------------------------------ fused backward (norm_act_backward kernels)
+# ------------------------------------------------------------ the backward kernel, one pass
 
-@torch.library.custom_op("culturegan::norm_act_backward_triton", mutates_args=())
 def _triton_backward(grad: torch.Tensor, z: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, gamma: torch.Tensor,
                      beta: torch.Tensor, negative_slope: float | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    from culturegan.kernels import norm_act_backward as kernels
+    from culturegan.kernels import instance_norm_act as kernels
 
     _check_backward_args(grad, z, (mean, std, gamma, beta), negative_slope)
     layout = _layout.channel_layout(z)
@@ -112,7 +109,7 @@ def _triton_backward(grad: torch.Tensor, z: torch.Tensor, mean: torch.Tensor, st
 
 
 def _check_backward_args(grad, z, parameters, negative_slope) -> None:
-    """What the C++ op checks (csrc/ops/norm_act_backward.h), for direct calls of the Triton op."""
+    """What the C++ op checks (csrc/ops/instance_norm_act.h), for direct calls of the Triton op."""
     _checks.check_channel_tensor(z, "z", min_dim=3, max_dim=4)
     _checks.check_tensor(grad, "grad")
     if grad.shape != z.shape:
@@ -132,52 +129,58 @@ def _fake_backward(grad, z, mean, std, gamma, beta, negative_slope):
     return _layout.empty_in_kernel_layout(z), torch.empty_like(mean), torch.empty_like(mean)
 
 
-_triton_backward.register_fake(_fake_backward)
-if _libraries.cpu_library().loaded:  # the C++ schema exists only once _C is loaded
-    torch.library.register_fake("culturegan::norm_act_backward")(_fake_backward)
+# A double backward differentiates the forward's composition instead (see _vjp).
+BACKWARD = _backends.register(_backends.Kernel("instance_norm_act_backward", _fake_backward, triton=_triton_backward))
 
 
-@torch.library.custom_op("culturegan::instance_norm_act_fused", mutates_args=())
-def _fused(x: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, negative_slope: float | None, eps: float,
-           backend: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(y, mean, std); gamma, beta (N, C) in x's math type. Its backward is one norm_act_backward.
-    mean and std are returned for the backward only: they are not differentiable outputs. The
-    kernels are called directly: the arguments are checked, and autograd is this op's own."""
-    suffix = "_triton" if backend == "triton" else ""
-    mean, std = getattr(torch.ops.culturegan, "feature_stats" + suffix)(x, False, eps)
+# ----------------------------------------------- the forward: statistics, then one affine pass
+
+def _forward_on(backend: str, x, gamma, beta, negative_slope, eps):
+    """(y, mean, std) by the two kernels of `backend` (the caller has checked the arguments)."""
+    mean, std = FEATURE_STATS.on(backend)(x, False, eps)
     math = math_dtype(x.dtype)
     mean, std = mean.to(math), std.to(math)
-    y = getattr(torch.ops.culturegan, "channel_affine" + suffix)(x, mean, gamma / std, beta, negative_slope)
-    return y, mean, std
+    return CHANNEL_AFFINE.on(backend)(x, mean, gamma / std, beta, negative_slope), mean, std
 
 
-@_fused.register_fake
-def _fake_fused(x, gamma, beta, negative_slope, eps, backend):
+def _native_forward(x: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, negative_slope: float | None,
+                    eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(y, mean, std); gamma, beta (N, C) in x's math type. mean and std are returned for the
+    backward only: they are not differentiable outputs."""
+    return _forward_on(x.device.type, x, gamma, beta, negative_slope, eps)
+
+
+def _triton_forward(x: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, negative_slope: float | None,
+                    eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """_native_forward on the Triton kernels."""
+    return _forward_on("triton", x, gamma, beta, negative_slope, eps)
+
+
+def _fake_forward(x, gamma, beta, negative_slope, eps):
     return _layout.empty_in_kernel_layout(x), torch.empty_like(gamma), torch.empty_like(gamma)
 
 
-def _setup_fused(ctx, inputs, output):
-    x, gamma, beta, negative_slope, eps, backend = inputs
+def _setup_context(ctx, inputs, output):
+    x, gamma, beta, negative_slope, eps = inputs
     ctx.save_for_backward(x, gamma, beta, *output[1:])
     ctx.mark_non_differentiable(*output[1:])
-    ctx.negative_slope, ctx.eps, ctx.backend = negative_slope, eps, backend
+    ctx.negative_slope, ctx.eps = negative_slope, eps
 
 
-def _fused_vjp(ctx, grad_y, _grad_mean, _grad_std):
+def _vjp(ctx, grad_y, _grad_mean, _grad_std):
     x, gamma, beta, mean, std = ctx.saved_tensors
     if torch.is_grad_enabled():
         # A double backward (create_graph=True): see recomputed_grads.
         def compose(x, gamma, beta):
             return _composed(ctx.backend, x, gamma, beta, ctx.negative_slope, ctx.eps)[0]
 
-        return *recomputed_grads(compose, (x, gamma, beta), grad_y), None, None, None
-    backward = (torch.ops.culturegan.norm_act_backward_triton if ctx.backend == "triton"
-                else torch.ops.culturegan.norm_act_backward)
-    grad_x, grad_gamma, grad_beta = backward(grad_y, x, mean, std, gamma, beta, ctx.negative_slope)
-    return grad_x, grad_gamma, grad_beta, None, None, None
+        return *recomputed_grads(compose, (x, gamma, beta), grad_y), None, None
+    grad_x, grad_gamma, grad_beta = BACKWARD.on(ctx.backend)(grad_y, x, mean, std, gamma, beta, ctx.negative_slope)
+    return grad_x, grad_gamma, grad_beta, None, None
 
 
-_fused.register_autograd(_fused_vjp, setup_context=_setup_fused)
+FORWARD = _backends.register(_backends.Kernel("instance_norm_act", _fake_forward, native=_native_forward,
+                                              triton=_triton_forward, vjp=_vjp, setup_context=_setup_context))
 
 
 def per_sample(gamma, beta, shape, dtype: torch.dtype, device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -190,7 +193,7 @@ def per_sample(gamma, beta, shape, dtype: torch.dtype, device) -> tuple[torch.Te
 
 
 def _on_backend(backend: str, x, gamma, beta, slope, eps):
-    return _fused(x, *per_sample(gamma, beta, x.shape[:2], x.dtype, x.device), slope, eps, backend)[0]
+    return FORWARD.on(backend)(x, *per_sample(gamma, beta, x.shape[:2], x.dtype, x.device), slope, eps)[0]
 
 
 def check_arguments(x, weight, bias, style_scale, style_shift, activation, negative_slope, eps):
@@ -204,10 +207,12 @@ def check_arguments(x, weight, bias, style_scale, style_shift, activation, negat
     return gamma, beta, slope, _checks.check_number(eps, "eps", minimum=0.0)
 
 
-_backends.register_op("instance_norm_act", {
-    **{b: functools.partial(_on_backend, b) for b in _backends.BACKENDS if b != "reference"},
-    "reference": _reference,
-})
+def _check(x, weight, bias, style_scale, style_shift, activation, negative_slope, eps) -> tuple:
+    _checks.check_channel_tensor(x, "x", min_dim=3, max_dim=4)
+    return x, *check_arguments(x, weight, bias, style_scale, style_shift, activation, negative_slope, eps)
+
+
+OP = _backends.declare(_backends.Op("instance_norm_act", _check, _reference, _on_backend))
 
 
 @_autocast.in_input_dtype
@@ -227,8 +232,4 @@ def instance_norm_act(x: torch.Tensor, weight: torch.Tensor | None = None, bias:
 
     Differentiable in x and in every parameter.
     """
-    _checks.check_channel_tensor(x, "x", min_dim=3, max_dim=4)
-    gamma, beta, slope, eps = check_arguments(x, weight, bias, style_scale, style_shift, activation, negative_slope,
-                                              eps)
-    implementation = _backends.dispatch("instance_norm_act", x.device, backend)
-    return implementation(x, gamma, beta, slope, eps)
+    return OP(x, weight, bias, style_scale, style_shift, activation, negative_slope, eps, backend=backend)

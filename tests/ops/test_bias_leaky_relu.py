@@ -8,21 +8,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from culturegan import ops
-from helpers import DTYPES, assert_close, backend_params, make_layout, poison_allocator
+from helpers import (BACKENDS, BASE_CASES, CPU_BACKENDS, DTYPES, FAST_BACKENDS, HALVES, LAYOUTS, assert_close,
+                     assert_compiles_like_eager, assert_gradcheck_and_gradgradcheck, bad_input_params, make_layout,
+                     native_op, poison_allocator, skip_unless_registered, three_runs)
 
-BACKENDS = backend_params()
-# shape, layout: odd sizes, 1x1, C = 1, 2-D and 3-D inputs, channels_last and strided views.
-CASES = [
-    ((2, 3, 5, 7), "contiguous"),
-    ((1, 1, 1, 1), "contiguous"),
-    ((3, 1, 4, 4), "channels_last"),
-    ((2, 5, 3, 3), "channels_last"),
-    ((1, 7, 1, 1), "channels_last"),
-    ((2, 4, 3, 5), "strided"),
-    ((4, 6), "contiguous"),
-    ((2, 5, 9), "contiguous"),
-    ((2, 5, 9), "channels_last"),
-]
+CASES = BASE_CASES + [((4, 6), "contiguous")]  # and a 2-D input
 # (negative_slope, gain, clamp): nn.LeakyReLU, StyleGAN2 lrelu with conv_clamp, ReLU.
 PARAMS = [(0.2, 1.0, None), (0.2, math.sqrt(2), 1.5), (0.0, 2.0, None)]
 
@@ -71,8 +61,8 @@ def test_gradients_match_reference(device, backend, dtype, shape, layout):
     assert_close(grad_x, ref_x, dtype, f"{backend} grad x")
     # The bias gradient sums N*H*W terms: allow the rounding of the sum's magnitude.
     scale = max(1.0, math.sqrt(x.numel() / shape[1]))
-    torch.testing.assert_close(grad_bias.double(), ref_bias, atol=scale * 5e-2 if dtype in (torch.float16, torch.bfloat16)
-                               else scale * 1e-5, rtol=2e-2 if dtype in (torch.float16, torch.bfloat16) else 1e-5)
+    torch.testing.assert_close(grad_bias.double(), ref_bias, atol=scale * (5e-2 if dtype in HALVES else 1e-5),
+                               rtol=2e-2 if dtype in HALVES else 1e-5)
 
 
 @pytest.mark.parametrize("device, backend", BACKENDS)
@@ -81,9 +71,7 @@ def test_gradients_match_reference(device, backend, dtype, shape, layout):
 def test_gradcheck_and_gradgradcheck_float64(device, backend, params, layout):
     x, bias = inputs((2, 3, 2, 3), layout, torch.float64, device, requires_grad=True)
     fn = lambda x, bias: ops.bias_leaky_relu(x, bias, *params, backend=backend)  # noqa: E731
-    fast = backend == "triton" and device == "cpu"  # the interpreter is slow: check random projections
-    assert torch.autograd.gradcheck(fn, (x, bias), fast_mode=fast)
-    assert torch.autograd.gradgradcheck(fn, (x, bias), fast_mode=fast)
+    assert_gradcheck_and_gradgradcheck(fn, (x, bias), device, backend)
 
 
 @pytest.mark.parametrize("device, backend", BACKENDS)
@@ -101,7 +89,7 @@ def test_without_bias_and_without_input_grad(device, backend):
     assert_close(grad_bias, ref, torch.float32)
 
 
-@pytest.mark.parametrize("device, backend", [p for p in BACKENDS if p.values[1] != "reference"])
+@pytest.mark.parametrize("device, backend", FAST_BACKENDS)
 def test_backward_saves_only_the_output(device, backend):
     x, bias = inputs((2, 3, 4, 4), "contiguous", torch.float32, device, requires_grad=True)
     saved = []
@@ -120,30 +108,23 @@ def test_clamped_elements_get_zero_gradient(device, backend):
     assert (grad_x[clamped] == 0).all() and (grad_x[~clamped] != 0).all()
 
 
-@pytest.mark.parametrize("device, backend", [p for p in BACKENDS if p.values[1] != "reference"])
+@pytest.mark.parametrize("device, backend", FAST_BACKENDS)
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
 def test_bias_gradient_is_deterministic(device, backend, layout):
     x, bias = inputs((3, 5, 17, 19), layout, torch.float32, device, requires_grad=True)
     grad = torch.randn_like(x)
 
-    def bias_grad(threads):
-        torch.set_num_threads(threads)
+    def bias_grad():
         return torch.autograd.grad(ops.bias_leaky_relu(x, bias, backend=backend), bias, grad)[0]
 
-    threads = torch.get_num_threads()
-    try:
-        first, again, single = bias_grad(threads), bias_grad(threads), bias_grad(1)
-    finally:
-        torch.set_num_threads(threads)
+    first, again, single = three_runs(bias_grad)
     assert torch.equal(first, again) and torch.equal(first, single)
 
 
-@pytest.mark.parametrize("device, backend", [p for p in BACKENDS if p.values[1] != "reference"])
+@pytest.mark.parametrize("device, backend", FAST_BACKENDS)
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
 def test_opcheck(device, backend, layout):
-    name = "bias_leaky_relu_triton" if backend == "triton" else "bias_leaky_relu"
-    forward = getattr(torch.ops.culturegan, name)
-    backward = getattr(torch.ops.culturegan, name.replace("bias_leaky_relu", "bias_leaky_relu_backward"))
+    forward, backward = native_op("bias_leaky_relu", backend), native_op("bias_leaky_relu_backward", backend)
     x, bias = inputs((2, 3, 4, 5), layout, torch.float32, device, requires_grad=True)
     torch.library.opcheck(forward, (x, bias, 0.2, math.sqrt(2), 1.5))
     torch.library.opcheck(forward, (x, None, 0.2, 1.0, None))
@@ -156,22 +137,14 @@ def test_torch_compile_fullgraph(device, backend):
     def generator_block(x, bias):
         return ops.bias_leaky_relu(x * 2.0, bias, 0.2, math.sqrt(2), None, backend=backend).mean()
 
-    compiled = torch.compile(generator_block, fullgraph=True)
     x, bias = inputs((2, 3, 4, 4), "contiguous", torch.float32, device, requires_grad=True)
-    loss = compiled(x, bias)
-    grads = torch.autograd.grad(loss, (x, bias))
-    expected = torch.autograd.grad(generator_block(x, bias), (x, bias))
-    assert_close(loss, generator_block(x, bias), torch.float32)
-    for got, want in zip(grads, expected):
-        assert_close(got, want, torch.float32)
+    assert_compiles_like_eager(generator_block, (x, bias))
 
 
-LAYOUTS = st.sampled_from(["contiguous", "channels_last", "strided"])
-
-
-@pytest.mark.parametrize("device, backend", [p for p in BACKENDS if p.values[1] != "reference"])
+@pytest.mark.parametrize("device, backend", FAST_BACKENDS)
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(shape=st.lists(st.integers(1, 6), min_size=2, max_size=4), layout=LAYOUTS, with_bias=st.booleans(),
+@given(shape=st.lists(st.integers(1, 6), min_size=2, max_size=4), layout=st.sampled_from(LAYOUTS),
+       with_bias=st.booleans(),
        clamp=st.one_of(st.none(), st.floats(0.0, 4.0)), slope=st.floats(0.0, 1.0), gain=st.floats(0.1, 3.0))
 def test_random_shapes_and_strides(device, backend, shape, layout, with_bias, clamp, slope, gain):
     x, bias = inputs(tuple(shape), layout, torch.float32, device, with_bias, requires_grad=True)
@@ -195,7 +168,8 @@ BAD_INPUTS = [
     ("rank 1", lambda: dict(x=torch.ones(3)), ValueError, "x must have 2 to 4 dimensions"),
     ("rank 5", lambda: dict(x=torch.ones(1, 2, 2, 2, 2)), ValueError, "x must have 2 to 4 dimensions"),
     ("empty", lambda: dict(x=torch.ones(0, 3, 4, 4)), ValueError, "x is empty"),
-    ("bias length", lambda: dict(x=torch.ones(2, 3, 4, 4), bias=torch.ones(4)), ValueError, r"bias must have shape \(3,\)"),
+    ("bias length", lambda: dict(x=torch.ones(2, 3, 4, 4), bias=torch.ones(4)), ValueError,
+     r"bias must have shape \(3,\)"),
     ("bias rank", lambda: dict(x=torch.ones(2, 3, 4, 4), bias=torch.ones(1, 3)), ValueError, "bias must have shape"),
     ("bias dtype", lambda: dict(x=torch.ones(2, 3, 4, 4), bias=torch.ones(3, dtype=torch.float64)), TypeError,
      "bias has dtype torch.float64 but x has dtype torch.float32"),
@@ -203,27 +177,26 @@ BAD_INPUTS = [
      "bias is on meta but x is on cpu"),
     ("x not a tensor", lambda: dict(x=[[1.0, 2.0]]), TypeError, "x must be a torch.Tensor"),
     ("negative gain", lambda: dict(x=torch.ones(2, 3), gain=-1.0), ValueError, "gain must be > 0"),
-    ("negative slope", lambda: dict(x=torch.ones(2, 3), negative_slope=-0.1), ValueError, "negative_slope must be >= 0"),
+    ("negative slope", lambda: dict(x=torch.ones(2, 3), negative_slope=-0.1), ValueError,
+     "negative_slope must be >= 0"),
     ("negative clamp", lambda: dict(x=torch.ones(2, 3), clamp=-1.0), ValueError, "clamp must be >= 0"),
     ("nan gain", lambda: dict(x=torch.ones(2, 3), gain=float("nan")), TypeError, "gain must be a finite number"),
 ]
 
 
-@pytest.mark.parametrize("device, backend", [p for p in BACKENDS if p.values[0] == "cpu"])
-@pytest.mark.parametrize("description, make, error, message", BAD_INPUTS, ids=[b[0] for b in BAD_INPUTS])
-def test_bad_input_raises_clear_error(device, backend, description, make, error, message):
+@pytest.mark.parametrize("device, backend", CPU_BACKENDS)
+@pytest.mark.parametrize("make, error, message", bad_input_params(BAD_INPUTS))
+def test_bad_input_raises_clear_error(device, backend, make, error, message):
     with pytest.raises(error, match=message):
         ops.bias_leaky_relu(**make(), backend=backend)
 
 
-@pytest.mark.parametrize("description, make, error, message",
-                         [b for b in BAD_INPUTS if b[0] not in ("x not a tensor", "nan gain")],
-                         ids=[b[0] for b in BAD_INPUTS if b[0] not in ("x not a tensor", "nan gain")])
-def test_native_op_checks_its_arguments(description, make, error, message):
+@pytest.mark.parametrize("make, error, message",
+                         bad_input_params(b for b in BAD_INPUTS if b[0] not in ("x not a tensor", "nan gain")))
+def test_native_op_checks_its_arguments(make, error, message):
     """Users may call torch.ops.culturegan.* directly: the C++ checks (TORCH_CHECK) name the
     argument as clearly, with the same exception types."""
-    if ops.unavailable_reason("cpu", "cpu"):
-        pytest.skip("the CPU library is unavailable")
+    skip_unless_registered("bias_leaky_relu")
     kwargs = dict(bias=None, negative_slope=0.2, gain=1.0, clamp=None) | make()
     if kwargs["bias"] is not None and kwargs["bias"].device.type == "meta":
         pytest.skip("the dispatcher routes mixed cpu/meta inputs to the meta kernel")

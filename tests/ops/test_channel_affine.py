@@ -7,33 +7,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from culturegan import ops
-from culturegan.ops.channel_affine import math_dtype
-from helpers import (
-    DTYPES,
-    TOLERANCES,
-    arbitrary_strides,
-    assert_close,
-    assert_compiles_like_eager,
-    backend_params,
-    make_layout,
-    poison_allocator,
-)
+from culturegan.ops._layout import math_dtype
+from helpers import (BACKENDS, BASE_CASES, CPU_BACKENDS, DTYPES, FAST_BACKENDS, HALVES, TOLERANCES, arbitrary_strides,
+                     assert_close, assert_compiles_like_eager, assert_gradcheck_and_gradgradcheck, bad_input_params,
+                     make_layout, native_op, poison_allocator, skip_unless_registered)
 
-BACKENDS = backend_params()
-FAST_BACKENDS = [p for p in BACKENDS if p.values[1] != "reference"]
-# shape, layout: odd sizes, 1x1, C = 1, 2-D to 4-D inputs, channels_last and strided views.
-CASES = [
-    ((2, 3, 5, 7), "contiguous"),
-    ((1, 1, 1, 1), "contiguous"),
-    ((3, 1, 4, 4), "channels_last"),
-    ((2, 5, 3, 3), "channels_last"),
-    ((1, 7, 1, 1), "channels_last"),
-    ((2, 4, 3, 5), "strided"),
-    ((4, 6), "contiguous"),
-    ((2, 5, 9), "contiguous"),
-    ((2, 5, 9), "channels_last"),
-    ((3, 2, 7), "strided"),
-]
+CASES = BASE_CASES + [((4, 6), "contiguous")]  # and a 2-D input
 SLOPES = [None, 0.2, 0.0]
 
 
@@ -74,7 +53,8 @@ def test_forward_matches_reference(device, backend, dtype, shape, layout, negati
     atol, rtol = TOLERANCES[dtype]
     # x - center is exact in the math type; (x - center) * scale + shift rounds once per step.
     allowed = atol + rtol * error_scale(x, center, scale, shift)
-    assert ((y.double() - expected).abs() <= allowed).all(), f"{backend}: max error {(y.double() - expected).abs().max()}"
+    error = (y.double() - expected).abs()
+    assert (error <= allowed).all(), f"{backend}: max error {error.max()}"
     if layout != "strided":  # dense inputs keep their layout
         assert y.stride() == x.stride()
     assert torch.equal(x, before), "the input was modified"
@@ -95,7 +75,7 @@ def test_gradients_match_reference(device, backend, dtype, shape, layout, negati
     expected = torch.autograd.grad(y64, leaves64, grad.double())
     for name, got, want, leaf in zip(("x", "center", "scale", "shift"), grads, expected, (x, center, scale, shift)):
         assert got.dtype == leaf.dtype and got.shape == leaf.shape, name
-        if name == "x" or backend != "reference" or dtype not in (torch.float16, torch.bfloat16):
+        if name == "x" or backend != "reference" or dtype not in HALVES:
             assert_close(got, want, dtype if name == "x" else math_dtype(dtype), f"{backend} grad {name}")
 
 
@@ -125,9 +105,7 @@ def test_per_channel_parameters_broadcast_over_samples(device, backend, negative
 def test_gradcheck_and_gradgradcheck_float64(device, backend, negative_slope, shape, layout):
     x, center, scale, shift = inputs(shape, layout, torch.float64, device, requires_grad=True)
     fn = lambda *a: ops.channel_affine(*a, negative_slope, backend=backend)  # noqa: E731
-    fast = device == "cpu" and backend == "triton"
-    assert torch.autograd.gradcheck(fn, (x, center, scale, shift), fast_mode=fast)
-    assert torch.autograd.gradgradcheck(fn, (x, center, scale, shift), fast_mode=fast)
+    assert_gradcheck_and_gradgradcheck(fn, (x, center, scale, shift), device, backend)
 
 
 @pytest.mark.parametrize("device, backend", FAST_BACKENDS)
@@ -135,7 +113,7 @@ def test_gradcheck_and_gradgradcheck_float64(device, backend, negative_slope, sh
                                            ((2, 3, 4, 5), "strided"), ((2, 3, 7), "channels_last"),
                                            ((3, 4), "contiguous")], ids=str)
 def test_opcheck(device, backend, shape, layout):
-    op = torch.ops.culturegan.channel_affine_triton if backend == "triton" else torch.ops.culturegan.channel_affine
+    op = native_op("channel_affine", backend)
     x, center, scale, shift = inputs(shape, layout, torch.float32, device, requires_grad=True)
     torch.library.opcheck(op, (x, center, scale, shift, None))
     torch.library.opcheck(op, (x, center, scale, shift, 0.2))
@@ -192,9 +170,9 @@ BAD_INPUTS = [
 ]
 
 
-@pytest.mark.parametrize("device, backend", [p for p in BACKENDS if p.values[0] == "cpu"])
-@pytest.mark.parametrize("description, kwargs, error, message", BAD_INPUTS, ids=[b[0] for b in BAD_INPUTS])
-def test_bad_input_raises_clear_error(device, backend, description, kwargs, error, message):
+@pytest.mark.parametrize("device, backend", CPU_BACKENDS)
+@pytest.mark.parametrize("kwargs, error, message", bad_input_params(BAD_INPUTS))
+def test_bad_input_raises_clear_error(device, backend, kwargs, error, message):
     with pytest.raises(error, match=message):
         ops.channel_affine(**kwargs, backend=backend)
 
@@ -218,13 +196,9 @@ NATIVE_BAD_INPUTS = [
 
 
 @pytest.mark.parametrize("name", ["channel_affine", "channel_affine_triton"])
-@pytest.mark.parametrize("description, kwargs, error, message", NATIVE_BAD_INPUTS,
-                         ids=[b[0] for b in NATIVE_BAD_INPUTS])
-def test_registered_ops_check_their_arguments(name, description, kwargs, error, message):
+@pytest.mark.parametrize("kwargs, error, message", bad_input_params(NATIVE_BAD_INPUTS))
+def test_registered_ops_check_their_arguments(name, kwargs, error, message):
     """The registered ops take (N, C) parameters in x's math type only, and say so."""
-    if name == "channel_affine" and ops.unavailable_reason("cpu", "cpu"):
-        pytest.skip("the CPU library is unavailable")
-    if name == "channel_affine_triton" and ops.unavailable_reason("triton", "cpu"):
-        pytest.skip(ops.unavailable_reason("triton", "cpu"))
+    skip_unless_registered(name)
     with pytest.raises(error, match=message):
         getattr(torch.ops.culturegan, name)(*kwargs.values())

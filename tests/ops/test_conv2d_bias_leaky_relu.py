@@ -7,9 +7,9 @@ import torch
 import torch.nn.functional as F
 
 from culturegan import ops
-from helpers import DTYPES, TOLERANCES, backend_params, interpreted, make_layout
+from helpers import (BACKENDS, DTYPES, HALVES, NOT_TRITON, TOLERANCES, TRITON, assert_gradcheck_and_gradgradcheck,
+                     bad_input_params, conv_inputs, interpreted)
 
-BACKENDS = backend_params()
 # (C_in, C_out, H, W, kernel, stride, padding, padding_mode): kernel sizes 1, 3, 4, 7; strides
 # 1 and 2; odd sizes; reflection padding (CycleGAN) and zeros (PatchGAN: k4 s2 p1).
 GEOMETRIES = [
@@ -23,18 +23,14 @@ GEOMETRIES = [
 PARAMS = [(0.2, 1.0, None), (0.2, math.sqrt(2), 0.5), (0.0, 1.0, None)]
 
 
-def inputs(geometry, dtype, device, layout="contiguous", requires_grad=False, with_bias=True):
-    c_in, c_out, h, w, k = geometry[:5]
-    x = make_layout(torch.randn(2, c_in, h, w, device=device).to(dtype), layout)
-    weight = (torch.randn(c_out, c_in, k, k, device=device) / math.sqrt(c_in * k * k)).to(dtype)
-    bias = torch.randn(c_out, device=device).to(dtype) if with_bias else None
-    return [t.requires_grad_(requires_grad) if t is not None else None for t in (x, weight, bias)]
+def inputs(geometry, dtype, device, layout="contiguous", requires_grad=False):
+    return [t.requires_grad_(requires_grad) for t in conv_inputs(geometry, dtype, device, layout)]
 
 
 def assert_close_to_conv(actual, expected64, dtype, what):
     """Conv outputs sum C_in * k * k products: tolerances scale with the output's magnitude."""
     atol, rtol = TOLERANCES[dtype]
-    scale = 1.0 if dtype in (torch.float32, torch.float64) else 4.0  # a half conv rounds its inputs' products
+    scale = 4.0 if dtype in HALVES else 1.0  # a half conv rounds its inputs' products
     torch.testing.assert_close(actual.double(), expected64, atol=atol * scale * (1 + expected64.abs().max().item()),
                                rtol=rtol * scale, msg=lambda m: f"{what}: {m}")
 
@@ -54,7 +50,7 @@ def test_forward_and_gradients_match_reference(device, backend, dtype, geometry,
     y64 = ops.conv2d_bias_leaky_relu_reference(*leaves64, stride, padding, padding_mode, 1, *params)
     assert y.shape == y64.shape and y.dtype == dtype
     assert_close_to_conv(y, y64, dtype, f"{backend} forward")
-    if dtype in (torch.float16, torch.bfloat16):
+    if dtype in HALVES:
         return  # half gradients: each piece is tested in test_bias_leaky_relu and by torch's conv
     grad = torch.randn_like(y64)
     got = torch.autograd.grad(y, (x, weight, bias), grad.to(dtype))
@@ -72,7 +68,7 @@ def test_matches_torch_layers():
     torch.testing.assert_close(got, expected)
 
 
-@pytest.mark.parametrize("device, backend", [p for p in BACKENDS if p.values[1] != "triton"])
+@pytest.mark.parametrize("device, backend", NOT_TRITON)
 def test_gradcheck_float64(device, backend):
     x, weight, bias = inputs((2, 3, 5, 6, 3), torch.float64, device, requires_grad=True)
     fn = lambda *a: ops.conv2d_bias_leaky_relu(*a, 2, 1, "reflect", backend=backend)  # noqa: E731
@@ -105,8 +101,8 @@ BAD_INPUTS = [
 
 
 @pytest.mark.parametrize("backend", ["cpu", "reference"])
-@pytest.mark.parametrize("description, changes, error, message", BAD_INPUTS, ids=[b[0] for b in BAD_INPUTS])
-def test_bad_input_raises_clear_error(backend, description, changes, error, message):
+@pytest.mark.parametrize("changes, error, message", bad_input_params(BAD_INPUTS))
+def test_bad_input_raises_clear_error(backend, changes, error, message):
     args = dict(x=torch.ones(1, 3, 8, 8), weight=torch.ones(4, 3, 3, 3), bias=torch.ones(4), padding=1) | changes
     if ops.unavailable_reason(backend, "cpu"):
         pytest.skip(ops.unavailable_reason(backend, "cpu"))
@@ -116,13 +112,11 @@ def test_bad_input_raises_clear_error(backend, description, changes, error, mess
 
 # ------------------------------------------- the Triton implicit-GEMM convolution itself
 
-TRITON = [p for p in BACKENDS if p.values[1] == "triton"]
-
-
 @pytest.mark.parametrize("device, backend", TRITON)
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("params", PARAMS, ids=str)
-@pytest.mark.parametrize("geometry, dilation", [((3, 5, 9, 8, 3, 1, 1, "reflect"), 1), ((17, 33, 7, 6, 3, 2, 2, "zeros"), 2),
+@pytest.mark.parametrize("geometry, dilation", [((3, 5, 9, 8, 3, 1, 1, "reflect"), 1),
+                                                ((17, 33, 7, 6, 3, 2, 2, "zeros"), 2),
                                                 ((5, 3, 6, 7, 4, 2, 1, "reflect"), 1)], ids=str)
 def test_triton_convolution_every_dtype(device, backend, dtype, params, geometry, dilation):
     """Partial tiles (C_in 17 > BLOCK_K, C_out 33 > BLOCK_N), dilation, reflection by index."""
@@ -133,7 +127,7 @@ def test_triton_convolution_every_dtype(device, backend, dtype, params, geometry
                                                padding_mode, dilation, *params)
     assert y.is_contiguous(memory_format=torch.channels_last)
     assert_close_to_conv(y, y64, dtype, "triton convolution")
-    if dtype in (torch.float16, torch.bfloat16) and params[2] is not None:
+    if dtype in HALVES and params[2] is not None:
         return  # a half y rounded across the clamp flips its gradient mask: the float32 run checks it
     # The backward's implicit GEMMs (activation derivative applied on load, bias reduced in the
     # weight kernel) against autograd through the float64 reference.
@@ -155,9 +149,7 @@ def test_triton_convolution_opcheck_and_double_backward(device, backend):
     op = torch.ops.culturegan.conv2d_bias_leaky_relu_triton
     torch.library.opcheck(op, (x.float(), weight.float(), bias.float(), [1, 1], [1, 1], True, [1, 1], 0.2, 1.0, None))
     fn = lambda *a: ops.conv2d_bias_leaky_relu(*a, 2, 1, "reflect", backend=backend)  # noqa: E731
-    fast = interpreted(device, backend)
-    assert torch.autograd.gradcheck(fn, (x, weight, bias), fast_mode=fast)
-    assert torch.autograd.gradgradcheck(fn, (x, weight, bias), fast_mode=fast)
+    assert_gradcheck_and_gradgradcheck(fn, (x, weight, bias), device, backend)
 
 
 @pytest.mark.parametrize("device, backend", TRITON)

@@ -8,40 +8,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from culturegan import ops
-from helpers import (
-    DTYPES,
-    TOLERANCES,
-    arbitrary_strides,
-    assert_close,
-    assert_compiles_like_eager,
-    backend_params,
-    inner_size,
-    interpreted,
-    make_layout,
-    poison_allocator,
-)
+from helpers import (BACKENDS, BAD_FEATURES, BASE_CASES, CPU_BACKENDS, DTYPES, FAST_BACKENDS, HALVES, LAYOUTS,
+                     NOT_INTERPRETED, TOLERANCES, arbitrary_strides, assert_close, assert_compiles_like_eager,
+                     assert_gradcheck_and_gradgradcheck, bad_input_params, constant_planes, inner_size, interpreted,
+                     native_op, offset_features, poison_allocator, skip_unless_registered, three_runs)
 
-BACKENDS = backend_params()
-FAST_BACKENDS = [p for p in BACKENDS if p.values[1] != "reference"]
-# The Triton interpreter (triton on CPU tensors) is slow: it gets the small shapes only.
-NOT_INTERPRETED = [p for p in BACKENDS if p.values != ("cpu", "triton")]
 EPS = 1e-5
-# shape, layout: odd sizes, 1x1 (biased only), C = 1, 3-D and 4-D inputs, channels_last and
-# strided views. Small enough for the Triton interpreter.
-CASES = [
-    ((2, 3, 5, 7), "contiguous"),
-    ((1, 1, 1, 1), "contiguous"),
-    ((3, 1, 4, 4), "channels_last"),
-    ((2, 5, 3, 3), "channels_last"),
-    ((1, 7, 1, 1), "channels_last"),
-    ((2, 4, 3, 5), "strided"),
-    ((2, 3, 6, 1), "strided"),
-    ((2, 4, 8, 8), "contiguous"),
-    ((2, 5, 9), "contiguous"),
-    ((2, 5, 9), "channels_last"),
-    ((3, 2, 7), "strided"),
-    ((4, 3, 1), "contiguous"),
-]
+# The base cases (the 1x1 ones: biased only), a one-column strided plane, an 8x8 plane and L = 1.
+CASES = BASE_CASES + [((2, 3, 6, 1), "strided"), ((2, 4, 8, 8), "contiguous"), ((4, 3, 1), "contiguous")]
 # Large planes (several of the CPU kernel's blocks per (n, c)), not for the interpreter.
 LARGE_CASES = [
     ((2, 3, 128, 128), "contiguous"),
@@ -52,19 +26,9 @@ LARGE_CASES = [
 ]
 
 
-def inputs(shape, layout, dtype, device, requires_grad=False, scale=3.0, offset=0.5):
-    # Made in float32 (random offset per channel), then cast: the halves see rounded values.
-    x = scale * torch.randn(shape, device=device) + offset * torch.randn(shape[:2] + (1,) * (len(shape) - 2),
-                                                                         device=device)
-    return make_layout(x.to(dtype), layout).requires_grad_(requires_grad)
-
-
 def reference64(x, unbiased=False, eps=EPS):
     """The reference evaluated in float64 on the same (rounded) inputs."""
     return ops.feature_stats_reference(x.detach().double(), unbiased, eps)
-
-
-HALVES = (torch.float16, torch.bfloat16)
 
 
 def assert_grad_close(grad_x, ref_x, count, dtype, what=""):
@@ -108,6 +72,18 @@ def check_outputs(mean, std, x, what=""):
         assert t.device == x.device, f"{what} {name} device {t.device}"
 
 
+def check_stats(x, unbiased, backend, eps=EPS, what=""):
+    """feature_stats(x) on a NaN-poisoned allocator against the float64 reference: (mean, std)."""
+    what = what or backend
+    poison_allocator(x.device.type, 2 * x.shape[0] * x.shape[1], x.dtype)
+    mean, std = ops.feature_stats(x, unbiased, eps, backend=backend)
+    check_outputs(mean, std, x, what)
+    ref_mean, ref_std = reference64(x, unbiased, eps)
+    assert_close(mean, ref_mean, x.dtype, f"{what} mean")
+    assert_close(std, ref_std, x.dtype, f"{what} std")
+    return mean, std
+
+
 # ---------------------------------------------------------------------------- forward
 
 @pytest.mark.parametrize("device, backend", BACKENDS)
@@ -115,18 +91,13 @@ def check_outputs(mean, std, x, what=""):
 @pytest.mark.parametrize("shape, layout", CASES, ids=str)
 @pytest.mark.parametrize("unbiased", [False, True], ids=["biased", "unbiased"])
 def test_forward_matches_reference(device, backend, dtype, shape, layout, unbiased):
-    x = inputs(shape, layout, dtype, device)
+    x = offset_features(shape, layout, dtype, device)
     if unbiased and inner_size(shape) == 1:
         with pytest.raises(ValueError, match="unbiased"):
             ops.feature_stats(x, unbiased, backend=backend)
         return
     before = x.clone()
-    poison_allocator(device, 2 * shape[0] * shape[1], dtype)
-    mean, std = ops.feature_stats(x, unbiased, backend=backend)
-    check_outputs(mean, std, x, backend)
-    ref_mean, ref_std = reference64(x, unbiased)
-    assert_close(mean, ref_mean, dtype, f"{backend} mean")
-    assert_close(std, ref_std, dtype, f"{backend} std")
+    check_stats(x, unbiased, backend)
     assert torch.equal(x, before), "the input was modified"
 
 
@@ -135,20 +106,14 @@ def test_forward_matches_reference(device, backend, dtype, shape, layout, unbias
 @pytest.mark.parametrize("shape, layout", LARGE_CASES, ids=str)
 @pytest.mark.parametrize("unbiased", [False, True], ids=["biased", "unbiased"])
 def test_forward_large_planes(device, backend, dtype, shape, layout, unbiased):
-    x = inputs(shape, layout, dtype, device)
-    poison_allocator(device, 2 * shape[0] * shape[1], dtype)
-    mean, std = ops.feature_stats(x, unbiased, backend=backend)
-    check_outputs(mean, std, x, backend)
-    ref_mean, ref_std = reference64(x, unbiased)
-    assert_close(mean, ref_mean, dtype, f"{backend} mean")
-    assert_close(std, ref_std, dtype, f"{backend} std")
+    check_stats(offset_features(shape, layout, dtype, device), unbiased, backend)
 
 
 @pytest.mark.parametrize("device, backend", BACKENDS)
 @pytest.mark.parametrize("eps", [0.0, 1e-5, 0.5, 3])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
 def test_eps_is_inside_the_square_root(device, backend, eps, dtype):
-    x = inputs((2, 3, 4, 5), "contiguous", dtype, device)
+    x = offset_features((2, 3, 4, 5), "contiguous", dtype, device)
     mean, std = ops.feature_stats(x, False, eps, backend=backend)
     var = x.double().var((2, 3), unbiased=False)
     assert_close(std, torch.sqrt(var + eps), dtype, "std")
@@ -202,11 +167,7 @@ def test_large_mean_is_numerically_stable(device, backend, unbiased):
 @pytest.mark.parametrize("kind", ["filled", "expanded"])
 def test_constant_planes_have_zero_variance(device, backend, eps, kind):
     """Planes of one (large) value: var is ~0 (never negative: no NaN) and mean is the value."""
-    hw = (8, 8) if interpreted(device, backend) else (64, 64)
-    values = 1000 * torch.randn(2, 3, 1, 1, device=device)
-    x = values.expand(2, 3, *hw)  # stride 0 over H, W
-    if kind == "filled":
-        x = x.contiguous()
+    values, x = constant_planes(kind, (8, 8) if interpreted(device, backend) else (64, 64), device)
     for unbiased in (False, True):
         mean, std = ops.feature_stats(x, unbiased, eps, backend=backend)
         assert torch.isfinite(std).all(), f"{backend} std {std}"
@@ -228,7 +189,7 @@ def test_constant_planes_have_zero_variance(device, backend, eps, kind):
 def test_gradients_match_reference(device, backend, dtype, shape, layout, unbiased):
     if unbiased and inner_size(shape) == 1:
         pytest.skip("unbiased=True needs 2 elements per (n, c)")
-    x = inputs(shape, layout, dtype, device, requires_grad=True)
+    x = offset_features(shape, layout, dtype, device, requires_grad=True)
     grad_mean = torch.randn(shape[:2], device=device).to(dtype)
     grad_std = torch.randn(shape[:2], device=device).to(dtype)
     poison_allocator(device, x.numel(), dtype)
@@ -245,7 +206,7 @@ def test_gradients_match_reference(device, backend, dtype, shape, layout, unbias
 def test_gradients_large_planes(device, backend, dtype, shape, layout, scale, unbiased):
     """HW * std beyond float16's range (65504): a backward that forms HW * std in x's dtype
     overflows it to inf and silently drops the std term of dx."""
-    x = inputs(shape, layout, dtype, device, requires_grad=True, scale=scale)
+    x = offset_features(shape, layout, dtype, device, requires_grad=True, scale=scale)
     grad_mean = torch.randn(shape[:2], device=device).to(dtype)
     grad_std = torch.randn(shape[:2], device=device).to(dtype)
     (grad_x,) = torch.autograd.grad(ops.feature_stats(x, unbiased, backend=backend), x, (grad_mean, grad_std))
@@ -256,7 +217,7 @@ def test_gradients_large_planes(device, backend, dtype, shape, layout, scale, un
 @pytest.mark.parametrize("output", ["mean", "std"])
 def test_gradient_through_one_output(device, backend, output):
     """The other output's gradient is None in the backward: it must count as zero."""
-    x = inputs((2, 3, 4, 5), "channels_last", torch.float32, device, requires_grad=True)
+    x = offset_features((2, 3, 4, 5), "channels_last", torch.float32, device, requires_grad=True)
     mean, std = ops.feature_stats(x, True, backend=backend)
     (grad_x,) = torch.autograd.grad((mean if output == "mean" else std).sum(), x)
     x64 = x.detach().double().requires_grad_()
@@ -270,34 +231,26 @@ def test_gradient_through_one_output(device, backend, output):
 @pytest.mark.parametrize("shape, layout", [((2, 3, 3, 4), "contiguous"), ((2, 3, 3, 4), "channels_last"),
                                            ((2, 3, 3, 4), "strided"), ((2, 3, 5), "contiguous")], ids=str)
 def test_gradcheck_and_gradgradcheck_float64(device, backend, unbiased, shape, layout):
-    x = inputs(shape, layout, torch.float64, device, requires_grad=True, scale=1.0)
+    x = offset_features(shape, layout, torch.float64, device, requires_grad=True, scale=1.0)
     fn = lambda x: ops.feature_stats(x, unbiased, EPS, backend=backend)  # noqa: E731
-    fast = interpreted(device, backend)  # the interpreter is slow: check random projections
-    assert torch.autograd.gradcheck(fn, (x,), fast_mode=fast)
-    assert torch.autograd.gradgradcheck(fn, (x,), fast_mode=fast)
+    assert_gradcheck_and_gradgradcheck(fn, (x,), device, backend)
 
 
 # ------------------------------------------------------------------- determinism, opcheck
 
 @pytest.mark.parametrize("device, backend", FAST_BACKENDS)
-@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "strided"])
+@pytest.mark.parametrize("layout", LAYOUTS)
 def test_deterministic(device, backend, layout):
     """Twice the same call gives the same bits; so does a single thread (CPU)."""
     shape = (2, 3, 5, 7) if interpreted(device, backend) else (2, 3, 96, 97)
-    x = inputs(shape, layout, torch.float32, device, requires_grad=True)
+    x = offset_features(shape, layout, torch.float32, device, requires_grad=True)
     grads = (torch.randn(shape[:2], device=device), torch.randn(shape[:2], device=device))
 
-    def run(threads):
-        torch.set_num_threads(threads)
+    def run():
         mean, std = ops.feature_stats(x, backend=backend)
         return (mean, std, *torch.autograd.grad((mean, std), x, grads))
 
-    threads = torch.get_num_threads()
-    try:
-        first, again, single = run(threads), run(threads), run(1)
-    finally:
-        torch.set_num_threads(threads)
-    for a, b, c in zip(first, again, single):
+    for a, b, c in zip(*three_runs(run)):
         assert torch.equal(a, b)
         assert torch.equal(a, c)
 
@@ -307,8 +260,8 @@ def test_deterministic(device, backend, layout):
                                            ((2, 3, 4, 5), "strided"), ((2, 3, 7), "contiguous"),
                                            ((2, 3, 7), "channels_last")], ids=str)
 def test_opcheck(device, backend, shape, layout):
-    op = torch.ops.culturegan.feature_stats_triton if backend == "triton" else torch.ops.culturegan.feature_stats
-    x = inputs(shape, layout, torch.float32, device, requires_grad=True)
+    op = native_op("feature_stats", backend)
+    x = offset_features(shape, layout, torch.float32, device, requires_grad=True)
     torch.library.opcheck(op, (x, False, EPS))
     torch.library.opcheck(op, (x, True, 0.0))
 
@@ -321,8 +274,8 @@ def test_torch_compile_fullgraph(device, backend):
         normalized = (content - c_mean[..., None, None]) / c_std[..., None, None]
         return (normalized * s_std[..., None, None] + s_mean[..., None, None]).square().mean()
 
-    content = inputs((2, 3, 4, 4), "contiguous", torch.float32, device, requires_grad=True)
-    style = inputs((2, 3, 5, 3), "channels_last", torch.float32, device, requires_grad=True)
+    content = offset_features((2, 3, 4, 4), "contiguous", torch.float32, device, requires_grad=True)
+    style = offset_features((2, 3, 5, 3), "channels_last", torch.float32, device, requires_grad=True)
     assert_compiles_like_eager(adain_loss, (content, style))
 
 
@@ -334,17 +287,15 @@ def test_torch_compile_fullgraph(device, backend):
        unbiased=st.booleans(), eps=st.sampled_from([0.0, 1e-5, 1e-3, 0.5]))
 def test_random_shapes_and_strides(device, backend, data, shape, step, unbiased, eps):
     order = data.draw(st.permutations(range(len(shape))), label="memory order")
-    x = arbitrary_strides(inputs(tuple(shape), "contiguous", torch.float32, device), order, step).requires_grad_()
+    x = arbitrary_strides(offset_features(tuple(shape), "contiguous", torch.float32, device), order, step)
+    x.requires_grad_()
     if unbiased and inner_size(shape) == 1:
         with pytest.raises(ValueError, match="unbiased"):
             ops.feature_stats(x, unbiased, eps, backend=backend)
         return
-    mean, std = ops.feature_stats(x, unbiased, eps, backend=backend)
-    check_outputs(mean, std, x)
-    ref_mean, ref_std = reference64(x, unbiased, eps)
     what = f"shape {shape} strides {x.stride()}"
-    assert_close(mean, ref_mean, torch.float32, f"mean, {what}")
-    assert_close(std, ref_std, torch.float32, f"std, {what}")
+    mean, std = check_stats(x, unbiased, backend, eps, what)
+    ref_std = reference64(x, unbiased, eps)[1]
 
     grads = (torch.randn_like(mean), torch.randn_like(std))
     (grad_x,) = torch.autograd.grad((mean, std), x, grads)
@@ -360,47 +311,28 @@ def test_random_shapes_and_strides(device, backend, data, shape, step, unbiased,
 
 # ------------------------------------------------------------------------------ bad input
 
-BAD_INPUTS = [
+BAD_INPUTS = BAD_FEATURES + [
     # (description, kwargs maker, exception, message fragment)
-    ("integer x", lambda: dict(x=torch.ones(2, 3, 4, 4, dtype=torch.int32)), TypeError,
-     "x must be a floating-point tensor"),
-    ("bool x", lambda: dict(x=torch.ones(2, 3, 4, dtype=torch.bool)), TypeError, "x must be a floating-point tensor"),
-    ("complex x", lambda: dict(x=torch.ones(2, 3, 4, dtype=torch.complex64)), TypeError,
-     "x must be a floating-point tensor"),
-    ("rank 2", lambda: dict(x=torch.ones(2, 3)), ValueError, "x must have 3 or 4 dimensions"),
-    ("rank 5", lambda: dict(x=torch.ones(1, 2, 2, 2, 2)), ValueError, "x must have 3 or 4 dimensions"),
-    ("empty", lambda: dict(x=torch.ones(0, 3, 4, 4)), ValueError, "x is empty"),
-    ("empty plane", lambda: dict(x=torch.ones(2, 3, 0)), ValueError, "x is empty"),
     ("negative eps", lambda: dict(x=torch.ones(2, 3, 4, 4), eps=-1e-5), ValueError, "eps must be >= 0"),
     ("unbiased 1x1", lambda: dict(x=torch.ones(2, 3, 1, 1), unbiased=True), ValueError, "unbiased"),
     ("unbiased L=1", lambda: dict(x=torch.ones(2, 3, 1), unbiased=True), ValueError, "unbiased"),
-    ("x not a tensor", lambda: dict(x=[[[1.0, 2.0]]]), TypeError, "x must be a torch.Tensor"),
 ]
 NATIVE_BAD_INPUTS = [b for b in BAD_INPUTS if b[0] != "x not a tensor"]
 
 
-@pytest.mark.parametrize("device, backend", [p for p in BACKENDS if p.values[0] == "cpu"])
-@pytest.mark.parametrize("description, make, error, message", BAD_INPUTS, ids=[b[0] for b in BAD_INPUTS])
-def test_bad_input_raises_clear_error(device, backend, description, make, error, message):
+@pytest.mark.parametrize("device, backend", CPU_BACKENDS)
+@pytest.mark.parametrize("make, error, message", bad_input_params(BAD_INPUTS))
+def test_bad_input_raises_clear_error(device, backend, make, error, message):
     with pytest.raises(error, match=message):
         ops.feature_stats(**make(), backend=backend)
 
 
-def test_unknown_backend_raises():
-    with pytest.raises(ValueError, match="unknown backend"):
-        ops.feature_stats(torch.ones(2, 3, 4), backend="fastest")
-
-
 @pytest.mark.parametrize("name", ["feature_stats", "feature_stats_triton"])
-@pytest.mark.parametrize("description, make, error, message", NATIVE_BAD_INPUTS,
-                         ids=[b[0] for b in NATIVE_BAD_INPUTS])
-def test_registered_ops_check_their_arguments(name, description, make, error, message):
+@pytest.mark.parametrize("make, error, message", bad_input_params(NATIVE_BAD_INPUTS))
+def test_registered_ops_check_their_arguments(name, make, error, message):
     """Users may call torch.ops.culturegan.* directly: the C++ checks (TORCH_CHECK) and the
     Triton op's name the argument as clearly, with the same exception types."""
-    if name == "feature_stats" and ops.unavailable_reason("cpu", "cpu"):
-        pytest.skip("the CPU library is unavailable")
-    if name == "feature_stats_triton" and ops.unavailable_reason("triton", "cpu"):
-        pytest.skip(ops.unavailable_reason("triton", "cpu"))
+    skip_unless_registered(name)
     kwargs = dict(unbiased=False, eps=EPS) | make()
     with pytest.raises(error, match=message):
         getattr(torch.ops.culturegan, name)(kwargs["x"], kwargs["unbiased"], kwargs["eps"])

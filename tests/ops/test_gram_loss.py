@@ -20,38 +20,28 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from culturegan import ops
-from helpers import (
-    DTYPES,
-    arbitrary_strides,
-    assert_close,
-    assert_within,
-    backend_params,
-    features64,
-    gram_bound,
-    interpreted,
-    make_layout,
-    poison_allocator,
-    scale_of,
-)
+from helpers import (BACKENDS, BASE_CASES, CPU_BACKENDS, DTYPES, FAST_BACKENDS, GRAM_TILE_CASES, LAYOUTS,
+                     NOT_INTERPRETED, arbitrary_strides, assert_close, assert_compiles_like_eager,
+                     assert_gradcheck_and_gradgradcheck, assert_within, bad_input_params, features64, gram_bound,
+                     interpreted, offset_features, poison_allocator, scale_of)
 
-BACKENDS = backend_params()
-FAST_BACKENDS = [p for p in BACKENDS if p.values[1] != "reference"]
-NOT_INTERPRETED = [p for p in BACKENDS if p.values != ("cpu", "triton")]
 REDUCTIONS = ("mean", "sum", "none")
-
-# shape, layout, per-sample target, normalize, center: odd sizes, 1x1, C = 1, C over one Triton
-# tile (40), 3-D and 4-D inputs, channels_last and strided views; small enough for the Triton
-# interpreter.
-CASES = [
-    ((2, 3, 5, 7), "contiguous", False, "hw", False),
-    ((1, 1, 1, 1), "contiguous", True, "hw", False),
-    ((3, 1, 4, 4), "channels_last", False, "chw", True),
-    ((2, 5, 3, 3), "channels_last", True, "hw", True),
-    ((2, 4, 3, 5), "strided", False, "none", False),
-    ((2, 40, 3, 3), "contiguous", True, "chw", False),
-    ((2, 5, 9), "channels_last", False, "hw", True),
-    ((3, 2, 7), "strided", True, "hw", False),
+# (per-sample target, normalize, center) for each of the base and tile-edge cases, in their order.
+OPTIONS = [
+    (False, "hw", False),
+    (True, "hw", False),
+    (False, "chw", True),
+    (True, "hw", True),
+    (True, "none", True),
+    (False, "none", False),
+    (True, "chw", True),
+    (False, "hw", True),
+    (True, "hw", False),
+    (True, "chw", False),
+    (False, "hw", True),
 ]
+# shape, layout, per-sample target, normalize, center
+CASES = [case + options for case, options in zip(BASE_CASES + GRAM_TILE_CASES, OPTIONS, strict=True)]
 CASE_IDS = [f"{'x'.join(map(str, c[0]))}-{c[1]}-{'target NCC' if c[2] else 'target CC'}-{c[3]}"
             f"{'-centered' if c[4] else ''}" for c in CASES]
 
@@ -60,13 +50,11 @@ def inputs(shape, layout, dtype, device, per_sample, normalize="hw", requires_gr
     """x (made in float32 with a random offset per channel, then cast) and a target Gram matrix
     of the same dtype, (N, C, C) if per_sample else (C, C), of the magnitude of x's Gram
     matrices: the squares and their sums stay well within float16's range."""
-    x = scale * torch.randn(shape, device=device) + offset * torch.randn(shape[:2] + (1,) * (len(shape) - 2),
-                                                                         device=device)
+    x = offset_features(shape, layout, dtype, device, requires_grad, scale, offset)
     n, c = shape[:2]
     magnitude = scale ** 2 * {"hw": 1.0, "chw": 1.0 / c, "none": math.prod(shape[2:])}[normalize]
     target = magnitude * torch.randn((n, c, c) if per_sample else (c, c), device=device)
-    return (make_layout(x.to(dtype), layout).requires_grad_(requires_grad),
-            target.to(dtype).requires_grad_(requires_grad))
+    return x, target.to(dtype).requires_grad_(requires_grad)
 
 
 def reduce(t, reduction):
@@ -202,9 +190,7 @@ def test_gradcheck_and_gradgradcheck_float64(device, backend, shape, layout, per
                                              center):
     x, target = inputs(shape, layout, torch.float64, device, per_sample, normalize, requires_grad=True)
     fn = lambda x, target: ops.gram_loss(x, target, reduction, normalize, center, backend=backend)  # noqa: E731
-    fast = interpreted(device, backend)  # the interpreter is slow: check random projections
-    assert torch.autograd.gradcheck(fn, (x, target), fast_mode=fast)
-    assert torch.autograd.gradgradcheck(fn, (x, target), fast_mode=fast)
+    assert_gradcheck_and_gradgradcheck(fn, (x, target), device, backend)
 
 
 @pytest.mark.parametrize("device, backend", FAST_BACKENDS)
@@ -222,7 +208,7 @@ def test_target_without_grad(device, backend):
 # -------------------------------------------------------------------- determinism, compile
 
 @pytest.mark.parametrize("device, backend", FAST_BACKENDS)
-@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "strided"])
+@pytest.mark.parametrize("layout", LAYOUTS)
 def test_deterministic(device, backend, layout):
     shape = (2, 35, 5, 7) if interpreted(device, backend) else (2, 48, 40, 41)
     x, target = inputs(shape, layout, torch.float32, device, per_sample=False, requires_grad=True)
@@ -243,18 +229,8 @@ def test_torch_compile_fullgraph(device, backend):
         features = x * 2.0
         return ops.gram_loss(features, target, "mean", "hw", False, backend=backend) + 0.5 * features.square().mean()
 
-    def train_step(x, target):
-        loss = style_loss(x, target)
-        return loss, *torch.autograd.grad(loss, (x, target))
-
-    compiled = torch.compile(style_loss, fullgraph=True)
     x, target = inputs((2, 3, 4, 5), "channels_last", torch.float32, device, per_sample=False, requires_grad=True)
-    loss = compiled(x, target)
-    grads = torch.autograd.grad(loss, (x, target))
-    expected_loss, *expected = train_step(x, target)
-    assert_close(loss, expected_loss, torch.float32)
-    for got, want in zip(grads, expected):
-        assert_close(got, want, torch.float32)
+    assert_compiles_like_eager(style_loss, (x, target))
 
 
 # ----------------------------------------------------------------------- random shapes
@@ -315,16 +291,11 @@ BAD_INPUTS = [
 ]
 
 
-@pytest.mark.parametrize("device, backend", [p for p in BACKENDS if p.values[0] == "cpu"])
-@pytest.mark.parametrize("description, make, error, message", BAD_INPUTS, ids=[b[0] for b in BAD_INPUTS])
-def test_bad_input_raises_clear_error(device, backend, description, make, error, message):
+@pytest.mark.parametrize("device, backend", CPU_BACKENDS)
+@pytest.mark.parametrize("make, error, message", bad_input_params(BAD_INPUTS))
+def test_bad_input_raises_clear_error(device, backend, make, error, message):
     with pytest.raises(error, match=message):
         ops.gram_loss(**make(), backend=backend)
-
-
-def test_unknown_backend_raises():
-    with pytest.raises(ValueError, match="unknown backend"):
-        ops.gram_loss(torch.ones(2, 3, 4), torch.ones(3, 3), backend="fastest")
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

@@ -1,11 +1,10 @@
-// CPU kernel of norm_act_backward (see ops/norm_act_backward.h). NCHW: each parallel task takes
-// whole planes, sums a plane and then writes its gradient while the plane is still in cache.
-// channels_last: per sample, fixed chunks of rows sum in parallel (partials added in a fixed
-// order: the result does not depend on the number of threads), then the rows are written.
+// CPU kernel of instance_norm_act_backward (see ops/instance_norm_act.h). NCHW: each parallel
+// task takes whole planes, sums a plane and then writes its gradient while the plane is still in
+// cache. channels_last: per sample, fixed chunks of rows sum in parallel (partials added in a
+// fixed order: the result does not depend on the number of threads), then the rows are written.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
-#include <ATen/ops/empty.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -13,29 +12,16 @@
 
 #include "common/layout.h"
 #include "cpu/memory.h"
+#include "cpu/parallel.h"
 #include "cpu/vectorizable.h"
-#include "ops/norm_act_backward.h"
+#include "ops/instance_norm_act.h"
 
-namespace culturegan::norm_act_backward {
+namespace culturegan::instance_norm_act {
 namespace {
 
+using cpu::kSumBlock;
 using cpu::load;
 using cpu::store;
-
-constexpr int64_t kGrainSize = 32768;  // elements per parallel task (ATen's value)
-constexpr int64_t kSumBlock = 4096;    // float sums this long, then added in double
-
-// The (n, c) parameters, as pointers into contiguous (N, C) tensors.
-template <typename acc_t>
-struct Parameters {
-  const acc_t* mean;
-  const acc_t* std;
-  const acc_t* gamma;
-  const acc_t* beta;
-  acc_t negative_slope;
-
-  Plane<acc_t> plane(int64_t i) const { return plane_of(mean[i], std[i], gamma[i], beta[i], negative_slope); }
-};
 
 // Sums of g' and g' (z - mean) over elements [begin, end) (at most kSumBlock of them).
 template <typename scalar_t, typename acc_t>
@@ -62,18 +48,15 @@ CG_CPU_CLONES void apply_span(const scalar_t* __restrict__ grad, const scalar_t*
 
 template <typename scalar_t, typename acc_t>
 void planes(const scalar_t* grad, const scalar_t* z, scalar_t* out, int64_t planes_count, int64_t inner,
-            Parameters<acc_t> params, acc_t* grad_gamma, acc_t* grad_beta) {
-  at::parallel_for(0, planes_count, std::max<int64_t>(1, kGrainSize / inner), [=](int64_t first, int64_t last) {
+            Parameters<acc_t> params) {
+  at::parallel_for(0, planes_count, cpu::spans_per_task(inner), [=](int64_t first, int64_t last) {
     for (int64_t plane = first; plane < last; ++plane) {
       const Plane<acc_t> p = params.plane(plane);
       double sum_grad = 0, sum_grad_centered = 0;
       for (int64_t begin = plane * inner; begin < (plane + 1) * inner; begin += kSumBlock)
         block_sums(grad, z, begin, std::min((plane + 1) * inner, begin + kSumBlock), p, sum_grad, sum_grad_centered);
-      const acc_t std = params.std[plane];
       apply_span(grad, z, out, plane * inner, (plane + 1) * inner, p,
-                 apply_of(p, std, acc_t(sum_grad), acc_t(sum_grad_centered), acc_t(inner)));
-      grad_gamma[plane] = acc_t(sum_grad_centered / double(std));
-      grad_beta[plane] = acc_t(sum_grad);
+                 finish(params, plane, p, sum_grad, sum_grad_centered, acc_t(inner)));
     }
   });
 }
@@ -109,8 +92,8 @@ CG_CPU_CLONES void rows_apply(const scalar_t* __restrict__ grad, const scalar_t*
 
 template <typename scalar_t, typename acc_t>
 void rows(const scalar_t* grad, const scalar_t* z, scalar_t* out, int64_t samples, int64_t spatial,
-          int64_t channels, Parameters<acc_t> params, acc_t* grad_gamma, acc_t* grad_beta) {
-  const int64_t chunk_rows = std::max<int64_t>(1, kSumBlock / channels);
+          int64_t channels, Parameters<acc_t> params) {
+  const int64_t chunk_rows = cpu::rows_per_sum_block(channels);
   const int64_t chunks = (spatial + chunk_rows - 1) / chunk_rows;
   std::vector<Plane<acc_t>> planes_of_sample(channels);
   std::vector<Apply<acc_t>> applies(channels);
@@ -133,14 +116,11 @@ void rows(const scalar_t* grad, const scalar_t* z, scalar_t* out, int64_t sample
         sum_grad += double(partial[2 * chunk * channels + c]);
         sum_grad_centered += double(partial[(2 * chunk + 1) * channels + c]);
       }
-      const acc_t std = params.std[n * channels + c];
-      applies[c] = apply_of(p[c], std, acc_t(sum_grad), acc_t(sum_grad_centered), acc_t(spatial));
-      grad_gamma[n * channels + c] = acc_t(sum_grad_centered / double(std));
-      grad_beta[n * channels + c] = acc_t(sum_grad);
+      applies[c] = finish(params, n * channels + c, p[c], sum_grad, sum_grad_centered, acc_t(spatial));
     }
     const Apply<acc_t>* a = applies.data();
     scalar_t* o = out + n * spatial * channels;
-    at::parallel_for(0, spatial, std::max<int64_t>(1, kGrainSize / channels), [=](int64_t first, int64_t last) {
+    at::parallel_for(0, spatial, cpu::spans_per_task(channels), [=](int64_t first, int64_t last) {
       rows_apply(g, zn, o, first, last, channels, p, a);
     });
   }
@@ -151,31 +131,22 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward(const at::Tensor& grad, 
                                                         const at::Tensor& gamma, const at::Tensor& beta,
                                                         std::optional<double> negative_slope) {
   check_args(grad, z, mean, std, gamma, beta, negative_slope);
-  const ChannelLayout L = channel_layout(z);
-  const at::Tensor grad_in = match_layout(grad, L.tensor);
-  at::Tensor grad_z_out = empty_in_layout(L.tensor);
-  cpu::advise_huge_pages(grad_z_out);
-  at::Tensor grad_gamma = at::empty(mean.sizes(), mean.options());
-  at::Tensor grad_beta = at::empty(mean.sizes(), mean.options());
-  const at::Tensor m = mean.contiguous(), s = std.contiguous(), ga = gamma.contiguous(), be = beta.contiguous();
-  const int64_t samples = z.size(0), channels = z.size(1), spatial = z.numel() / (samples * channels);
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, z.scalar_type(), "norm_act_backward_cpu", [&] {
+  const KernelArgs args = kernel_args(grad, z, mean, std, gamma, beta, negative_slope);
+  cpu::advise_huge_pages(args.grad_z);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, z.scalar_type(), "instance_norm_act_backward_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    const Parameters<acc_t> params{m.const_data_ptr<acc_t>(), s.const_data_ptr<acc_t>(), ga.const_data_ptr<acc_t>(),
-                                   be.const_data_ptr<acc_t>(), acc_t(negative_slope.value_or(1.0))};
-    const scalar_t* g = grad_in.const_data_ptr<scalar_t>();
-    const scalar_t* zd = L.tensor.const_data_ptr<scalar_t>();
-    scalar_t* out = grad_z_out.mutable_data_ptr<scalar_t>();
-    acc_t* dgamma = grad_gamma.mutable_data_ptr<acc_t>();
-    acc_t* dbeta = grad_beta.mutable_data_ptr<acc_t>();
-    if (L.inner == 1 && spatial > 1) rows(g, zd, out, samples, spatial, channels, params, dgamma, dbeta);
-    else planes(g, zd, out, samples * channels, spatial, params, dgamma, dbeta);
+    const scalar_t* g = args.grad.const_data_ptr<scalar_t>();
+    const scalar_t* zd = args.z.tensor.const_data_ptr<scalar_t>();
+    scalar_t* out = args.grad_z.mutable_data_ptr<scalar_t>();
+    const Parameters<acc_t> params = args.parameters<acc_t>();
+    if (args.by_rows()) rows(g, zd, out, args.samples, args.spatial, args.channels, params);
+    else planes(g, zd, out, args.samples * args.channels, args.spatial, params);
   });
-  return {grad_z_out, grad_gamma, grad_beta};
+  return {args.grad_z, args.grad_gamma, args.grad_beta};
 }
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(culturegan, CPU, m) { m.impl("norm_act_backward", &backward); }
+TORCH_LIBRARY_IMPL(culturegan, CPU, m) { m.impl("instance_norm_act_backward", &backward); }
 
-}  // namespace culturegan::norm_act_backward
+}  // namespace culturegan::instance_norm_act

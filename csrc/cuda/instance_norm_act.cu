@@ -1,9 +1,8 @@
-// CUDA kernels of norm_act_backward (see ops/norm_act_backward.h). A block owns whole (n, c)
-// planes: it sums them, then writes their gradient (the second read mostly hits L2). Sums are
-// reduced within the block in a fixed order: deterministic, no atomics.
+// CUDA kernels of instance_norm_act_backward (see ops/instance_norm_act.h). A block owns whole
+// (n, c) planes: it sums them, then writes their gradient (the second read mostly hits L2). Sums
+// are reduced within the block in a fixed order: deterministic, no atomics.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
-#include <ATen/ops/empty.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
@@ -13,37 +12,12 @@
 #include <limits>
 
 #include "common/layout.h"
-#include "ops/norm_act_backward.h"
+#include "ops/instance_norm_act.h"
 
-namespace culturegan::norm_act_backward {
+namespace culturegan::instance_norm_act {
 namespace {
 
 constexpr int kThreads = 256;
-
-template <typename acc_t>
-struct Parameters {
-  const acc_t* mean;
-  const acc_t* std;
-  const acc_t* gamma;
-  const acc_t* beta;
-  acc_t negative_slope;
-  acc_t* grad_gamma;
-  acc_t* grad_beta;
-
-  __device__ Plane<acc_t> plane(int64_t i) const {
-    return plane_of(mean[i], std[i], gamma[i], beta[i], negative_slope);
-  }
-};
-
-// Writes the (n, c) gradients and returns the apply coefficients of plane i from its sums.
-template <typename acc_t>
-__device__ Apply<acc_t> finish(const Parameters<acc_t>& params, int64_t i, const Plane<acc_t>& p, acc_t sum_grad,
-                               acc_t sum_grad_centered, acc_t count) {
-  const acc_t std = params.std[i];
-  params.grad_gamma[i] = sum_grad_centered / std;
-  params.grad_beta[i] = sum_grad;
-  return apply_of(p, std, sum_grad, sum_grad_centered, count);
-}
 
 // NCHW: block b owns the contiguous plane b of `inner` elements.
 template <typename scalar_t, typename acc_t = at::opmath_type<scalar_t>>
@@ -130,37 +104,32 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> backward(const at::Tensor& grad, 
                                                         std::optional<double> negative_slope) {
   check_args(grad, z, mean, std, gamma, beta, negative_slope);
   const c10::cuda::CUDAGuard guard(z.device());
-  const ChannelLayout L = channel_layout(z);
-  const at::Tensor grad_in = match_layout(grad, L.tensor);
-  at::Tensor grad_z_out = empty_in_layout(L.tensor);
-  at::Tensor grad_gamma = at::empty(mean.sizes(), mean.options());
-  at::Tensor grad_beta = at::empty(mean.sizes(), mean.options());
-  const at::Tensor m = mean.contiguous(), s = std.contiguous(), ga = gamma.contiguous(), be = beta.contiguous();
-  const int64_t samples = z.size(0), channels = z.size(1), spatial = z.numel() / (samples * channels);
+  const KernelArgs args = kernel_args(grad, z, mean, std, gamma, beta, negative_slope);
+  const int64_t samples = args.samples, channels = args.channels, spatial = args.spatial;
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(z.get_device());
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, z.scalar_type(), "norm_act_backward_cuda", [&] {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, z.scalar_type(), "instance_norm_act_backward_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    const Parameters<acc_t> params{m.const_data_ptr<acc_t>(), s.const_data_ptr<acc_t>(), ga.const_data_ptr<acc_t>(),
-                                   be.const_data_ptr<acc_t>(), acc_t(negative_slope.value_or(1.0)),
-                                   grad_gamma.mutable_data_ptr<acc_t>(), grad_beta.mutable_data_ptr<acc_t>()};
-    const scalar_t* g = grad_in.const_data_ptr<scalar_t>();
-    const scalar_t* zd = L.tensor.const_data_ptr<scalar_t>();
-    scalar_t* out = grad_z_out.mutable_data_ptr<scalar_t>();
-    if (L.inner == 1 && spatial > 1) {
-      TORCH_CHECK(samples <= 65535, "norm_act_backward: at most 65535 samples per call on CUDA, got ", samples);
+    const scalar_t* g = args.grad.const_data_ptr<scalar_t>();
+    const scalar_t* zd = args.z.tensor.const_data_ptr<scalar_t>();
+    scalar_t* out = args.grad_z.mutable_data_ptr<scalar_t>();
+    const Parameters<acc_t> params = args.parameters<acc_t>();
+    if (args.by_rows()) {
+      TORCH_CHECK(samples <= 65535, "instance_norm_act_backward: at most 65535 samples per call on CUDA, got ",
+                  samples);
       rows_kernel<scalar_t><<<dim3((channels + 31) / 32, samples), dim3(32, 8), 0, stream>>>(g, zd, out, spatial,
                                                                                             channels, params);
     } else {
-      TORCH_CHECK(samples * channels <= std::numeric_limits<int32_t>::max(), "norm_act_backward: too many planes");
+      TORCH_CHECK(samples * channels <= std::numeric_limits<int32_t>::max(),
+                  "instance_norm_act_backward: too many planes");
       planes_kernel<scalar_t><<<samples * channels, kThreads, 0, stream>>>(g, zd, out, spatial, params);
     }
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
-  return {grad_z_out, grad_gamma, grad_beta};
+  return {args.grad_z, args.grad_gamma, args.grad_beta};
 }
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(culturegan, CUDA, m) { m.impl("norm_act_backward", &backward); }
+TORCH_LIBRARY_IMPL(culturegan, CUDA, m) { m.impl("instance_norm_act_backward", &backward); }
 
-}  // namespace culturegan::norm_act_backward
+}  // namespace culturegan::instance_norm_act
