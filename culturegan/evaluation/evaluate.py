@@ -22,7 +22,7 @@ from culturegan import metrics
 from culturegan.culture import GROUPS, CultureFeatureExtractor
 from culturegan.data import centre_cropped, find_cultures
 from culturegan.evaluation.verdicts import verdicts
-from culturegan.models import build_model, checkpoints
+from culturegan.models.loading import load_run
 from culturegan.transfer import Stylizer
 
 
@@ -70,30 +70,16 @@ class _Features:
         return groups
 
 
-def _discriminator(checkpoint: Path, target: str, device: torch.device):
-    """The discriminator that judges `target` (D_B, or D_A when going backwards) of a
-    two-culture run, with its GAN mode; None for other checkpoints."""
-    directory = checkpoints.checkpoint_directory(checkpoint) if checkpoint.is_dir() else None
-    if directory is None:
-        return None, None
-    tensors, meta = checkpoints.load_checkpoint(directory)
-    config = meta["config"]
-    if config.get("mode") == "multi":
-        return None, None
-    name = "D_B" if target == config["target"] else "D_A"
-    model = build_model(checkpoints.subset(tensors, name), f"{directory} ({name})")
-    return model.to(device), config.get("gan_mode", "lsgan")
-
-
 def evaluate(checkpoint: str | os.PathLike, data: str | os.PathLike, source: str, target: str,
              reference: str | os.PathLike | None = None, size: int = 128, count: int | None = None,
              device: str | None = None) -> Evaluation:
     """Transfers data/<source> to `target` with the checkpoint and measures the results against
     data/<target> (and, for the classifiers, every culture of `reference`)."""
     checkpoint = Path(checkpoint)
-    stylizer = Stylizer(checkpoint, target, device=device)
+    run = load_run(checkpoint)
+    stylizer = Stylizer(run, target, device=device)
     try:
-        back = Stylizer(checkpoint, source, device=device)
+        back = Stylizer(run, source, device=device)
     except ValueError:  # a single-direction file: no cycle to measure
         back = None
     reference = Path(reference or data)
@@ -111,8 +97,9 @@ def evaluate(checkpoint: str | os.PathLike, data: str | os.PathLike, source: str
     results.update(measure(inputs, outputs, real_target, references, source, target,
                            None if back is None else functools.partial(_transfer, back), stylizer.device,
                            reconstructions=reconstructions))
-    discriminator, gan_mode = _discriminator(checkpoint, target, stylizer.device)
-    if discriminator is not None:
+    judge = run.discriminator_for(target, stylizer.device)
+    if judge is not None:
+        discriminator, gan_mode = judge
         with torch.no_grad():
             results["deception"] = {
                 "outputs": metrics.deception_rate(discriminator(outputs.to(stylizer.device)), gan_mode),

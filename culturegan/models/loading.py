@@ -3,14 +3,18 @@
 ``load_generator(path)`` takes a pytorch-CycleGAN-and-pix2pix file (``latest_net_G.pth``,
 ``latest_net_G_A.pth``; any number of residual blocks, instance or batch norm, with or without
 dropout), a file ``culturegan convert`` wrote (safetensors + JSON model card), or a culturegan
-training run or checkpoint, and returns the model and its card. ``convert`` writes our format.
+training run or checkpoint, and returns the model and its card. ``load_run(path)`` reads such a
+file once and says which generator serves which direction, between which cultures (the
+transfer and evaluation code asks it). ``convert`` writes our format.
 No flags describe the architecture: ``infer_generator`` reads it from the keys and shapes, and
 a file it cannot map gets an error listing what it found and what did not fit.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -30,6 +34,7 @@ from culturegan.models.weights import load_weights, read_state_dict
 CARD_FORMAT = "culturegan.model"
 CARD_VERSION = 1
 FIRST_BLOCK = 10  # ResnetGenerator: model.0-9 are the stem and the two downsampling triples
+GENERATORS = ("resnet_generator", "multi_generator")  # the Architecture kinds load_generator returns
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,8 +61,8 @@ class Architecture:
             return MultiCultureGenerator(self.num_cultures, self.in_channels, self.out_channels, self.width,
                                          self.depth, self.style_dim, self.feature_dim)
         if self.kind == "patchgan":
-            return NLayerDiscriminator(self.in_channels, self.width, self.depth, fused=fused and self.norm == "instance",
-                                       norm=self.norm)
+            return NLayerDiscriminator(self.in_channels, self.width, self.depth,
+                                       fused=fused and self.norm == "instance", norm=self.norm)
         raise ValueError(f"unknown architecture kind {self.kind!r}")
 
     def describe(self) -> str:
@@ -137,8 +142,110 @@ def build_model(state: dict[str, torch.Tensor], source, architecture: Architectu
     return model.eval()
 
 
-def _load(path, kinds: tuple[str, ...], role: str, generator: str | None, fused: bool):
-    state, card = read_model(path, generator)
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """A model file or a training checkpoint, read once (load_run): its networks, and which
+    direction each generator serves."""
+
+    path: Path  # as the caller named it (a file, a run, a checkpoint): errors name it
+    checkpoint: Path | None  # a training run's checkpoint directory; None for a model file
+    tensors: dict[str, torch.Tensor]  # a run's, each network's under "NAME."; a file's one model
+    meta: dict  # a run's state.json (config, step, cultures, ...); {} for a file
+    card: dict | None  # a file's model card; None for a run (its generators' cards are made from meta)
+
+    @property
+    def directions(self) -> dict[str | None, dict]:
+        """Generator name (None: a file's one model) -> the cultures it serves, as its card's
+        "cultures" say them: {"source", "target"}, {"all": [...]} (a multi-culture generator: to
+        any of them) or {} (a file that names none). The default generator comes first."""
+        if self.checkpoint is None:
+            return {None: self.card.get("cultures", {})}
+        config = self.meta["config"]
+        if config.get("mode") == "multi":
+            return {"G": {"all": list(self.meta["cultures"])}}
+        source, target = config["source"], config["target"]
+        return {"G_AB": {"source": source, "target": target}, "G_BA": {"source": target, "target": source}}
+
+    def generator_state(self, name: str | None = None) -> tuple[dict[str, torch.Tensor], dict]:
+        """(state_dict, card) of generator `name` (None: the default, G_AB or G)."""
+        if self.checkpoint is None:
+            if name is not None:
+                raise ValueError(f"{self.path} holds one model: generator={name!r} applies to training checkpoints")
+            return self.tensors, copy.deepcopy(self.card)
+        directions = self.directions
+        name = name or next(iter(directions))
+        state = checkpoints.subset(self.tensors, name) if name in directions else {}
+        if not state:
+            raise ValueError(f"{self.checkpoint}: no generator {name!r} (this run has {' and '.join(directions)})")
+        card = new_card(infer_architecture(state), self.checkpoint / "state.safetensors", self._state_digest)
+        card.update(cultures=directions[name], trained_steps=self.meta["step"])
+        return state, card
+
+    @functools.cached_property
+    def _state_digest(self) -> str:
+        """The checkpoint's state file's SHA-256 (every generator's card names it)."""
+        return _sha256(self.checkpoint / "state.safetensors")
+
+    def generator(self, name: str | None = None, fused: bool = True,
+                  device: torch.device | str = "cpu") -> tuple[torch.nn.Module, dict]:
+        """(model in eval mode on `device`, card) of generator `name` (see generator_state)."""
+        model, card = _built(self.path, self.generator_state(name), GENERATORS, "generator", fused)
+        return model.to(device), card
+
+    def generator_for(self, target: str | None) -> tuple[str | None, int | None]:
+        """(name of the generator that transfers to `target` (None: the default one's target), the
+        culture index to condition a multi-culture generator on, or None)."""
+        directions = self.directions
+        cultures = next(iter(directions.values()))
+        if "all" in cultures:  # one generator for K cultures
+            if target not in cultures["all"]:
+                raise ValueError(f"{self.path} transfers to any of {cultures['all']}: give target_culture as one of "
+                                 "them" + ("" if target is None else f", not {target!r}"))
+            return None, cultures["all"].index(target)
+        if target is None or target == cultures.get("target"):
+            return None, None
+        if not cultures:
+            raise ValueError(f"{self.path} does not name its cultures (a plain weights file): omit target_culture, "
+                             "or name them with `culturegan convert --source-culture A --target-culture B`")
+        for name, served in directions.items():
+            if served.get("target") == target:  # a two-culture run's reverse generator
+                return name, None
+        raise ValueError(f"{self.path} transfers {cultures.get('source')} -> {cultures.get('target')}; it cannot "
+                         f"transfer to {target!r}")
+
+    def discriminator_for(self, target: str,
+                          device: torch.device | str = "cpu") -> tuple[torch.nn.Module, str] | None:
+        """(discriminator in eval mode, its GAN mode) of a two-culture run that judges images of
+        `target` (D_B the run's target, D_A its source); None for other files and runs."""
+        config = self.meta.get("config", {})
+        if self.checkpoint is None or config.get("mode") == "multi":
+            return None
+        name = "D_B" if target == config["target"] else "D_A"
+        model = build_model(checkpoints.subset(self.tensors, name), f"{self.checkpoint} ({name})")
+        return model.to(device), config.get("gan_mode", "lsgan")
+
+
+def load_run(path: str | os.PathLike) -> Run:
+    """The Run of any file load_generator takes: a weights file, a converted file, or a training
+    run or checkpoint (a run: its latest checkpoint)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"model file {path} does not exist")
+    checkpoint = checkpoints.checkpoint_directory(path)
+    if checkpoint is not None:
+        tensors, meta = checkpoints.load_checkpoint(checkpoint)
+        return Run(path, checkpoint, tensors, meta, None)
+    state = read_state_dict(path)
+    card = _embedded_card(path)
+    if card is None:
+        card = new_card(infer_architecture(state), path)
+    return Run(path, None, state, {}, card)
+
+
+def _built(path: Path, weights: tuple[dict[str, torch.Tensor], dict], kinds: tuple[str, ...], role: str,
+           fused: bool) -> tuple[torch.nn.Module, dict]:
+    """(model, card) of weights = (state_dict, card) read from `path`, which must be one of `kinds`."""
+    state, card = weights
     architecture = Architecture(**card["architecture"])
     if architecture.kind not in kinds:
         raise ValueError(f"{path} holds a {architecture.describe()}, not a {role}")
@@ -149,51 +256,20 @@ def load_generator(path: str | os.PathLike, generator: str | None = None, fused:
                    device: torch.device | str = "cpu") -> tuple[torch.nn.Module, dict]:
     """(model in eval mode, model card) from a weights file, a converted file or a training run
     or checkpoint (``generator`` picks G_AB (default) or G_BA of a two-culture run)."""
-    model, card = _load(path, ("resnet_generator", "multi_generator"), "generator", generator, fused)
-    return model.to(device), card
+    return load_run(path).generator(generator, fused, device)
 
 
 def read_model(path: str | os.PathLike, generator: str | None = None) -> tuple[dict[str, torch.Tensor], dict]:
     """(state_dict, model card) of any file load_generator takes; the card's architecture is
     read from the file's card, the run's configuration or the keys."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"model file {path} does not exist")
-    checkpoint = checkpoints.checkpoint_directory(path)
-    if checkpoint is not None:
-        return _from_checkpoint(checkpoint, generator)
-    if generator is not None:
-        raise ValueError(f"{path} holds one model: generator={generator!r} applies to training checkpoints")
-    state = read_state_dict(path)
-    card = _embedded_card(path)
-    if card is None:
-        card = new_card(infer_architecture(state), path)
-    return state, card
+    return load_run(path).generator_state(generator)
 
 
-def _from_checkpoint(checkpoint: Path, generator: str | None) -> tuple[dict[str, torch.Tensor], dict]:
-    tensors, meta = checkpoints.load_checkpoint(checkpoint)
-    config = meta["config"]
-    multi = config.get("mode") == "multi"
-    name = generator or ("G" if multi else "G_AB")
-    state = checkpoints.subset(tensors, name)
-    if not state:
-        raise ValueError(f"{checkpoint}: no generator {name!r} (this run has "
-                         f"{'G' if multi else 'G_AB and G_BA'})")
-    card = new_card(infer_architecture(state), checkpoint / "state.safetensors")
-    if multi:
-        card["cultures"] = {"all": meta["cultures"]}
-    else:
-        source, target = config["source"], config["target"]
-        card["cultures"] = {"source": source, "target": target} if name == "G_AB" else {"source": target,
-                                                                                         "target": source}
-    card["trained_steps"] = meta["step"]
-    return state, card
-
-
-def new_card(architecture: Architecture, source: Path) -> dict:
+def new_card(architecture: Architecture, source: Path, sha256: str | None = None) -> dict:
+    """A card for a model read from `source` (whose SHA-256 is computed unless given)."""
     return {"format": CARD_FORMAT, "version": CARD_VERSION, "architecture": dataclasses.asdict(architecture),
-            "description": architecture.describe(), "source_file": {"name": source.name, "sha256": _sha256(source)},
+            "description": architecture.describe(),
+            "source_file": {"name": source.name, "sha256": sha256 or _sha256(source)},
             "cultures": {}, "licence": ""}
 
 
@@ -242,8 +318,9 @@ def convert(source: str | os.PathLike, destination: str | os.PathLike, cultures:
 
 def load_discriminator(path: str | os.PathLike, fused: bool = True) -> tuple[torch.nn.Module, dict]:
     """(PatchGAN in eval mode, card) from a CycleGAN ``latest_net_D_A.pth`` or a converted file."""
-    return _load(path, ("patchgan",), "PatchGAN discriminator", None, fused)
+    run = load_run(path)
+    return _built(run.path, run.generator_state(), ("patchgan",), "PatchGAN discriminator", fused)
 
 
-__all__ = ["Architecture", "build_model", "convert", "infer_architecture", "load_discriminator",
-           "load_generator", "read_model"]
+__all__ = ["Architecture", "Run", "build_model", "convert", "infer_architecture", "load_discriminator",
+           "load_generator", "load_run", "read_model"]

@@ -45,11 +45,22 @@ class Objective:
     discriminators: tuple[str, ...]
     pool_names: tuple[str, ...]
 
-    def __init__(self, config: TrainConfig, culture_loss: CultureLoss, rng: random.Random):
+    def __init__(self, config: TrainConfig, culture_loss: CultureLoss, rng: random.Random,
+                 profiles: dict[str, CultureProfile] | None = None):
         self.config, self.culture_loss = config, culture_loss
         self.structure_loss = StructureLoss(config.lambda_structure, config.structure_scales)
         self.pools = {name: ImagePool(config.pool_size, rng) for name in self.pool_names}
-        self.profiles: dict[str, CultureProfile] = {}  # culture name -> profile; the Trainer fills it
+        # culture name -> the profile its culture loss measures against: given here, fitted by
+        # fit_profiles, or restored with a resumed run's state (culturegan.training.state)
+        self.profiles: dict[str, CultureProfile] = dict(profiles or {})
+
+    def fit_profiles(self) -> None:
+        """Fits every culture's profile on its training folder (after datasets(), which settles
+        the cultures of multi mode)."""
+        c = self.config
+        self.profiles = {name: CultureProfile.fit_folder(c.data_root, name, size=c.profile_size,
+                                                         manifest=c.manifest or None)
+                         for name in self.cultures}
 
     def _augment(self) -> Augment:
         return Augment(load_size=self.config.load_size, crop_size=self.config.crop_size)
@@ -134,8 +145,9 @@ class MultiCultureObjective(Objective):
     discriminators = ("D",)
     pool_names = ("fake",)
 
-    def __init__(self, config: TrainConfig, culture_loss: CultureLoss, rng: random.Random):
-        super().__init__(config, culture_loss, rng)
+    def __init__(self, config: TrainConfig, culture_loss: CultureLoss, rng: random.Random,
+                 profiles: dict[str, CultureProfile] | None = None):
+        super().__init__(config, culture_loss, rng, profiles)
         self.feature_dim = culture_loss.extractor.feature_dim() if config.discriminator_features else None
         self._names = list(config.culture_list()) or None
 

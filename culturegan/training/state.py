@@ -1,13 +1,130 @@
-"""Training state that a resumed run needs beside the models and optimisers: the image pools
-and the sample stream (checkpoints themselves: culturegan.models.checkpoints)."""
+"""A training run's state, all a resumed run needs to continue exactly: save() writes it as a
+checkpoint and restore() reads it back (networks, optimisers and schedulers, image pools,
+culture profiles, RNGs, AMP scaler, step); the image pools and the sample stream are here too.
+The file format itself (folder, atomic write, keep_last): culturegan.models.checkpoints.
+
+Tensors go to state.safetensors under "NETWORK.", "OPTIMISER.INDEX.FIELD", "pool.NAME.",
+"profile.CULTURE." and "rng."; everything else to state.json.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch.utils.data import Sampler
+
+from culturegan.culture import CultureProfile
+from culturegan.models import checkpoints
+
+if TYPE_CHECKING:
+    from culturegan.training.trainer import Trainer
+
+
+def save(trainer: Trainer) -> Path:
+    """Writes the trainer's state after its current step as a checkpoint; returns its folder."""
+    objective = trainer.objective
+    optimizer_tensors, param_groups = _optimizers_state(trainer.optimizers)
+    profile_tensors, profiles = _profiles_state(objective.profiles)
+    tensors = {f"{name}.{k}": v for name, model in trainer.models.items() for k, v in model.state_dict().items()}
+    tensors.update(optimizer_tensors)
+    tensors.update({f"pool.{name}.{k}": v for name, pool in objective.pools.items() for k, v in pool.state().items()})
+    tensors.update(profile_tensors)
+    tensors.update(_rng_state(trainer.device))
+    meta = {"config": dataclasses.asdict(trainer.config), "optimizers": param_groups,
+            "schedulers": {name: s.state_dict() for name, s in trainer.schedulers.items()},
+            "python_rng": _jsonable(trainer.rng.getstate()), "scaler": trainer.scaler.state_dict(),
+            "bad_steps": trainer.bad_steps, "cultures": objective.cultures, "profiles": profiles}
+    return checkpoints.save_checkpoint(trainer.checkpoints, trainer.step, tensors, meta, trainer.config.keep_last)
+
+
+def restore(trainer: Trainer, path: Path) -> tuple[int, int]:
+    """Puts the checkpoint save() wrote to `path` back into the trainer's networks, optimisers,
+    schedulers, image pools, objective (its profiles), RNGs and scaler; returns (step, bad steps
+    in a row)."""
+    tensors, meta = checkpoints.load_checkpoint(path)
+    objective = trainer.objective
+    if meta.get("cultures") != objective.cultures:
+        raise ValueError(f"{path}: the checkpoint was trained on cultures {meta.get('cultures')}, this run has "
+                         f"{objective.cultures}")
+    for name, model in trainer.models.items():
+        checkpoints.load_module(model, tensors, name, path)
+    _restore_optimizers(trainer.optimizers, tensors, meta["optimizers"])
+    for name, scheduler in trainer.schedulers.items():
+        scheduler.load_state_dict(meta["schedulers"][name])
+    for name, pool in objective.pools.items():
+        pool.restore(checkpoints.subset(tensors, f"pool.{name}"), trainer.device)
+    objective.profiles = {culture: CultureProfile.from_state(checkpoints.subset(tensors, f"profile.{culture}"),
+                                                             profile_meta, path)
+                          for culture, profile_meta in meta["profiles"].items()}
+    trainer.rng.setstate(_tuple(meta["python_rng"]))
+    trainer.scaler.load_state_dict(meta["scaler"])
+    torch.set_rng_state(tensors["rng.torch"])
+    if trainer.device.type == "cuda" and "rng.cuda" in tensors:
+        torch.cuda.set_rng_state(tensors["rng.cuda"], trainer.device)
+    return meta["step"], meta["bad_steps"]
+
+
+def _optimizers_state(optimizers: dict[str, torch.optim.Optimizer]) -> tuple[dict[str, torch.Tensor], dict]:
+    """(each optimiser's per-parameter state as tensors, each one's parameter groups)."""
+    tensors, param_groups = {}, {}
+    for name, optimizer in optimizers.items():
+        state = optimizer.state_dict()
+        for index, values in state["state"].items():
+            for key, value in values.items():
+                tensors[f"{name}.{index}.{key}"] = value if torch.is_tensor(value) else torch.tensor(value)
+        param_groups[name] = state["param_groups"]
+    return tensors, param_groups
+
+
+def _restore_optimizers(optimizers: dict[str, torch.optim.Optimizer], tensors: dict[str, torch.Tensor],
+                        param_groups: dict) -> None:
+    for name, optimizer in optimizers.items():
+        parameters = [p for group in optimizer.param_groups for p in group["params"]]
+        state: dict = {}
+        for key, value in checkpoints.subset(tensors, name).items():
+            index, field = key.split(".", 1)
+            state.setdefault(int(index), {})[field] = _like_parameter(value, parameters[int(index)])
+        optimizer.load_state_dict({"state": state, "param_groups": param_groups[name]})
+
+
+def _like_parameter(value: torch.Tensor, parameter: torch.Tensor) -> torch.Tensor:
+    """A saved optimiser moment with its parameter's device and strides (checkpoints store
+    tensors contiguous; fused Adam walks parameter and moment memory in step, so a
+    channels_last weight needs channels_last moments). Scalars such as `step` stay as saved."""
+    if value.shape != parameter.shape:
+        return value
+    return torch.empty_like(parameter, dtype=value.dtype).copy_(value)
+
+
+def _profiles_state(profiles: dict[str, CultureProfile]) -> tuple[dict[str, torch.Tensor], dict]:
+    """(every profile's tensors, each profile's metadata by culture)."""
+    tensors, meta = {}, {}
+    for culture, profile in profiles.items():
+        profile_tensors, meta[culture] = profile.state()
+        tensors.update({f"profile.{culture}.{k}": v for k, v in profile_tensors.items()})
+    return tensors, meta
+
+
+def _rng_state(device: torch.device) -> dict[str, torch.Tensor]:
+    rng = {"rng.torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        rng["rng.cuda"] = torch.cuda.get_rng_state(device)
+    return rng
+
+
+def _jsonable(value):
+    """Python's RNG state (nested tuples) as JSON lists."""
+    return [_jsonable(v) for v in value] if isinstance(value, (tuple, list)) else value
+
+
+def _tuple(value):
+    """_jsonable's inverse."""
+    return tuple(_tuple(v) for v in value) if isinstance(value, list) else value
 
 
 class ImagePool:

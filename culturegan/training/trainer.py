@@ -13,7 +13,6 @@ the parameters of an uninterrupted one; SIGTERM stops after the current step wit
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import random
@@ -28,17 +27,15 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from culturegan import _files
 from culturegan.culture import CultureProfile
 from culturegan.losses import CultureLoss, CultureLossWeights
 from culturegan.models import checkpoints
-from culturegan.training import pretrained
+from culturegan.training import pretrained, state
 from culturegan.training.config import TrainConfig
 from culturegan.training.objectives import OBJECTIVES, Batch
 from culturegan.training.samples import save_grid
 from culturegan.training.state import SampleStream
-
-OPTIMIZERS = ("optim_G", "optim_D")
-
 
 class TrainingDiverged(RuntimeError):
     """Too many consecutive steps with a non-finite loss; the last good state was saved."""
@@ -70,12 +67,10 @@ class Trainer:
                 raise FileNotFoundError(f"--resume: no checkpoint in {self.checkpoints}")
             self.load(latest)
         else:
-            self.objective.profiles = {name: CultureProfile.fit_folder(c.data_root, name, size=c.profile_size,
-                                                                       manifest=c.manifest or None)
-                                       for name in self.objective.cultures}
+            self.objective.fit_profiles()
         if self.rank == 0:
             self.output.mkdir(parents=True, exist_ok=True)
-            (self.output / "config.json").write_text(config.to_json() + "\n")
+            _files.write_text(self.output / "config.json", config.to_json() + "\n")
             if c.tensorboard:
                 self._writer = _tensorboard_writer(self.output / "tensorboard")
 
@@ -108,7 +103,8 @@ class Trainer:
         self.optimizers = {name: adam(g, (c.beta1, c.beta2)) for name, g in groups.items()}
         constant = c.steps - c.decay_steps
         factor = (lambda s: 1.0 if s < constant else max(0.0, (c.steps - s) / max(1, c.decay_steps)))
-        self.schedulers = {name: torch.optim.lr_scheduler.LambdaLR(opt, factor) for name, opt in self.optimizers.items()}
+        self.schedulers = {name: torch.optim.lr_scheduler.LambdaLR(opt, factor)
+                           for name, opt in self.optimizers.items()}
         self.autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(c.amp)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=c.amp == "fp16")
 
@@ -284,55 +280,12 @@ class Trainer:
     # ------------------------------------------------------------------------ checkpoints
 
     def save(self) -> Path:
-        tensors, meta = {}, {"config": dataclasses.asdict(self.config), "optimizers": {}, "schedulers": {},
-                             "python_rng": _jsonable(self.rng.getstate()), "scaler": self.scaler.state_dict(),
-                             "bad_steps": self.bad_steps, "cultures": self.objective.cultures, "profiles": {}}
-        for name, model in self.models.items():
-            tensors.update({f"{name}.{k}": v for k, v in model.state_dict().items()})
-        for name, optimizer in self.optimizers.items():
-            state = optimizer.state_dict()
-            for index, values in state["state"].items():
-                for key, value in values.items():
-                    tensors[f"{name}.{index}.{key}"] = value if torch.is_tensor(value) else torch.tensor(value)
-            meta["optimizers"][name] = state["param_groups"]
-        meta["schedulers"] = {name: s.state_dict() for name, s in self.schedulers.items()}
-        for name, pool in self.objective.pools.items():
-            tensors.update({f"pool.{name}.{k}": v for k, v in pool.state().items()})
-        for culture, profile in self.profiles.items():
-            profile_tensors, meta["profiles"][culture] = profile.state()
-            tensors.update({f"profile.{culture}.{k}": v for k, v in profile_tensors.items()})
-        tensors["rng.torch"] = torch.get_rng_state()
-        if self.device.type == "cuda":
-            tensors["rng.cuda"] = torch.cuda.get_rng_state(self.device)
-        return checkpoints.save_checkpoint(self.checkpoints, self.step, tensors, meta, self.config.keep_last)
+        """Writes a checkpoint of the current step (culturegan.training.state); returns its folder."""
+        return state.save(self)
 
     def load(self, path: Path) -> None:
-        tensors, meta = checkpoints.load_checkpoint(path)
-        if meta.get("cultures") != self.objective.cultures:
-            raise ValueError(f"{path}: the checkpoint was trained on cultures {meta.get('cultures')}, this run has "
-                             f"{self.objective.cultures}")
-        for name, model in self.models.items():
-            checkpoints.load_module(model, tensors, name, path)
-        for name, optimizer in self.optimizers.items():
-            parameters = [p for group in optimizer.param_groups for p in group["params"]]
-            state: dict = {}
-            for key, value in checkpoints.subset(tensors, name).items():
-                index, field = key.split(".", 1)
-                state.setdefault(int(index), {})[field] = _like_parameter(value, parameters[int(index)])
-            optimizer.load_state_dict({"state": state, "param_groups": meta["optimizers"][name]})
-        for name, scheduler in self.schedulers.items():
-            scheduler.load_state_dict(meta["schedulers"][name])
-        for name, pool in self.objective.pools.items():
-            pool.restore(checkpoints.subset(tensors, f"pool.{name}"), self.device)
-        self.objective.profiles = {
-            culture: CultureProfile.from_state(checkpoints.subset(tensors, f"profile.{culture}"), profile_meta, path)
-            for culture, profile_meta in meta["profiles"].items()}
-        self.rng.setstate(_tuple(meta["python_rng"]))
-        self.scaler.load_state_dict(meta["scaler"])
-        torch.set_rng_state(tensors["rng.torch"])
-        if self.device.type == "cuda" and "rng.cuda" in tensors:
-            torch.cuda.set_rng_state(tensors["rng.cuda"], self.device)
-        self.step, self.bad_steps = meta["step"], meta["bad_steps"]
+        """Continues from the checkpoint at `path` (culturegan.training.state)."""
+        self.step, self.bad_steps = state.restore(self, path)
 
 
 @contextmanager
@@ -370,23 +323,6 @@ def adam(groups, betas: tuple[float, float]) -> torch.optim.Adam:
     default for-each Adam takes 75 ms a step for one resnet_9blocks generator on a 2-core CPU,
     the fused one 9.5 ms (measured; the same update)."""
     return torch.optim.Adam(groups, betas=betas, fused=True)
-
-
-def _like_parameter(value: torch.Tensor, parameter: torch.Tensor) -> torch.Tensor:
-    """A saved optimiser moment with its parameter's device and strides (checkpoints store
-    tensors contiguous; fused Adam walks parameter and moment memory in step, so a
-    channels_last weight needs channels_last moments). Scalars such as `step` stay as saved."""
-    if value.shape != parameter.shape:
-        return value
-    return torch.empty_like(parameter, dtype=value.dtype).copy_(value)
-
-
-def _jsonable(value):
-    return [_jsonable(v) for v in value] if isinstance(value, (tuple, list)) else value
-
-
-def _tuple(value):
-    return tuple(_tuple(v) for v in value) if isinstance(value, list) else value
 
 
 def _device(name: str, rank: int) -> torch.device:

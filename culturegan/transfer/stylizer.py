@@ -20,7 +20,7 @@ import torch
 from PIL import Image
 
 from culturegan.data import open_image, split_alpha
-from culturegan.models import load_generator
+from culturegan.models.loading import Run, load_run
 from culturegan.transfer.tiling import pad_to_multiple, run_tiled_like_whole
 
 MULTIPLE = 4  # two stride-2 convolutions down, two transposed up
@@ -32,7 +32,7 @@ class Stylizer:
 
     Args:
         checkpoint: anything culturegan.models.load_generator reads (a CycleGAN .pth, a converted
-            .safetensors, a training run or checkpoint).
+            .safetensors, a training run or checkpoint), or the Run load_run read from it.
         target_culture: for multi-culture generators, the culture to transfer to (required);
             for a two-culture training run, its target (default) or its source (which uses the
             run's reverse generator); files that name no cultures take None.
@@ -43,8 +43,8 @@ class Stylizer:
             (larger images are downscaled for it).
     """
 
-    def __init__(self, checkpoint: str | os.PathLike, target_culture: str | None = None, device: str | None = None,
-                 dtype: str | None = None, tile: int | None = None, overlap: int = 64,
+    def __init__(self, checkpoint: str | os.PathLike | Run, target_culture: str | None = None,
+                 device: str | None = None, dtype: str | None = None, tile: int | None = None, overlap: int = 64,
                  stats_pixels: int = 1024 * 1024, batch_size: int = 4):
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         if self.device.type == "cuda" and not torch.cuda.is_available():
@@ -56,7 +56,7 @@ class Stylizer:
             raise ValueError(f"tile must be a multiple of {MULTIPLE} and >= 16, got {tile}")
         self.dtype, self.tile, self.overlap = DTYPES[dtype], tile, overlap
         self.stats_pixels, self.batch_size = stats_pixels, batch_size
-        self.model, self.card, self._conditioning = _generator_for(Path(checkpoint), target_culture, self.device)
+        self.model, self.card, self._conditioning = _generator_for(checkpoint, target_culture, self.device)
 
     def _autocast(self):
         if self.dtype == torch.float32:
@@ -109,25 +109,12 @@ def _resized(image: Image.Image, size: int) -> Image.Image:
                         Image.Resampling.LANCZOS)
 
 
-def _generator_for(path: Path, target: str | None, device: torch.device):
+def _generator_for(checkpoint: str | os.PathLike | Run, target: str | None, device: torch.device):
     """(generator, card, culture index or None) for transferring to `target`."""
-    model, card = load_generator(path, device=device)
-    cultures = card.get("cultures", {})
-    if "all" in cultures:  # one generator for K cultures
-        if target not in cultures["all"]:
-            raise ValueError(f"{path} transfers to any of {cultures['all']}: give target_culture as one of them"
-                             + ("" if target is None else f", not {target!r}"))
-        return model, card, cultures["all"].index(target)
-    if target is None or target == cultures.get("target"):
-        return model, card, None
-    if not cultures:
-        raise ValueError(f"{path} does not name its cultures (a plain weights file): omit target_culture, or "
-                         "name them with `culturegan convert --source-culture A --target-culture B`")
-    if target == cultures.get("source") and card.get("trained_steps") is not None:
-        reverse, card = load_generator(path, generator="G_BA", device=device)
-        return reverse, card, None
-    raise ValueError(f"{path} transfers {cultures.get('source')} -> {cultures.get('target')}; it cannot transfer to "
-                     f"{target!r}")
+    run = checkpoint if isinstance(checkpoint, Run) else load_run(checkpoint)
+    name, conditioning = run.generator_for(target)
+    model, card = run.generator(name, device=device)
+    return model, card, conditioning
 
 
 @functools.lru_cache(maxsize=4)

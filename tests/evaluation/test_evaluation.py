@@ -9,6 +9,8 @@ import pytest
 from culturegan import cli, demo, metrics
 from culturegan.datasets import write_dataset
 from culturegan.evaluation import evaluate, write_report
+from culturegan.models import checkpoints
+from culturegan.models.checkpoints import load_checkpoint
 from culturegan.training import TrainConfig, Trainer
 
 SIZE = 32
@@ -37,8 +39,11 @@ class _Images(HTMLParser):
             self.sources.append(dict(attributes)["src"])
 
 
-def test_evaluate_measures_everything_and_the_report_is_self_contained(run, tmp_path):
+def test_evaluate_measures_everything_and_the_report_is_self_contained(run, tmp_path, monkeypatch):
+    reads = []
+    monkeypatch.setattr(checkpoints, "load_checkpoint", lambda path: reads.append(path) or load_checkpoint(path))
     evaluation = evaluate(run / "run", run / "test", "photo", "ukiyoe", reference=run / "train", size=SIZE)
+    assert len(reads) == 1  # both generators and the discriminator from one read of the checkpoint
     results = evaluation.results
     assert results["cultures"] == ["kente", "photo", "ukiyoe"] and results["images"] == 4
     for kind in ("culture", "judge"):

@@ -25,10 +25,9 @@ def test_batched_cycle_losses_equal_separate_calls():
          "D_A": NLayerDiscriminator(ndf=4, fused=True), "D_B": NLayerDiscriminator(ndf=4, fused=True)}
     culture = CultureLoss()
     config = TrainConfig(data_root="unused", source="A", target="B", pool_size=0)
-    objective = CycleObjective(config, culture, random.Random(0))
     profile_a = CultureProfile.fit("A", extract(torch.rand(6, 3, 32, 32) * 2 - 1))
     profile_b = CultureProfile.fit("B", extract(torch.rand(6, 3, 32, 32) * 0.5))
-    objective.profiles = {"A": profile_a, "B": profile_b}
+    objective = CycleObjective(config, culture, random.Random(0), profiles={"A": profile_a, "B": profile_b})
     real_a, real_b = torch.rand(2, 3, 32, 32) * 2 - 1, torch.rand(2, 3, 32, 32) * 2 - 1
     batch = {"A": {"image": real_a}, "B": {"image": real_b}}
 

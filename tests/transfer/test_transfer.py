@@ -9,6 +9,7 @@ from PIL import Image
 import culturegan
 from culturegan import cli
 from culturegan.models import MultiCultureGenerator, ResnetGenerator, convert
+from culturegan.models.loading import load_run
 from culturegan.training import TrainConfig, Trainer
 from culturegan.transfer import Stylizer, transfer_files
 from culturegan.transfer.tiling import ramp, tile_starts
@@ -184,6 +185,24 @@ def test_target_cultures_pick_the_generator(two_culture_run, generator_file, tmp
     stylizer = Stylizer(tmp_path / "multi.safetensors", target_culture="kente", device="cpu")
     with torch.no_grad():
         torch.testing.assert_close(stylizer(x), multi(x, cultures=torch.tensor([1])), rtol=1e-5, atol=1e-5)
+
+
+def test_a_run_names_each_directions_generator_and_each_cultures_discriminator(two_culture_run, generator_file):
+    run = load_run(two_culture_run)
+    assert run.directions == {"G_AB": {"source": "photo", "target": "ukiyoe"},
+                              "G_BA": {"source": "ukiyoe", "target": "photo"}}
+    assert run.generator_for(None) == run.generator_for("ukiyoe") == (None, None)
+    assert run.generator_for("photo") == ("G_BA", None)
+    _, card = run.generator("G_BA")
+    assert card["cultures"] == {"source": "ukiyoe", "target": "photo"} and card["trained_steps"] == 1
+    discriminator, gan_mode = run.discriminator_for("photo")
+    assert gan_mode == "lsgan" and discriminator(torch.zeros(1, 3, 32, 32)).dim() == 4
+    with pytest.raises(ValueError, match=r"no generator 'G' \(this run has G_AB and G_BA\)"):
+        run.generator("G")
+    single = load_run(generator_file)
+    assert single.directions == {None: {}} and single.discriminator_for("photo") is None
+    with pytest.raises(ValueError, match="holds one model: generator='G_BA' applies to training checkpoints"):
+        single.generator("G_BA")
 
 
 def test_cli_transfer(generator_file, tmp_path, capsys):
