@@ -6,11 +6,16 @@ backend, how to build inputs, the bytes the op must move, optional targets) and 
 case (shape, dtype) x mode (fwd, fwd+bwd) x provider (eager, compile, each culturegan backend
 for the device), and prints the table once every provider has been timed in the same session.
 
+The plain torch baselines (eager, compile) run the same code in each memory layout of LAYOUTS,
+inputs and models alike, their rounds interleaved in one test, and are reported in the faster
+layout: a ratio is against the best plain torch a user would run, not against one layout
+chosen for them. The table and the JSON name the layout and the other layout's time.
+
 pytest-benchmark times the rounds (so --benchmark-json, --benchmark-compare and its own table
-work as usual); a round calls the step `iterations` times and, on CUDA, synchronizes once at
-its end, so the launch overhead of small kernels is averaged over the round instead of adding
-a synchronize per call. The session keeps every provider's times, so the closing table gives
-ratios measured side by side in one run.
+work as usual; for a baseline they hold the faster layout's rounds); a round calls the step
+`iterations` times and, on CUDA, synchronizes once at its end, so the launch overhead of small
+kernels is averaged over the round instead of adding a synchronize per call. The session keeps
+every provider's times, so the closing table gives ratios measured side by side in one run.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import json
 import math
 import os
 import platform
+import random
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -39,6 +45,8 @@ Inputs = tuple[torch.Tensor, ...]
 FORWARD, TRAINING = "fwd", "fwd+bwd"
 MODES = (FORWARD, TRAINING)
 EAGER, COMPILE = "eager", "compile"
+BASELINES = (EAGER, COMPILE)  # plain torch: timed in every layout, reported in the faster
+LAYOUTS = {"nchw": torch.contiguous_format, "channels_last": torch.channels_last}
 FAST_BACKENDS = ("cpu", "cuda", "triton")  # the ones targets apply to; reference is plain torch
 
 # GAN generator activations, channels halving as resolution doubles. CPU sizes keep
@@ -61,6 +69,18 @@ MATMUL_SIZE = 8192  # the matmul rate is measured on 8192^2 matrices, as gpu_che
 
 def dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
+
+
+def memory_format(x: torch.Tensor) -> torch.memory_format:
+    """The layout of x: plain code that holds models (a network, a training step) builds them in
+    the layout of its input, as a user converts model and data alike."""
+    channels_last = x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+    return torch.channels_last if channels_last else torch.contiguous_format
+
+
+def layout_name(x: torch.Tensor) -> str:
+    """x's entry of LAYOUTS ("" for a tensor that is not 4-D)."""
+    return next(name for name, layout in LAYOUTS.items() if layout == memory_format(x)) if x.dim() == 4 else ""
 
 
 # ---------------------------------------------------------------------------- declarations
@@ -101,7 +121,9 @@ class OpBench:
     """Everything the harness needs to benchmark one op."""
 
     name: str
-    eager: Callable[..., torch.Tensor]  # the torch code users would write; also what gets compiled
+    # the torch code users would write; also what gets compiled. It runs on inputs in each of
+    # LAYOUTS; code that holds models builds them in memory_format(its input).
+    eager: Callable[..., torch.Tensor]
     backend: Callable[[str], Callable[..., torch.Tensor]]  # backend name -> the op on that backend
     make_inputs: Callable[[Shape, torch.dtype, torch.device], Inputs]  # floating inputs get grads in fwd+bwd
     bytes_moved: Callable[[Shape, torch.dtype, str], int]  # minimal DRAM traffic of (shape, dtype, mode)
@@ -183,6 +205,10 @@ def _check_against_eager(bench: OpBench, fn: Callable, inputs: Inputs) -> None:
     torch.testing.assert_close(fn(*inputs), expected, rtol=tolerance, atol=tolerance)
 
 
+def _in_layout(inputs: Inputs, layout: str) -> Inputs:
+    return tuple(t.contiguous(memory_format=LAYOUTS[layout]) if t.dim() == 4 else t for t in inputs)
+
+
 def _forward_step(fn: Callable, inputs: Inputs) -> Callable[[], None]:
     return lambda: fn(*inputs)
 
@@ -197,6 +223,14 @@ def _training_step(fn: Callable, inputs: Inputs) -> Callable[[], None]:
         fn(*inputs).backward(grad)
 
     return step
+
+
+def _steps_by_layout(param: Param, fn: Callable, inputs: Inputs) -> dict[str, Callable[[], None]]:
+    """culturegan's providers run on the inputs as the bench makes them, the baselines in each layout."""
+    layouts = ({layout: _in_layout(inputs, layout) for layout in LAYOUTS} if param.provider in BASELINES
+               else {layout_name(inputs[0]): inputs})
+    make_step = _forward_step if param.mode == FORWARD else _training_step
+    return {layout: make_step(fn, layout_inputs) for layout, layout_inputs in layouts.items()}
 
 
 # --------------------------------------------------------------------------------- timing
@@ -223,15 +257,44 @@ def _round(step: Callable[[], None], iterations: int, device: torch.device) -> C
     return run_round
 
 
-def measure(benchmark, step: Callable[[], None], device: torch.device) -> tuple[list[float], int]:
-    """Seconds per call of each round (timed by pytest-benchmark), and the calls per round."""
-    policy = TIMING[device.type]
+@dataclasses.dataclass(frozen=True)
+class Timing:
+    """What measure() got for one step."""
+
+    seconds: tuple[float, ...]  # per call, one per round
+    iterations: int  # calls per round
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.seconds)
+
+
+def _calls_per_round(step: Callable[[], None], policy: TimingPolicy, device: torch.device) -> int:
     _round(step, 1, device)()  # compiles, allocates, loads kernels
     single = min(_timed(_round(step, 1, device)) for _ in range(policy.warmup_rounds))
-    iterations = max(1, math.ceil(policy.min_round_s / single))
-    benchmark.pedantic(_round(step, iterations, device), rounds=policy.rounds, warmup_rounds=policy.warmup_rounds,
-                       iterations=1)
-    return [seconds / iterations for seconds in benchmark.stats.stats.data], iterations
+    return max(1, math.ceil(policy.min_round_s / single))
+
+
+def measure(benchmark, steps: dict[str, Callable[[], None]], device: torch.device) -> tuple[str, dict[str, Timing]]:
+    """Times each step's rounds with pytest-benchmark, the steps' rounds interleaved in a random
+    order so that the machine's drift hits them alike; returns the fastest step's name (its rounds
+    are what pytest-benchmark keeps) and every step's timing."""
+    policy = TIMING[device.type]
+    iterations = {name: _calls_per_round(step, policy, device) for name, step in steps.items()}
+    rounds = {name: _round(step, iterations[name], device) for name, step in steps.items()}
+    shuffler = random.Random(0)
+    schedule = [name for _ in range(policy.warmup_rounds + policy.rounds)
+                for name in shuffler.sample(list(steps), len(steps))]
+    warmup = policy.warmup_rounds * len(steps)
+    upcoming = iter(schedule)
+    benchmark.pedantic(lambda name: rounds[name](), setup=lambda: ((next(upcoming),), {}),
+                       rounds=len(schedule) - warmup, warmup_rounds=warmup, iterations=1)
+    durations = benchmark.stats.stats.data
+    timings = {name: Timing(tuple(d / iterations[name] for d, n in zip(durations, schedule[warmup:]) if n == name),
+                            iterations[name]) for name in steps}
+    fastest = min(timings, key=lambda name: timings[name].median)
+    durations[:] = [d for d, n in zip(durations, schedule[warmup:]) if n == fastest]
+    return fastest, timings
 
 
 def _peak_bytes(step: Callable[[], None]) -> int:
@@ -258,8 +321,10 @@ class Measurement:
     dtype: str
     mode: str
     provider: str
+    layout: str  # of the timed inputs (and a baseline's models): for a baseline, the faster of LAYOUTS
     seconds: tuple[float, ...]  # per call, one per round
     iterations: int
+    layout_medians: dict[str, float]  # each layout timed -> its median seconds per call
     bytes_moved: int
     tensor_bytes: int  # of the op's main tensor (the first input)
     flops: int  # 0 where the op declares none
@@ -280,6 +345,8 @@ class Row:
     mode: str
     provider: str
     device_type: str
+    layout: str  # the layout timed, for eager and compile the faster (see layout_medians_s)
+    layout_medians_s: dict[str, float]  # every layout timed: both for eager and compile, one otherwise
     median_s: float
     min_s: float
     rounds: int
@@ -362,17 +429,20 @@ class Session:
         inputs = bench.make_inputs(param.shape, param.dtype, self.device)
         if param.mode == FORWARD and param.provider != EAGER and bench.check_against_eager:
             _check_against_eager(bench, fn, inputs)  # fwd+bwd reuses the same code, checked here
-        step = _forward_step(fn, inputs) if param.mode == FORWARD else _training_step(fn, inputs)
+        steps = _steps_by_layout(param, fn, inputs)
         benchmark.group = f"{bench.name} {param.id.rsplit('-', 1)[0]}"
         benchmark.extra_info.update(op=bench.name, shape=list(param.shape), dtype=dtype_name(param.dtype),
                                     mode=param.mode, provider=param.provider, device=self.device.type,
                                     bytes_moved=bench.bytes_moved(param.shape, param.dtype, param.mode))
-        seconds, iterations = measure(benchmark, step, self.device)
-        benchmark.extra_info["calls_per_round"] = iterations
-        peak = _peak_bytes(step) if self.device.type == "cuda" else None
+        layout, timings = measure(benchmark, steps, self.device)
+        layout_medians = {name: timing.median for name, timing in timings.items()}
+        benchmark.extra_info.update(calls_per_round=timings[layout].iterations, layout=layout,
+                                    layout_medians_s=layout_medians)
+        peak = _peak_bytes(steps[layout]) if self.device.type == "cuda" else None
         self._targets[bench.name] = bench.targets
         self.measurements.append(Measurement(
-            bench.name, param.shape, dtype_name(param.dtype), param.mode, param.provider, tuple(seconds), iterations,
+            bench.name, param.shape, dtype_name(param.dtype), param.mode, param.provider, layout,
+            timings[layout].seconds, timings[layout].iterations, layout_medians,
             bench.bytes_moved(param.shape, param.dtype, param.mode), inputs[0].numel() * inputs[0].element_size(),
             bench.flops(param.shape, param.dtype, param.mode) if bench.flops else 0, peak))
 
@@ -393,7 +463,8 @@ class Session:
         per dtype; None on CPU."""
         if self.device.type != "cuda":
             return None
-        a, b = (torch.randn(MATMUL_SIZE, MATMUL_SIZE, device=self.device, dtype=getattr(torch, dtype)) for _ in range(2))
+        a, b = (torch.randn(MATMUL_SIZE, MATMUL_SIZE, device=self.device, dtype=getattr(torch, dtype))
+                for _ in range(2))
         matmul = _round(lambda: a @ b, 10, self.device)
         matmul()
         return 2 * MATMUL_SIZE**3 * 10 / statistics.median(_timed(matmul) for _ in range(5))
@@ -406,8 +477,8 @@ class Session:
     def _row(self, m: Measurement, medians: dict, eager_peak: int | None) -> Row:
         median = medians[m.key, m.provider]
         rate = m.bytes_moved / median
-        row = Row(m.op, m.shape, m.dtype, m.mode, m.provider, self.device.type, median, min(m.seconds),
-                  len(m.seconds), m.iterations, m.bytes_moved, m.tensor_bytes, rate / 1e9,
+        row = Row(m.op, m.shape, m.dtype, m.mode, m.provider, self.device.type, m.layout, m.layout_medians, median,
+                  min(m.seconds), len(m.seconds), m.iterations, m.bytes_moved, m.tensor_bytes, rate / 1e9,
                   _ratio(medians.get((m.key, EAGER)), median), _ratio(medians.get((m.key, COMPILE)), median),
                   None if self.copy_bandwidth is None else rate / self.copy_bandwidth,
                   m.flops / median / 1e12 if m.flops else None, self._matmul_fraction(m, median),
@@ -427,19 +498,21 @@ class Session:
         if self.copy_bandwidth is not None:
             lines.append(f"device copy bandwidth (1 GiB clone): {self.copy_bandwidth / 1e9:.0f} GB/s")
         lines += self.notes
+        lines.append(f"{' and '.join(BASELINES)}: the same code timed in {' and '.join(LAYOUTS)} (inputs and models), "
+                     "rounds interleaved; the faster is reported, the layout column gives the other's extra time")
         lines += format_table(self._table_header(), [self._table_cells(row) for row in self.rows()])
         lines += [f"not run: {provider}: {reason}" for provider, reason in self.skipped.items()]
         return lines
 
     def _table_header(self) -> list[str]:
-        header = ["op", "shape", "dtype", "provider", "mode", "median", "vs eager", "vs compile"]
+        header = ["op", "shape", "dtype", "provider", "layout", "mode", "median", "vs eager", "vs compile"]
         if self.copy_bandwidth is not None:
             header += ["GB/s", "of copy", "TFLOP/s", "of matmul", "peak MiB", "mem vs eager"]
         return header + ["target"]
 
     def _table_cells(self, row: Row) -> list[str]:
-        cells = [row.op, "x".join(map(str, row.shape)), row.dtype, row.provider, row.mode, format_seconds(row.median_s),
-                 format_ratio(row.vs_eager), format_ratio(row.vs_compile)]
+        cells = [row.op, "x".join(map(str, row.shape)), row.dtype, row.provider, format_layout(row), row.mode,
+                 format_seconds(row.median_s), format_ratio(row.vs_eager), format_ratio(row.vs_compile)]
         if self.copy_bandwidth is not None:
             cells += [f"{row.gb_per_s:.0f}", f"{row.copy_fraction:.0%}",
                       "" if row.tflops is None else f"{row.tflops:.1f}",
@@ -459,6 +532,13 @@ class Session:
 
 def format_seconds(seconds: float) -> str:
     return f"{seconds * 1e3:.2f} ms" if seconds >= 1e-3 else f"{seconds * 1e6:.1f} us"
+
+
+def format_layout(row: Row) -> str:
+    """The layout timed, and how much longer each other layout took: "nchw (channels_last +16%)"."""
+    others = [f"{name} {median / row.median_s - 1:+.0%}" for name, median in row.layout_medians_s.items()
+              if name != row.layout]
+    return f"{row.layout} ({', '.join(others)})" if others else row.layout
 
 
 def format_ratio(ratio: float | None) -> str:

@@ -24,9 +24,18 @@ STATS_PIXELS = 1024 * 1024
 
 
 @functools.cache
-def _generator(device: torch.device, fused: bool) -> torch.nn.Module:
+def _generator(device: torch.device, memory_format: torch.memory_format, fused: bool) -> torch.nn.Module:
     torch.manual_seed(0)
-    return ResnetGenerator(fused=fused).to(device, memory_format=torch.channels_last).eval()
+    return ResnetGenerator(fused=fused).to(device, memory_format=memory_format).eval()
+
+
+def _plain_generator(x: torch.Tensor) -> torch.nn.Module:
+    """The plain torch generator in x's layout (the harness times the baselines in NCHW and channels_last)."""
+    return _generator(x.device, _harness.memory_format(x), False)
+
+
+def _fused_generator(x: torch.Tensor) -> torch.nn.Module:
+    return _generator(x.device, torch.channels_last, True)
 
 
 def _autocast(x: torch.Tensor):
@@ -40,14 +49,14 @@ def _tile(x: torch.Tensor) -> int:
 @torch.no_grad()
 def eager(x: torch.Tensor) -> torch.Tensor:
     with _autocast(x):
-        return _generator(x.device, False)(x.float())
+        return _plain_generator(x)(x.float())
 
 
 def fused(backend: str):
     @torch.no_grad()
     def run(x: torch.Tensor) -> torch.Tensor:
         with ops.use_backend(backend), _autocast(x):
-            return _generator(x.device, True)(x.float())
+            return _fused_generator(x)(x.float())
 
     return run
 
@@ -55,13 +64,13 @@ def fused(backend: str):
 @torch.no_grad()
 def eager_tiled(x: torch.Tensor) -> torch.Tensor:
     with _autocast(x):
-        return run_tiled(_generator(x.device, False), x.float(), _tile(x), 64)
+        return run_tiled(_plain_generator(x), x.float(), _tile(x), 64)
 
 
 def fused_tiled(backend: str):
     @torch.no_grad()
     def run(x: torch.Tensor) -> torch.Tensor:
-        generator = _generator(x.device, True)
+        generator = _fused_generator(x)
         with ops.use_backend(backend), _autocast(x):
             return run_tiled_like_whole(generator, generator, x.float(), _tile(x), 64, STATS_PIXELS)
 

@@ -2,8 +2,9 @@
 torch.compile: ResnetGenerator (resnet_9blocks) and the basic PatchGAN discriminator, with the
 default widths (ngf = ndf = 64).
 
-Every provider runs the same weights: eager is the plain torch model, compile is
-torch.compile of it, and each backend is a fuse()d copy whose fused blocks use that backend.
+Every provider runs the same weights: eager is the plain torch model (in the layout of its
+input: the harness times NCHW and channels_last), compile is torch.compile of it, and each
+backend is a fuse()d copy of the channels_last model whose fused blocks use that backend.
 """
 
 import copy
@@ -26,14 +27,14 @@ class GeneratorThenDiscriminator(torch.nn.Module):
 
 
 @functools.cache
-def _plain(device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
+def _plain(device: torch.device, dtype: torch.dtype, memory_format: torch.memory_format) -> torch.nn.Module:
     torch.manual_seed(0)
-    return GeneratorThenDiscriminator().to(device=device, dtype=dtype, memory_format=torch.channels_last)
+    return GeneratorThenDiscriminator().to(device=device, dtype=dtype, memory_format=memory_format)
 
 
 @functools.cache
 def _fused(device: torch.device, dtype: torch.dtype, backend: str) -> torch.nn.Module:
-    model = copy.deepcopy(_plain(device, dtype))
+    model = copy.deepcopy(_plain(device, dtype, torch.channels_last))
     fuse(model)
     for module in model.modules():
         if isinstance(module, FusedRun):
@@ -42,7 +43,7 @@ def _fused(device: torch.device, dtype: torch.dtype, backend: str) -> torch.nn.M
 
 
 def eager(x: torch.Tensor) -> torch.Tensor:
-    return _plain(x.device, x.dtype)(x)
+    return _plain(x.device, x.dtype, _harness.memory_format(x))(x)
 
 
 def fused(backend: str):
