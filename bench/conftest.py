@@ -27,6 +27,12 @@ sys.path.insert(0, str(BENCH_DIR))
 TRITON_INTERPRET_NOTE = ("TRITON_INTERPRET=1 was unset: benchmarks never time the Triton interpreter"
                          if os.environ.pop("TRITON_INTERPRET", None) == "1" else None)
 
+# torch.compile compiles in this process: by default inductor starts a pool of compile workers
+# that import torch in the background after the first compile, and on a small CPU they slowed
+# whatever was timed next (culturegan's providers run right after compile's) by up to 1.8x
+# (patch_nce_loss, 5x256x256 fwd+bwd on 2 cores: 7.3 ms after a compile, 3.6 ms without one).
+torch._inductor.config.compile_threads = 1
+
 import _harness  # noqa: E402  (needs the sys.path above)
 
 SESSION_KEY = pytest.StashKey[_harness.Session]()

@@ -22,4 +22,10 @@ TORCH_LIBRARY(culturegan, m) {
   // z's own statistics (instance norm / AdaIN): (grad_z, grad_gamma, grad_beta), the last two (N, C).
   m.def("instance_norm_act_backward(Tensor grad, Tensor z, Tensor mean, Tensor std, Tensor gamma, Tensor beta, "
         "float? negative_slope) -> (Tensor, Tensor, Tensor)");
+  // CUT's PatchNCE loss of (N, P, C) patch features: (loss (N, P), lse (N, P), and when query_grad
+  // d loss_i / d query_i, else an empty tensor); the last two in the math type.
+  m.def("patch_nce_loss(Tensor query, Tensor key, float temperature, bool query_grad) -> (Tensor, Tensor, Tensor)");
+  // (grad_query if query_grad, grad_key if key_grad; else empty tensors), recomputing the logits.
+  m.def("patch_nce_loss_backward(Tensor grad, Tensor query, Tensor key, Tensor lse, float temperature, "
+        "bool query_grad, bool key_grad) -> (Tensor, Tensor)");
 }

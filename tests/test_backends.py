@@ -46,6 +46,7 @@ EXAMPLE_ARGUMENTS = {
     "gram": lambda: (torch.ones(2, 3, 4),),
     "culture_stats": lambda: (torch.ones(2, 3, 4),),
     "gram_loss": lambda: (torch.ones(2, 3, 4), torch.ones(3, 3)),
+    "patch_nce_loss": lambda: (torch.ones(2, 4, 3), torch.ones(2, 4, 3)),
 }
 
 

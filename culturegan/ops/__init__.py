@@ -7,6 +7,7 @@
     y = ops.channel_affine(x, mean, 1 / std, beta, 0.2)  # normalise, shift, LeakyReLU: one pass
     y = ops.conv2d_instance_norm_act(x, weight, padding=1, padding_mode="reflect")  # CycleGAN block
     loss = ops.gram_loss(features, target_gram)       # style loss with a fused backward
+    loss = ops.patch_nce_loss(query, key.detach())    # CUT's PatchNCE over sampled patches
     y = ops.bias_leaky_relu(x, bias, backend="reference")
     with ops.use_backend("triton"):
         y = ops.bias_leaky_relu(x, bias)
@@ -32,6 +33,7 @@ from culturegan.ops.feature_stats import feature_stats, feature_stats_reference
 from culturegan.ops.gram import gram, gram_reference
 from culturegan.ops.gram_loss import gram_loss, gram_loss_reference
 from culturegan.ops.instance_norm_act import instance_norm_act, instance_norm_act_reference
+from culturegan.ops.patch_nce_loss import patch_nce_loss, patch_nce_loss_reference
 
 __all__ = [
     "BACKENDS",
@@ -54,6 +56,8 @@ __all__ = [
     "gram_reference",
     "instance_norm_act",
     "instance_norm_act_reference",
+    "patch_nce_loss",
+    "patch_nce_loss_reference",
     "registered_ops",
     "unavailable_reason",
     "use_backend",

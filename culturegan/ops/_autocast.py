@@ -10,6 +10,8 @@ inside must not be recast):
 - ``in_input_dtype`` (bias + activation, instance norm): the parameters in x's dtype, so the
   op runs in the dtype its input arrives in. (channel_affine takes its parameters in any
   floating dtype already.)
+- ``in_float32`` (losses: patch_nce_loss): every floating tensor argument in at least float32,
+  as autocast runs cross_entropy and log_softmax.
 
 Casts are differentiable: the float32 parameters get their gradients in float32.
 """
@@ -17,6 +19,7 @@ Casts are differentiable: the float32 parameters get their gradients in float32.
 from __future__ import annotations
 
 import functools
+import inspect
 
 import torch
 
@@ -34,15 +37,17 @@ def _autocast_dtype(x) -> torch.dtype | None:
 
 def _policy(choose_dtype):
     def decorator(op):
+        first = next(iter(inspect.signature(op).parameters))  # x, which may come by keyword too
+
         @functools.wraps(op)
-        def wrapper(x, *args, **kwargs):
+        def wrapper(*args, **kwargs):
+            x = args[0] if args else kwargs.get(first)
             autocast_dtype = _autocast_dtype(x)
             if autocast_dtype is None:
-                return op(x, *args, **kwargs)
+                return op(*args, **kwargs)
             dtype = choose_dtype(x, autocast_dtype)
             with torch.autocast(x.device.type, enabled=False):
-                return op(_cast(x, dtype), *(_cast(a, dtype) for a in args),
-                          **{k: _cast(v, dtype) for k, v in kwargs.items()})
+                return op(*(_cast(a, dtype) for a in args), **{k: _cast(v, dtype) for k, v in kwargs.items()})
 
         return wrapper
 
@@ -51,3 +56,4 @@ def _policy(choose_dtype):
 
 lowered = _policy(lambda x, autocast_dtype: autocast_dtype if x.is_floating_point() else x.dtype)
 in_input_dtype = _policy(lambda x, autocast_dtype: x.dtype)
+in_float32 = _policy(lambda x, autocast_dtype: torch.promote_types(x.dtype, torch.float32))
