@@ -164,6 +164,8 @@ class Run:
         if config.get("mode") == "multi":
             return {"G": {"all": list(self.meta["cultures"])}}
         source, target = config["source"], config["target"]
+        if config.get("mode") == "contrastive":  # CUT: one generator, one way
+            return {"G": {"source": source, "target": target}}
         return {"G_AB": {"source": source, "target": target}, "G_BA": {"source": target, "target": source}}
 
     def generator_state(self, name: str | None = None) -> tuple[dict[str, torch.Tensor], dict]:
@@ -210,19 +212,38 @@ class Run:
         for name, served in directions.items():
             if served.get("target") == target:  # a two-culture run's reverse generator
                 return name, None
+        if self.meta.get("config", {}).get("mode") == "contrastive":
+            raise ValueError(f"{self.path} is a contrastive (CUT) run: its one generator transfers "
+                             f"{cultures['source']} -> {cultures['target']} only; it has no reverse direction "
+                             f"to {target!r}")
         raise ValueError(f"{self.path} transfers {cultures.get('source')} -> {cultures.get('target')}; it cannot "
                          f"transfer to {target!r}")
 
-    def discriminator_for(self, target: str,
-                          device: torch.device | str = "cpu") -> tuple[torch.nn.Module, str] | None:
-        """(discriminator in eval mode, its GAN mode) of a two-culture run that judges images of
-        `target` (D_B the run's target, D_A its source); None for other files and runs."""
+    def generator_name(self, target: str | None) -> str:
+        """The name of the generator, in this run's checkpoint, that transfers to `target`."""
+        name, _ = self.generator_for(target)
+        return name or next(iter(self.directions))
+
+    def discriminator_name(self, target: str) -> str | None:
+        """The name of the discriminator, in this run's checkpoint, that judges images of `target`
+        (D_B the run's target, D_A its source; a contrastive run's D its target only); None for
+        other files and runs."""
         config = self.meta.get("config", {})
         if self.checkpoint is None or config.get("mode") == "multi":
             return None
-        name = "D_B" if target == config["target"] else "D_A"
+        if config.get("mode") == "contrastive":
+            return "D" if target == config["target"] else None
+        return "D_B" if target == config["target"] else "D_A"
+
+    def discriminator_for(self, target: str,
+                          device: torch.device | str = "cpu") -> tuple[torch.nn.Module, str] | None:
+        """(discriminator in eval mode, its GAN mode) that judges images of `target`
+        (discriminator_name), or None."""
+        name = self.discriminator_name(target)
+        if name is None:
+            return None
         model = build_model(checkpoints.subset(self.tensors, name), f"{self.checkpoint} ({name})")
-        return model.to(device), config.get("gan_mode", "lsgan")
+        return model.to(device), self.meta["config"].get("gan_mode", "lsgan")
 
 
 def load_run(path: str | os.PathLike) -> Run:

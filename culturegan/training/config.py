@@ -1,6 +1,12 @@
 """Training configuration: a TOML (or YAML, with PyYAML installed) file plus `key=value`
 overrides, checked against TrainConfig's fields: an unknown key or a value of the wrong type is
-an error that names it. Every run saves its resolved configuration beside its checkpoints."""
+an error that names it. Every run saves its resolved configuration beside its checkpoints.
+
+Keys of one mode only (the contrastive ones, CONTRASTIVE_KEYS) default to None, which says "not
+given": another mode refuses them by name, and mode "contrastive" fills each one left None from
+its preset (PRESETS: "cut" unless `preset` says otherwise), then from CONTRASTIVE_DEFAULTS; a key
+given explicitly always wins over the preset. `pool_size` left None is 50 (CycleGAN's) in the
+pair and multi modes and 0 in the contrastive one (CUT trains without an image pool)."""
 
 from __future__ import annotations
 
@@ -8,22 +14,36 @@ import dataclasses
 import json
 import math
 import tomllib
+import types
 import typing
 from pathlib import Path
 
 from culturegan.losses.structure import SCALES as STRUCTURE_SCALES
 from culturegan.losses.structure import check_scales
 from culturegan.models.cyclegan import UPSAMPLING
+from culturegan.models.loading import FIRST_BLOCK
 
-MODES = ("pair", "multi")
+MODES = ("pair", "multi", "contrastive")
 WEIGHTS = ("lambda_cycle", "lambda_identity", "lambda_culture", "lambda_structure", "lambda_class", "r1_gamma")
+CONTRASTIVE_KEYS = ("preset", "lambda_nce", "nce_idt", "flip_equivariance", "nce_layers", "nce_patches",
+                    "nce_temperature")
+# CUT's two settings (Park et al. 2020, taesungp/contrastive-unpaired-translation): CUT adds the
+# PatchNCE identity loss on target images; FastCUT drops it, weighs PatchNCE 10x and makes the
+# generator's features flip-equivariant instead
+PRESETS = {"cut": {"lambda_nce": 1.0, "nce_idt": True, "flip_equivariance": False},
+           "fastcut": {"lambda_nce": 10.0, "nce_idt": False, "flip_equivariance": True}}
+# CUT's nce_layers (of resnet_9blocks): the input, the two downsamplings, residual blocks 2 and 6
+CUT_NCE_LAYERS = (0, 4, 8, 12, 16)
+CONTRASTIVE_DEFAULTS = {"preset": "cut", "nce_patches": 256, "nce_temperature": 0.07}
+POOL_SIZES = {"contrastive": 0}  # pool_size by mode, when not given; CycleGAN's 50 otherwise
 FREEZABLE = ("encoder", "blocks", "blocks:K", "decoder", "style")
 
 
 @dataclasses.dataclass
 class TrainConfig:
     # mode "pair": CycleGAN between `source` and `target`; "multi": one AdaIN-conditioned
-    # generator for all `cultures` (comma-separated; empty: every culture folder)
+    # generator for all `cultures` (comma-separated; empty: every culture folder); "contrastive":
+    # CUT, one generator from `source` to `target` trained with PatchNCE instead of a cycle
     mode: str = "pair"
     # data: ROOT/<culture>/<images>
     data_root: str = ""
@@ -38,7 +58,7 @@ class TrainConfig:
     # models (CycleGAN's resnet_9blocks and basic PatchGAN by default)
     ngf: int = 64
     n_blocks: int = 9
-    upsample: str = "transpose"  # pair: the generators' upsampling, CycleGAN's "transpose" or "bilinear" (CUT's)
+    upsample: str = "transpose"  # pair, contrastive: CycleGAN's "transpose" or "bilinear" (CUT's) upsampling
     ndf: int = 64
     d_layers: int = 3  # PatchGAN depth (CycleGAN's n_layers_D): 3 judges 70-pixel patches, 2 34, 1 16
     style_dim: int = 64  # multi: the culture style code's length
@@ -62,13 +82,23 @@ class TrainConfig:
     profile_size: int = 128  # images are resized to this to fit the culture profiles
     r1_gamma: float = 0.0  # R1 penalty on real images; 0 is off
     lambda_class: float = 1.0  # multi: the discriminator's auxiliary culture classification
+    # contrastive (None: not given; see the module docstring for how the preset fills them)
+    preset: str | None = None  # "cut" (default) or "fastcut"
+    lambda_nce: float | None = None  # PatchNCE weight (cut 1, fastcut 10)
+    nce_idt: bool | None = None  # also PatchNCE between target images and G(target) (cut true, fastcut false)
+    flip_equivariance: bool | None = None  # randomly flip the input, flip the query features back (fastcut)
+    # indices into the generator's nn.Sequential (the output of model[i]); default CUT's 0,4,8,12,16
+    # less those past the residual blocks: 0,4,8 up to 2 blocks, 0,4,8,12 up to 6
+    nce_layers: tuple[int, ...] | None = None
+    nce_patches: int | None = None  # locations sampled per layer and image (256)
+    nce_temperature: float | None = None  # (0.07)
     # optimisation
     steps: int = 10000
     decay_steps: int = 5000  # the last `decay_steps` decay the learning rate linearly to 0
     lr: float = 2e-4
     beta1: float = 0.5
     beta2: float = 0.999
-    pool_size: int = 50
+    pool_size: int | None = None  # 50, or 0 in mode "contrastive" (see the module docstring)
     amp: str = "none"  # "none", "bf16" or "fp16" (with a gradient scaler)
     channels_last: bool = True
     compile: bool = False  # torch.compile the networks
@@ -85,15 +115,35 @@ class TrainConfig:
     tensorboard: bool = False  # also log to OUTPUT/tensorboard (needs the tensorboard package)
     max_bad_steps: int = 10  # consecutive non-finite losses before the run stops
 
+    def __post_init__(self) -> None:
+        self._fill_mode_defaults()
+
+    def _fill_mode_defaults(self) -> None:
+        """Sets the keys left None (not given) to their mode's defaults (the module docstring)."""
+        if self.pool_size is None:
+            self.pool_size = POOL_SIZES.get(self.mode, 50)
+        if self.mode != "contrastive":
+            return
+        if self.preset is None:
+            self.preset = CONTRASTIVE_DEFAULTS["preset"]
+        defaults = {**CONTRASTIVE_DEFAULTS, **PRESETS.get(self.preset, {}),
+                    "nce_layers": tuple(i for i in CUT_NCE_LAYERS if i < FIRST_BLOCK + self.n_blocks)}
+        for name, value in defaults.items():
+            if getattr(self, name) is None:
+                setattr(self, name, value)
+
     def validate(self) -> TrainConfig:
+        self._fill_mode_defaults()
         if not self.data_root:
             raise ValueError("data_root must be set (the dataset folder, one sub-folder per culture)")
-        if self.mode == "pair" and (not self.source or not self.target):
-            raise ValueError("mode 'pair' needs source and target (the two culture names)")
-        if self.mode == "pair" and self.source == self.target:
+        two_cultures = self.mode in ("pair", "contrastive")
+        if two_cultures and (not self.source or not self.target):
+            raise ValueError(f"mode {self.mode!r} needs source and target (the two culture names)")
+        if two_cultures and self.source == self.target:
             raise ValueError(f"source and target are the same culture {self.source!r}")
         self.freeze_parts()
         self._check_weights()
+        self._check_contrastive()
         checks = {"mode": self.mode in MODES, "pretrained_lr": self.pretrained_lr >= 0,
                   "sample_every": self.sample_every >= 0, "sample_count": self.sample_count >= 1,
                   "init_from_reverse": not self.init_from_reverse or (self.init_from and self.mode == "pair"),
@@ -112,8 +162,8 @@ class TrainConfig:
         if bad:
             raise ValueError("invalid setting(s): " + ", ".join(f"{name}={getattr(self, name)!r}" for name in bad))
         if self.mode == "multi" and self.upsample != "transpose":
-            raise ValueError(f"upsample={self.upsample!r} is for mode 'pair'; the multi-culture generator upsamples "
-                             "with transposed convolutions only")
+            raise ValueError(f"upsample={self.upsample!r} is for mode 'pair' (and 'contrastive'); the multi-culture "
+                             "generator upsamples with transposed convolutions only")
         check_scales(self.structure_scales, self.crop_size)
         return self
 
@@ -125,6 +175,27 @@ class TrainConfig:
         if any(not math.isfinite(w) or w < 0 for w in self.culture_weights):
             raise ValueError(f"culture_weights must be 3 finite numbers >= 0 (colour, texture, line), got "
                              f"{self.culture_weights!r}")
+
+    def _check_contrastive(self) -> None:
+        """Contrastive keys: refused by name in another mode; checked in mode "contrastive" (whether
+        the generator has every nce_layers index, and nce_patches positions at each, is checked
+        when the objective builds it: culturegan.training.objectives.ContrastiveObjective)."""
+        if self.mode != "contrastive":
+            given = [name for name in CONTRASTIVE_KEYS if getattr(self, name) is not None]
+            if given:
+                raise ValueError(f"{', '.join(given)}: only for mode 'contrastive', this run's mode is {self.mode!r}")
+            return
+        if self.preset not in PRESETS:
+            raise ValueError(f"unknown preset {self.preset!r}; expected one of {', '.join(PRESETS)}")
+        if not math.isfinite(self.lambda_nce) or self.lambda_nce < 0:
+            raise ValueError(f"lambda_nce must be a finite number >= 0, got {self.lambda_nce!r}")
+        if not math.isfinite(self.nce_temperature) or self.nce_temperature <= 0:
+            raise ValueError(f"nce_temperature must be a finite number > 0, got {self.nce_temperature!r}")
+        if self.nce_patches < 1:
+            raise ValueError(f"nce_patches must be >= 1, got {self.nce_patches}")
+        if not self.nce_layers or min(self.nce_layers) < 0 or len(set(self.nce_layers)) != len(self.nce_layers):
+            raise ValueError(f"nce_layers must be distinct indices >= 0 into the generator's layers, got "
+                             f"{self.nce_layers!r}")
 
     def culture_list(self) -> list[str]:
         return [name.strip() for name in self.cultures.split(",") if name.strip()]
@@ -148,7 +219,7 @@ FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 
 def _coerce(name: str, value):
     """value as the type of field `name` (from a file, or a string from the command line)."""
-    kind = typing.get_type_hints(TrainConfig)[name]
+    kind = _given_type(typing.get_type_hints(TrainConfig)[name])
     try:
         if kind is bool:
             if isinstance(value, str):
@@ -173,6 +244,14 @@ def _coerce(name: str, value):
         return kind(value)
     except (TypeError, ValueError):
         raise ValueError(f"config key {name!r} takes {_describe(kind)}, got {value!r}") from None
+
+
+def _given_type(kind):
+    """T of a field typed `T | None` (None is its default, "not given": never a value to parse)."""
+    arguments = typing.get_args(kind)
+    if typing.get_origin(kind) in (typing.Union, types.UnionType) and type(None) in arguments:
+        return next(argument for argument in arguments if argument is not type(None))
+    return kind
 
 
 def _item(kind: type, value):

@@ -7,8 +7,11 @@ AMP, optimisers, gradient averaging, checkpoints, logging).
   culture by AdaIN, and one culture-aware discriminator (projection head that also receives the
   images' culture features, plus an auxiliary culture classifier), as in StarGAN: each image is
   sent to a random other culture and back.
+- ``contrastive`` (ContrastiveObjective): CUT / FastCUT (Park et al., ECCV 2020), one direction
+  source -> target: one ResNet generator and one PatchGAN, no cycle; the PatchNCE loss keeps
+  each output patch closer to its input's patch at the same place than to the input's others.
 
-Both add the culture loss of every generated image against its target culture's profile, and
+All add the culture loss of every generated image against its target culture's profile, and
 the line-structure loss of every generated image against the image it was made from.
 """
 
@@ -24,6 +27,7 @@ from culturegan.culture import CultureProfile
 from culturegan.data import Augment, CultureImages
 from culturegan.losses import (
     CultureLoss,
+    PatchNCELoss,
     StructureLoss,
     cycle_loss,
     discriminator_loss,
@@ -31,7 +35,9 @@ from culturegan.losses import (
     identity_loss,
     r1_penalty,
 )
-from culturegan.models import CultureDiscriminator, MultiCultureGenerator, NLayerDiscriminator, ResnetGenerator
+from culturegan.models import (CultureDiscriminator, MultiCultureGenerator, NLayerDiscriminator, PatchHeads,
+                               ResnetGenerator, layer_features)
+from culturegan.models.contrastive import feature_shapes
 from culturegan.training.config import TrainConfig
 from culturegan.training.state import ImagePool
 
@@ -44,6 +50,9 @@ class Objective:
     generators: tuple[str, ...]
     discriminators: tuple[str, ...]
     pool_names: tuple[str, ...]
+    # networks trained with the generators' optimiser that are not generators (never frozen,
+    # initialised or sampled as one): the contrastive mode's PatchNCE heads
+    heads: tuple[str, ...] = ()
 
     def __init__(self, config: TrainConfig, culture_loss: CultureLoss, rng: random.Random,
                  profiles: dict[str, CultureProfile] | None = None):
@@ -76,10 +85,8 @@ class Objective:
             return self.structure_loss(outputs.float(), inputs.float())
 
 
-class CycleObjective(Objective):
-    generators = ("G_AB", "G_BA")
-    discriminators = ("D_A", "D_B")
-    pool_names = ("A", "B")
+class TwoCultureObjective(Objective):
+    """A source culture A and a target culture B, each its own data stream; CycleGAN's networks."""
 
     @property
     def cultures(self) -> list[str]:
@@ -90,12 +97,22 @@ class CycleObjective(Objective):
         return {side: CultureImages(c.data_root, [name], c.manifest or None, self._augment(), seed=c.seed + i)
                 for i, (side, name) in enumerate((("A", c.source), ("B", c.target)))}
 
-    def build_models(self) -> dict[str, torch.nn.Module]:
+    def _generator(self) -> ResnetGenerator:
         c = self.config
-        return {"G_AB": ResnetGenerator(ngf=c.ngf, n_blocks=c.n_blocks, fused=True, upsample=c.upsample),
-                "G_BA": ResnetGenerator(ngf=c.ngf, n_blocks=c.n_blocks, fused=True, upsample=c.upsample),
-                "D_A": NLayerDiscriminator(ndf=c.ndf, n_layers=c.d_layers, fused=True),
-                "D_B": NLayerDiscriminator(ndf=c.ndf, n_layers=c.d_layers, fused=True)}
+        return ResnetGenerator(ngf=c.ngf, n_blocks=c.n_blocks, fused=True, upsample=c.upsample)
+
+    def _discriminator(self) -> NLayerDiscriminator:
+        return NLayerDiscriminator(ndf=self.config.ndf, n_layers=self.config.d_layers, fused=True)
+
+
+class CycleObjective(TwoCultureObjective):
+    generators = ("G_AB", "G_BA")
+    discriminators = ("D_A", "D_B")
+    pool_names = ("A", "B")
+
+    def build_models(self) -> dict[str, torch.nn.Module]:
+        return {"G_AB": self._generator(), "G_BA": self._generator(),
+                "D_A": self._discriminator(), "D_B": self._discriminator()}
 
     def generator_losses(self, m: dict[str, torch.nn.Module], batch: Batch):
         c = self.config
@@ -218,6 +235,67 @@ class MultiCultureObjective(Objective):
         return [list(images) for images in zip(real, fake, m["G"](fake, sources))]
 
 
+class ContrastiveObjective(TwoCultureObjective):
+    """CUT: G (source -> target), its PatchNCE heads F and one discriminator D of the target; the
+    preset's settings (TrainConfig) choose CUT's NCE identity or FastCUT's flip equivariance."""
+
+    generators = ("G",)
+    heads = ("F",)
+    discriminators = ("D",)
+    pool_names = ("B",)
+
+    def __init__(self, config: TrainConfig, culture_loss: CultureLoss, rng: random.Random,
+                 profiles: dict[str, CultureProfile] | None = None):
+        super().__init__(config, culture_loss, rng, profiles)
+        self.nce = PatchNCELoss(config.nce_patches, config.nce_temperature, config.lambda_nce)
+
+    def build_models(self) -> dict[str, torch.nn.Module]:
+        """G, D, and F with one head per nce_layers entry, sized from one probe of G at crop_size
+        (which also refuses layers G lacks, and more nce_patches than a layer has positions)."""
+        c, generator = self.config, self._generator()
+        shapes = feature_shapes(generator, c.nce_layers, c.crop_size)
+        small = [f"layer {i}: {h}x{w}" for i, (_, h, w) in zip(c.nce_layers, shapes) if h * w < c.nce_patches]
+        if small:
+            raise ValueError(f"nce_patches={c.nce_patches} is more than the positions of {', '.join(small)} at "
+                             f"crop_size {c.crop_size}: lower nce_patches, or leave those layers out of nce_layers")
+        return {"G": generator, "F": PatchHeads([channels for channels, _, _ in shapes]),
+                "D": self._discriminator()}
+
+    def generator_losses(self, m: dict[str, torch.nn.Module], batch: Batch):
+        c = self.config
+        real_a, real_b = batch["A"]["image"], batch["B"]["image"]
+        # CUT's identity term translates the target images too, in the same call: G(y) should be y
+        sources = torch.cat([real_a, real_b]) if c.nce_idt else real_a
+        # one coin per batch, from the global RNG (checkpointed; the same on every rank)
+        flipped = bool(c.flip_equivariance and torch.rand(()) < 0.5)
+        inputs = sources.flip(3) if flipped else sources
+        outputs = m["G"](inputs)
+        fake_b, inputs_a = outputs[:len(real_a)], inputs[:len(real_a)]
+        encode = functools.partial(layer_features, m["G"], layers=c.nce_layers)
+        # with the identity term, the mean over both halves is the mean of the two losses (CUT's)
+        losses = {"G_adv": generator_loss(m["D"](fake_b), c.gan_mode),
+                  "nce": self.nce(encode, m["F"], sources, outputs, flipped),
+                  "culture": self._culture(fake_b, [c.target]),
+                  "structure": self._structure(fake_b, inputs_a)}
+        return losses, {"B": fake_b}
+
+    def discriminator_loss(self, m: dict[str, torch.nn.Module], batch: Batch, fakes) -> torch.Tensor:
+        return discriminator_loss(*_batched(m["D"], batch["B"]["image"], self.pools["B"].query(fakes["B"])),
+                                  self.config.gan_mode)
+
+    def r1(self, m: dict[str, torch.nn.Module], batch: Batch) -> torch.Tensor:
+        return r1_penalty(m["D"], batch["B"]["image"], self.config.r1_gamma)
+
+    @torch.no_grad()
+    def samples(self, m: dict[str, torch.nn.Module], batch: Batch, count: int) -> list[list[torch.Tensor]]:
+        """Rows of (input, output): source images, then target images (CUT's identity)."""
+        rows = []
+        for side in ("A", "B"):
+            real = batch[side]["image"][:count]
+            rows += [list(images) for images in zip(real, m["G"](real))]
+        return rows
+
+
 def _batched(network, *inputs):
     """(network(inputs[0]), network(inputs[1]), ...) from one call on the inputs concatenated.
     Every network here is per image (convolutions, instance norm, AdaIN, per-image heads), so
@@ -232,4 +310,4 @@ def _batched(network, *inputs):
     return tuple(zip(*(result.split(counts) for result in results)))
 
 
-OBJECTIVES = {"pair": CycleObjective, "multi": MultiCultureObjective}
+OBJECTIVES = {"pair": CycleObjective, "multi": MultiCultureObjective, "contrastive": ContrastiveObjective}

@@ -3,9 +3,12 @@ pretrained layers a lower learning rate.
 
 ``init_from`` is either a culturegan training run (its latest checkpoint), one checkpoint
 directory, or a generator weights file (.safetensors, or a .pth such as pytorch-CycleGAN-and-
-pix2pix's ``latest_net_G_A.pth``), which initialises the first generator (G_AB, or G in multi
-mode); ``init_from_reverse`` initialises G_BA. Discriminators start fresh unless
-``init_discriminators`` takes them from a checkpoint too.
+pix2pix's ``latest_net_G_A.pth``), which initialises the first generator (G_AB, or G in the
+multi and contrastive modes); ``init_from_reverse`` initialises G_BA. Discriminators start
+fresh unless ``init_discriminators`` takes them from a checkpoint too. A run of another mode
+gives each network its counterpart: a contrastive run's G starts from a CycleGAN run's
+generator that transfers to the same target (G_AB or G_BA), its D from the discriminator of
+that target (D_B or D_A).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from pathlib import Path
 import torch
 
 from culturegan.models import checkpoints
+from culturegan.models.loading import Run, load_run
 from culturegan.models.weights import load_weights, read_state_dict
 from culturegan.training.config import TrainConfig
 
@@ -25,18 +29,28 @@ def initialise(config: TrainConfig, models: dict[str, torch.nn.Module], generato
     source = Path(config.init_from)
     if not source.exists():
         raise FileNotFoundError(f"init_from: {source} does not exist")
-    checkpoint = checkpoints.checkpoint_directory(source)
-    if checkpoint is not None:
-        tensors, _ = checkpoints.load_checkpoint(checkpoint)
+    if checkpoints.checkpoint_directory(source) is not None:
+        run = load_run(source)
         names = generators + (discriminators if config.init_discriminators else ())
         for name in names:
-            checkpoints.load_module(models[name], tensors, name, checkpoint)
+            checkpoints.load_module(models[name], run.tensors, _stored_name(run, name, config), run.checkpoint)
         return
     if config.init_discriminators:
         raise ValueError(f"init_discriminators: {source} is a generator weights file, not a training checkpoint")
     load_weights(models[generators[0]], read_state_dict(source), source)
     if config.init_from_reverse:
         load_weights(models[generators[1]], read_state_dict(config.init_from_reverse), config.init_from_reverse)
+
+
+def _stored_name(run: Run, name: str, config: TrainConfig) -> str:
+    """The network of `run`'s checkpoint that initialises `name` (see the module docstring)."""
+    if checkpoints.subset(run.tensors, name):
+        return name
+    if name == "G":
+        return run.generator_name(config.target)
+    if name == "D":
+        return run.discriminator_name(config.target) or name
+    return name
 
 
 def pretrained_models(config: TrainConfig, generators: tuple[str, ...]) -> tuple[str, ...]:

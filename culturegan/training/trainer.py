@@ -1,5 +1,6 @@
-"""The culture-aware training loop, for either mode of culturegan.training.objectives: CycleGAN
-between two cultures ("pair") or one AdaIN generator for K cultures ("multi").
+"""The culture-aware training loop, for every mode of culturegan.training.objectives: CycleGAN
+between two cultures ("pair"), one AdaIN generator for K cultures ("multi") or CUT's one-way
+contrastive translation ("contrastive").
 
 All networks are built on culturegan's fused blocks and trained with the adversarial, cycle,
 identity and culture losses (culturegan.losses) against culture profiles fitted on the training
@@ -94,8 +95,9 @@ class Trainer:
                     torch.distributed.broadcast(tensor, 0)
         self.forward = {name: torch.compile(model) if c.compile else model for name, model in self.models.items()}
         tuned = pretrained.pretrained_models(c, o.generators)
-        groups = {"optim_G": pretrained.parameter_groups([self.models[n] for n in o.generators],
-                                                         [n in tuned for n in o.generators], c.lr, c.pretrained_lr),
+        trained_with_g = o.generators + o.heads  # (the heads start fresh: never pretrained)
+        groups = {"optim_G": pretrained.parameter_groups([self.models[n] for n in trained_with_g],
+                                                         [n in tuned for n in trained_with_g], c.lr, c.pretrained_lr),
                   "optim_D": pretrained.parameter_groups([self.models[n] for n in o.discriminators],
                                                          [False] * len(o.discriminators), c.lr, c.pretrained_lr)}
         if not groups["optim_G"]:

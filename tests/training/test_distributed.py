@@ -1,5 +1,5 @@
 """Two CPU processes (gloo) under DistributedDataParallel train to the parameters of one
-process with the same global batch."""
+process with the same global batch (pair mode, and the contrastive mode's CUT and FastCUT)."""
 
 import os
 import socket
@@ -18,12 +18,16 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _worker(rank: int, world: int, port: int, root: str, output: str) -> None:
+MODES = {"pair": {}, "cut": dict(mode="contrastive", preset="cut", nce_patches=16),
+         "fastcut": dict(mode="contrastive", preset="fastcut", nce_patches=16)}
+
+
+def _worker(rank: int, world: int, port: int, root: str, output: str, mode: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world), RANK=str(rank),
                       LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
     try:
-        trainer = Trainer(tiny(root, output, batch_size=1, pool_size=0, lambda_culture=0.0))
+        trainer = Trainer(tiny(root, output, batch_size=1, pool_size=0, lambda_culture=0.0, **MODES[mode]))
         trainer.fit()
         if rank == 0:
             torch.save({f"{n}.{k}": v for n, m in trainer.models.items() for k, v in m.state_dict().items()},
@@ -33,11 +37,13 @@ def _worker(rank: int, world: int, port: int, root: str, output: str) -> None:
 
 
 @pytest.mark.slow
-def test_two_gloo_processes_match_one_with_the_same_global_batch(dataset, tmp_path):  # noqa: F811
-    single = Trainer(tiny(dataset, tmp_path / "single", batch_size=2, pool_size=0, lambda_culture=0.0))
+@pytest.mark.parametrize("mode", MODES)
+def test_two_gloo_processes_match_one_with_the_same_global_batch(dataset, tmp_path, mode):  # noqa: F811
+    single = Trainer(tiny(dataset, tmp_path / "single", batch_size=2, pool_size=0, lambda_culture=0.0,
+                          **MODES[mode]))
     single.fit()
     want = {f"{n}.{k}": v for n, m in single.models.items() for k, v in m.state_dict().items()}
-    mp.spawn(_worker, args=(2, _free_port(), str(dataset), str(tmp_path / "ddp")), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, _free_port(), str(dataset), str(tmp_path / "ddp"), mode), nprocs=2, join=True)
     got = torch.load(tmp_path / "ddp" / "final.pt")
     assert got.keys() == want.keys()
     for key in want:

@@ -19,8 +19,9 @@ STEPS = 60
 
 
 def _toml(config) -> str:
+    # (None is a key not given, which a file says by leaving it out)
     return "".join(f"{key} = {json.dumps(value)}\n" for key, value in vars(config).items()
-                   if not isinstance(value, tuple))
+                   if not isinstance(value, tuple) and value is not None)
 
 
 @pytest.fixture(scope="module")
