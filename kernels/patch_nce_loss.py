@@ -293,7 +293,7 @@ def forward(query: torch.Tensor, key: torch.Tensor, temperature: float,
 def backward(grad: torch.Tensor, query: torch.Tensor, key: torch.Tensor, lse: torch.Tensor, temperature: float,
              query_grad: bool, key_grad: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """(grad_query if query_grad, grad_key if key_grad; else empty (0,) tensors), each in its
-    input's dtype and with empty_like's strides, from the upstream grad (N, P) of the per-patch
+    input's dtype and contiguous, from the upstream grad (N, P) of the per-patch
     losses and the forward's lse, the logits remade from the inputs."""
     grad_query, grad_key = query.new_empty((0,)), key.new_empty((0,))
     if not (query_grad or key_grad):
@@ -305,12 +305,12 @@ def backward(grad: torch.Tensor, query: torch.Tensor, key: torch.Tensor, lse: to
     common = dict(COMPUTE=compute_dtype(query), ONE_CHUNK=tiles.chunks == 1, BLOCK_Q=tiles.block_rows,
                   BLOCK_K=tiles.block_rows, BLOCK_C=tiles.block_c, num_warps=tiles.num_warps)
     if query_grad:
-        grad_query = torch.empty_like(query)
+        grad_query = query.new_empty(query.shape)  # contiguous, as the fake kernel says
         _query_kernel[tiles.grid()](query, key, q_norms, k_norms, lse, lse, grad, grad_query, tiles.patches,
                                     tiles.channels, *query.stride(), *key.stride(), *grad_query.stride(), *scalars,
                                     FORWARD=False, GRADIENT=True, SCALED=True, **common)
     if key_grad:
-        grad_key = torch.empty_like(key)
+        grad_key = key.new_empty(key.shape)
         _key_kernel[tiles.grid()](query, key, q_norms, k_norms, lse, grad, grad_key, tiles.patches, tiles.channels,
                                   *query.stride(), *key.stride(), *grad_key.stride(), *scalars, **common)
     return grad_query, grad_key

@@ -278,9 +278,11 @@ def test_torch_compile_fullgraph(device, backend):
 
 @pytest.mark.parametrize("device, backend", FAST_BACKENDS)
 @pytest.mark.parametrize("query_grad", [False, True])
-def test_opcheck(device, backend, query_grad):
+@pytest.mark.parametrize("layout", ["contiguous", "transposed"])
+def test_opcheck(device, backend, query_grad, layout):
+    """Also the fake kernels' strides for transposed inputs (the outputs are contiguous)."""
     skip_unless_registered("patch_nce_loss_triton" if backend == "triton" else "patch_nce_loss")
-    query, key = pair((2, 5, 3), torch.float32, device, requires_grad=True)
+    query, key = pair((2, 5, 3), torch.float32, device, layout, requires_grad=True)
     torch.library.opcheck(native_op("patch_nce_loss", backend), (query, key, 0.07, query_grad))
     grad = torch.rand(2, 5, device=device)
     lse = torch.rand(2, 5, device=device)

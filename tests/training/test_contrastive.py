@@ -167,6 +167,19 @@ def test_bf16_autocast_trains(dataset, tmp_path, preset):  # noqa: F811
     assert len(records) == 2 and all(torch.isfinite(torch.tensor(r["G"])) and r["nce"] > 0 for r in records)
 
 
+@pytest.mark.slow
+def test_a_compiled_run_trains_like_the_eager_one(dataset, tmp_path):  # noqa: F811
+    """torch.compile of G, F and D (the PatchNCE encoder pass runs G's layers one by one)."""
+    eager = Trainer(contrastive(dataset, tmp_path / "eager", steps=2, decay_steps=0))
+    eager.fit()
+    compiled = Trainer(contrastive(dataset, tmp_path / "compiled", steps=2, decay_steps=0, compile=True))
+    compiled.fit()
+    want, got = parameters(eager), parameters(compiled)
+    assert got.keys() == want.keys()
+    for key in want:
+        torch.testing.assert_close(got[key], want[key], rtol=1e-4, atol=1e-5, msg=lambda m: f"{key}: {m}")
+
+
 @pytest.mark.parametrize("changes", [dict(preset="cut"), dict(preset="fastcut", nce_idt=True)])
 def test_resume_reaches_the_uninterrupted_parameters(dataset, tmp_path, changes):  # noqa: F811
     straight = Trainer(contrastive(dataset, tmp_path / "straight", **changes))
