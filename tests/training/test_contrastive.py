@@ -243,6 +243,18 @@ def test_a_contrastive_run_transfers_one_way(contrastive_run):
     assert run.discriminator_for("ink_wash") is None
 
 
+def test_convert_a_contrastive_run(contrastive_run, tmp_path, capsys):
+    """`culturegan convert` writes its one generator with the run's cultures on the card, and
+    refuses a generator name the run does not have."""
+    assert cli.main(["convert", str(contrastive_run), str(tmp_path / "cut.safetensors")]) == 0
+    card = json.loads((tmp_path / "cut.json").read_text())
+    assert card["cultures"] == {"source": "ink_wash", "target": "kente"}
+    with pytest.raises(SystemExit) as error:
+        cli.main(["convert", str(contrastive_run), str(tmp_path / "reverse.safetensors"), "--generator", "G_BA"])
+    assert error.value.code == 2 and "no generator 'G_BA' (this run has G)" in capsys.readouterr().err
+    assert not (tmp_path / "reverse.safetensors").exists()
+
+
 def test_transfer_and_evaluate_a_contrastive_run(contrastive_run, dataset, tmp_path):  # noqa: F811
     code = cli.main(["transfer", "--checkpoint", str(contrastive_run), "--input", str(dataset / "ink_wash"),
                      "--output", str(tmp_path / "out"), "--device", "cpu"])
