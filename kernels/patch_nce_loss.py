@@ -93,6 +93,24 @@ def _cosines(a, b, A, B, NORMS_A, NORMS_B, a_base, b_base, norm_base, a_rows, a_
 
 
 @triton.jit
+def _gradient_tile(cos, temperature, lse, scale, on_diagonal, mask, COMPUTE: tl.constexpr):
+    """D = (softmax(z) - [i == j]) * grad / T of a tile of cosines, z = cos / T; lse and scale
+    (grad / T) come broadcast along the tile's query axis (rows for the query kernel, columns
+    for the key kernel, whose tile is transposed). Zero outside `mask`."""
+    d = (tl.exp(cos / temperature - lse) - on_diagonal.to(COMPUTE)) * scale
+    return tl.where(mask, d, 0.0)
+
+
+@triton.jit
+def _accumulate(acc, along, d, cos, features, COMPUTE: tl.constexpr, ONE_CHUNK: tl.constexpr):
+    """(acc + D x^, along + sum_j D cos): a tile's share of the gradient rows and, when C is
+    split, of their <x^, u> (see the module docstring)."""
+    if not ONE_CHUNK:
+        along += tl.sum(d * cos, axis=1)
+    return acc + tl.dot(d, features, input_precision="ieee", out_dtype=COMPUTE), along
+
+
+@triton.jit
 def _store_normalize_backward(OUT, n, rows, row_mask, cols, col_mask, acc, along, unit, norm, eps,
                               out_stride_n, out_stride_p, out_stride_c, ONE_CHUNK: tl.constexpr):
     """OUT[n, rows, cols] = (acc - x^ <x^, u>) / |x|, the gradient of x from u's columns acc:
@@ -184,12 +202,9 @@ def _query_kernel(Q, K, Q_NORMS, K_NORMS, LOSS, LSE, GRAD, OUT, patches, channel
             cos = _cosines(q, k, Q, K, Q_NORMS, K_NORMS, q_base, k_base, row_base, rows, row_mask, keys, key_mask,
                            channels, q_stride_p, q_stride_c, k_stride_p, k_stride_c, COMPUTE, ONE_CHUNK, BLOCK_Q,
                            BLOCK_K, BLOCK_C)
-            softmax = tl.exp(cos / temperature - lse[:, None])
-            on_diagonal = (rows[:, None] == keys[None, :]).to(COMPUTE)
-            d = tl.where(row_mask[:, None] & key_mask[None, :], (softmax - on_diagonal) * scale[:, None], 0.0)
-            if not ONE_CHUNK:
-                along += tl.sum(d * cos, axis=1)
-            acc += tl.dot(d, k, input_precision="ieee", out_dtype=COMPUTE)
+            d = _gradient_tile(cos, temperature, lse[:, None], scale[:, None], rows[:, None] == keys[None, :],
+                               row_mask[:, None] & key_mask[None, :], COMPUTE)
+            acc, along = _accumulate(acc, along, d, cos, k, COMPUTE, ONE_CHUNK)
         _store_normalize_backward(OUT, n, rows, row_mask, cols, col_mask, acc, along, q, q_norm, eps,
                                   out_stride_n, out_stride_p, out_stride_c, ONE_CHUNK)
 
@@ -226,12 +241,9 @@ def _key_kernel(Q, K, Q_NORMS, K_NORMS, LSE, GRAD, OUT, patches, channels,
                        BLOCK_Q, BLOCK_C)
         lse = tl.load(LSE + row_base + rows, mask=row_mask, other=0.0).to(COMPUTE)
         scale = tl.load(GRAD + row_base + rows, mask=row_mask, other=0.0).to(COMPUTE) / temperature
-        softmax = tl.exp(cos / temperature - lse[None, :])
-        on_diagonal = (keys[:, None] == rows[None, :]).to(COMPUTE)
-        d = tl.where(key_mask[:, None] & row_mask[None, :], (softmax - on_diagonal) * scale[None, :], 0.0)
-        if not ONE_CHUNK:
-            along += tl.sum(d * cos, axis=1)
-        acc += tl.dot(d, q, input_precision="ieee", out_dtype=COMPUTE)
+        d = _gradient_tile(cos, temperature, lse[None, :], scale[None, :], keys[:, None] == rows[None, :],
+                           key_mask[:, None] & row_mask[None, :], COMPUTE)
+        acc, along = _accumulate(acc, along, d, cos, q, COMPUTE, ONE_CHUNK)
     _store_normalize_backward(OUT, n, keys, key_mask, cols, col_mask, acc, along, k, k_norm, eps,
                               out_stride_n, out_stride_p, out_stride_c, ONE_CHUNK)
 
