@@ -102,6 +102,9 @@ def _setup_context(ctx, inputs, output):
     query, key, temperature, query_grad = inputs
     _, lse, unit = output
     ctx.mark_non_differentiable(lse, unit)
+    # lse's and unit's gradients are always zero: not filling an (N, P, C) tensor of them each
+    # backward saves a pass over the features (their gradients then arrive as None)
+    ctx.set_materialize_grads(False)
     ctx.save_for_backward(query, key, lse, unit)
     ctx.temperature, ctx.unit_ready = temperature, query_grad
 
@@ -120,6 +123,8 @@ class _NotTwice(torch.autograd.Function):
 
 
 def _vjp(ctx, grad_loss, _grad_lse, _grad_unit):
+    if grad_loss is None:  # the loss's gradient is undefined (zero): so are the inputs'
+        return None, None, None, None
     query, key, lse, unit = ctx.saved_tensors
     want_query, want_key = ctx.needs_input_grad[:2]
     grad_query = grad_key = None
