@@ -2,13 +2,17 @@
 
 __version__ = "0.1.0"
 
-from culturegan import ops  # noqa: E402  (loads the compiled libraries and registers the ops)
-
 __all__ = ["ops", "stylize", "__version__"]
 
 
 def __getattr__(name: str):
-    # culturegan.stylize without importing the models and image stack on `import culturegan`
+    # Loaded on first use, so that `import culturegan` (and `culturegan --help`) imports neither
+    # torch nor the compiled libraries. Every culturegan module that calls the ops imports
+    # culturegan.ops itself, which registers torch.ops.culturegan.* before any of them runs.
+    if name == "ops":
+        import importlib
+
+        return importlib.import_module("culturegan.ops")
     if name == "stylize":
         from culturegan.transfer import stylize
 

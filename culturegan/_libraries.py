@@ -11,6 +11,7 @@ import dataclasses
 import functools
 import importlib.util
 import json
+import logging
 import os
 import warnings
 from pathlib import Path
@@ -19,6 +20,8 @@ import torch
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 REBUILD_HINT = "rebuild with: pip install --no-build-isolation --force-reinstall --no-deps ."
+
+logger = logging.getLogger(__name__)
 
 
 class LibraryUnavailableWarning(RuntimeWarning):
@@ -78,16 +81,23 @@ def _load(name: str, prerequisite: LibraryStatus | None) -> LibraryStatus:
     return LibraryStatus(name, True, path, None)
 
 
+def _logged(status: LibraryStatus) -> LibraryStatus:
+    """`status`, logged at debug level (`culturegan --verbose`): which library loaded from where, or why not."""
+    logger.debug("compiled library %s: %s", status.name,
+                 f"loaded from {status.path}" if status.loaded else f"unavailable ({status.reason})")
+    return status
+
+
 @functools.cache
 def cpu_library() -> LibraryStatus:
-    return _load("_C", None)
+    return _logged(_load("_C", None))
 
 
 @functools.cache
 def cuda_library() -> LibraryStatus:
     if torch.version.cuda is None:
-        return LibraryStatus("_C_cuda", False, _library_path("_C_cuda"), "this torch is a CPU-only build")
-    return _load("_C_cuda", cpu_library())
+        return _logged(LibraryStatus("_C_cuda", False, _library_path("_C_cuda"), "this torch is a CPU-only build"))
+    return _logged(_load("_C_cuda", cpu_library()))
 
 
 @functools.cache

@@ -3,10 +3,36 @@
 from __future__ import annotations
 
 import argparse
+import logging
+
+from culturegan import __version__  # (culturegan's __init__ imports no torch: --help stays instant)
+
+
+def _add_global_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--version", action="version", version=f"culturegan {__version__}")
+    verbosity = parser.add_mutually_exclusive_group()
+    verbosity.add_argument("-q", "--quiet", action="store_true", help="warnings and results only: no progress "
+                                                                      "messages, no progress bars")
+    verbosity.add_argument("-v", "--verbose", action="store_true", help="debugging messages too")
+
+
+def _configure_output(args: argparse.Namespace) -> None:
+    """Results go to standard output (print); culturegan's log messages, plain, and its progress
+    bars (on a terminal) go to standard error."""
+    from culturegan import _progress
+
+    package = logging.getLogger("culturegan")
+    package.setLevel(logging.WARNING if args.quiet else logging.DEBUG if args.verbose else logging.INFO)
+    if not any(isinstance(handler, _progress.LogHandler) for handler in package.handlers):
+        handler = _progress.LogHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        package.addHandler(handler)
+    _progress.show_progress_bars(not args.quiet)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="culturegan", description=__doc__)
+    _add_global_options(parser)
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("doctor", help="show versions, compiled libraries and usable backends per op")
     data = commands.add_parser("data", help="culture datasets (ROOT/<culture>/<images>)")
@@ -19,6 +45,9 @@ def main(argv: list[str] | None = None) -> int:
                        help="reject images whose 64-bit perceptual hash differs from a kept one's in at most this "
                             "many bits (0: exact perceptual matches only)")
     clean.add_argument("--manifest", help="where to write the JSON manifest (default: ROOT/culturegan-manifest.json)")
+    clean.add_argument("--workers", type=int, metavar="N",
+                       help="processes decoding the images (0 or 1: none, decode in this one; default: one per "
+                            "usable CPU core, at most 8); the manifest does not depend on it")
     separation = data_commands.add_parser(
         "separation", help="which feature groups (colour, texture, line) tell the cultures apart: cross-validated "
                            "nearest-profile accuracy per group")
@@ -34,6 +63,9 @@ def main(argv: list[str] | None = None) -> int:
     synth.add_argument("--n", type=int, default=200, help="images per culture")
     synth.add_argument("--size", type=int, default=128, help="image side in pixels")
     synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--sample-photos", action="store_true",
+                       help="also write scikit-image's colour sample photographs to ROOT/sample_photos "
+                            "(needs scikit-image)")
     train = commands.add_parser("train", help="train culture-aware CycleGAN translation between two cultures "
                                               "(one device, or many with torchrun)")
     train.add_argument("--config", help="a TOML (or YAML) file of training settings")
@@ -48,7 +80,9 @@ def main(argv: list[str] | None = None) -> int:
                             "same as --set freeze=PARTS")
     _add_model_commands(commands)
     _add_evaluation_commands(commands)
+    _add_serve_command(commands)
     args = parser.parse_args(argv)
+    _configure_output(args)
     if args.command == "train":
         return _train(args, parser)
     if args.command == "doctor":
@@ -57,12 +91,16 @@ def main(argv: list[str] | None = None) -> int:
         return doctor.main()
     if args.command == "evaluate":
         return _evaluate(args, parser)
+    if args.command == "plot":
+        return _plot(args, parser)
     if args.command == "demo":
         return _demo(args, parser)
     if args.command == "transfer":
         return _transfer(args, parser)
     if args.command == "convert":
         return _convert(args, parser)
+    if args.command == "serve":
+        return _serve(args, parser)
     if args.command == "data":
         return {"clean": _clean, "separation": _separation, "synth": _synth}[args.data_command](args, parser)
     parser.error(f"unknown command {args.command}")
@@ -77,6 +115,15 @@ def _add_model_commands(commands) -> None:
     transfer.add_argument("--output", required=True, help="the folder to write to (never the input folder)")
     transfer.add_argument("--target-culture", help="the culture to transfer to (multi-culture generators; or a "
                                                    "two-culture run's source, to go backwards)")
+    transfer.add_argument("--reference", metavar="IMAGE|FOLDER",
+                          help="steer a multi-culture generator by the culture features of an image, or of a folder "
+                               "of images (their mean style code), instead of --target-culture")
+    transfer.add_argument("--strength", type=float, default=1.0,
+                          help="how far toward the target, from 0 (the inputs unchanged) to 1 (the full transfer, "
+                               "default): multi-culture generators interpolate the style code from "
+                               "--source-culture's, others blend pixels")
+    transfer.add_argument("--source-culture", help="the culture the inputs are in (multi-culture generators; needed "
+                                                   "for a --strength between 0 and 1)")
     size = transfer.add_mutually_exclusive_group()
     size.add_argument("--size", type=int, help="resize so that the shorter side is SIZE pixels first")
     size.add_argument("--keep-size", action="store_true", help="process at the input's size (the default)")
@@ -87,6 +134,8 @@ def _add_model_commands(commands) -> None:
     transfer.add_argument("--dtype", choices=("bf16", "fp16", "fp32"), help="default: bf16 on cuda, fp32 on cpu")
     transfer.add_argument("--batch-size", type=int, default=4, help="tiles per forward pass")
     transfer.add_argument("--side-by-side", action="store_true", help="write input and output side by side")
+    transfer.add_argument("--quality", type=int, default=95, help="JPEG and lossy WebP quality, 1-100 (JPEG also "
+                                                                  "keeps full-resolution colour)")
     convert = commands.add_parser("convert", help="convert a CycleGAN .pth (or a culturegan run) to culturegan's "
                                                   "format: .safetensors with a JSON model card")
     convert.add_argument("input", help="the weights file, run or checkpoint")
@@ -94,6 +143,23 @@ def _add_model_commands(commands) -> None:
     convert.add_argument("--source-culture", help="the culture the generator transfers from (for the card)")
     convert.add_argument("--target-culture", help="the culture the generator transfers to (for the card)")
     convert.add_argument("--generator", choices=("G_AB", "G_BA"), help="which generator of a two-culture run")
+
+
+def _add_serve_command(commands) -> None:
+    serve = commands.add_parser("serve", help="a web page to transfer photos with a trained generator: upload, pick "
+                                              "the culture, download (needs the extra: pip install "
+                                              "'culturegan[web]')")
+    serve.add_argument("--checkpoint", required=True,
+                       help="a generator: CycleGAN .pth, converted .safetensors, or a culturegan run/checkpoint")
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="the address to listen on (default 127.0.0.1: this machine only; 0.0.0.0: every network)")
+    serve.add_argument("--port", type=int, default=7860, help="the port to listen on (default 7860)")
+    serve.add_argument("--max-pixels", type=int, help="the largest upload, in pixels (width x height; default 2048 x "
+                                                      "2048): larger ones get a message in the page")
+    serve.add_argument("--tile", type=int, help="run images larger than TILE pixels in overlapping tiles "
+                                                "(a multiple of 4; bounds the memory a large upload takes)")
+    serve.add_argument("--device", choices=("cuda", "cpu"), help="default: cuda when available")
+    serve.add_argument("--dtype", choices=("bf16", "fp16", "fp32"), help="default: bf16 on cuda, fp32 on cpu")
 
 
 def _add_evaluation_commands(commands) -> None:
@@ -109,6 +175,14 @@ def _add_evaluation_commands(commands) -> None:
     evaluate.add_argument("--size", type=int, default=128, help="images are resized and centre-cropped to this")
     evaluate.add_argument("--count", type=int, help="evaluate the first COUNT source images only")
     evaluate.add_argument("--device", choices=("cuda", "cpu"))
+    plot = commands.add_parser("plot", help="training curves of one or more runs, overlaid: every loss, the "
+                                            "learning rate, images/s and the held-out evaluations, as a PNG")
+    plot.add_argument("runs", nargs="+", metavar="RUN", help="a training run folder (holding metrics.jsonl)")
+    plot.add_argument("--out", default="curves.png", metavar="FILE.png", help="the PNG to write (default: "
+                                                                              "curves.png)")
+    plot.add_argument("--smooth", type=int, metavar="N",
+                      help="draw each loss as the mean of its last N records over the raw values (default 10; "
+                           "1: raw only); the learning rate, images/s and evaluations are drawn as logged")
     demo = commands.add_parser("demo", help="the main job: procedural culture data, two small culture-aware "
                                             "trainings (with and without the culture loss), evaluation, report")
     demo.add_argument("--out", default="culturegan-demo", help="where to write data, runs and the report")
@@ -136,6 +210,18 @@ def _evaluate(args, parser: argparse.ArgumentParser) -> int:
     return 0
 
 
+def _plot(args, parser: argparse.ArgumentParser) -> int:
+    from culturegan.training.curves import plot_runs
+
+    options = {} if args.smooth is None else {"smooth": args.smooth}
+    try:
+        path = plot_runs(args.runs, args.out, **options)
+    except (FileNotFoundError, ValueError) as error:
+        parser.exit(2, f"culturegan plot: {error}\n")
+    print(f"curves: {path}")
+    return 0
+
+
 def _demo(args, parser: argparse.ArgumentParser) -> int:
     import dataclasses
 
@@ -148,17 +234,21 @@ def _demo(args, parser: argparse.ArgumentParser) -> int:
     if args.seeds < 1:
         parser.exit(2, f"culturegan demo: --seeds must be >= 1, got {args.seeds}\n")
     settings = dataclasses.replace(demo.DemoSettings(), target=args.target, device=args.device, **changes)
-    _, met = demo.run(args.out, settings, args.seeds)
+    report, met = demo.run(args.out, settings, args.seeds)
+    print(f"report: {report}")
     return 1 if args.check and not met else 0
 
 
 def _transfer(args, parser: argparse.ArgumentParser) -> int:
     from culturegan.transfer import Stylizer, transfer_files
+    from culturegan.transfer.writing import check_quality
 
     try:
+        check_quality(args.quality)  # before the model loads
         stylizer = Stylizer(args.checkpoint, args.target_culture, args.device, args.dtype, args.tile, args.overlap,
-                            batch_size=args.batch_size)
-        report = transfer_files(stylizer, args.input, args.output, args.size, args.side_by_side)
+                            batch_size=args.batch_size, reference=args.reference, strength=args.strength,
+                            source_culture=args.source_culture)
+        report = transfer_files(stylizer, args.input, args.output, args.size, args.side_by_side, quality=args.quality)
     except (FileNotFoundError, ValueError) as error:
         parser.exit(2, f"culturegan transfer: {error}\n")
     print(report.summary())
@@ -174,6 +264,18 @@ def _convert(args, parser: argparse.ArgumentParser) -> int:
     except (FileNotFoundError, ValueError) as error:
         parser.exit(2, f"culturegan convert: {error}\n")
     print(f"{card['description']}: {card['parameters']:,} parameters in {card['tensors']} tensors -> {path}")
+    return 0
+
+
+def _serve(args, parser: argparse.ArgumentParser) -> int:
+    from culturegan.serve import serve
+
+    try:
+        serve(args.checkpoint, args.host, args.port, args.max_pixels, args.device, args.dtype, args.tile)
+    except (FileNotFoundError, ValueError, ModuleNotFoundError) as error:
+        parser.exit(2, f"culturegan serve: {error}\n")
+    except KeyboardInterrupt:  # Ctrl-C while starting; once it serves, gradio takes Ctrl-C and returns
+        return 130
     return 0
 
 
@@ -202,7 +304,7 @@ def _clean(args, parser: argparse.ArgumentParser) -> int:
     from culturegan.data.clean import MANIFEST_NAME, clean, write_manifest
 
     try:
-        report = clean(args.root, args.min_side, args.near_duplicate_distance)
+        report = clean(args.root, args.min_side, args.near_duplicate_distance, args.workers, progress=True)
     except (FileNotFoundError, ValueError) as error:
         parser.exit(2, f"culturegan data clean: {error}\n")
     manifest = write_manifest(report, args.manifest or Path(args.root) / MANIFEST_NAME)
@@ -215,7 +317,7 @@ def _synth(args, parser: argparse.ArgumentParser) -> int:
     from culturegan.datasets import write_dataset
 
     try:
-        root = write_dataset(args.root, args.n, args.size, args.seed, progress=True)
+        root = write_dataset(args.root, args.n, args.size, args.seed, progress=True, sample_photos=args.sample_photos)
     except ValueError as error:
         parser.exit(2, f"culturegan data synth: {error}\n")
     print(f"wrote {args.n} images per culture to {root}")

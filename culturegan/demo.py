@@ -20,6 +20,7 @@ import concurrent.futures
 import contextlib
 import dataclasses
 import json
+import logging
 import multiprocessing
 import os
 import statistics
@@ -29,10 +30,13 @@ from pathlib import Path
 import torch
 
 from culturegan._files import write_text
+from culturegan._progress import progress_bar
 from culturegan.datasets import CONTENT, write_dataset
 from culturegan.evaluation import collapse_ratio, evaluate, write_report
 from culturegan.evaluation.verdicts import MAX_PERIODIC_RATIO, MIN_COLLAPSE_RATIO
 from culturegan.training import TrainConfig, Trainer
+
+logger = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,11 +91,28 @@ def _train(config: TrainConfig, threads: int | None) -> float:
     with contextlib.ExitStack() as worker:
         if threads is not None:
             torch.set_num_threads(threads)
-            Path(config.output).mkdir(parents=True, exist_ok=True)
-            worker.enter_context(contextlib.redirect_stdout(worker.enter_context(
-                open(Path(config.output) / "train.log", "w"))))
+            worker.enter_context(_logging_to(Path(config.output) / "train.log"))
         Trainer(config).fit()
     return time.perf_counter() - started
+
+
+@contextlib.contextmanager
+def _logging_to(path: Path):
+    """culturegan's messages (INFO and up) go to `path` meanwhile. A worker process starts with
+    no logging set up, whatever its parent set, and runs several trainings one after another."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, mode="w")
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    package = logging.getLogger("culturegan")
+    level = package.level
+    package.addHandler(handler)
+    package.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        package.removeHandler(handler)
+        package.setLevel(level)
+        handler.close()
 
 
 def _parallel_runs(settings: DemoSettings, count: int) -> tuple[int, int]:
@@ -109,18 +130,35 @@ def _parallel_runs(settings: DemoSettings, count: int) -> tuple[int, int]:
 def _train_all(configs: dict[str, TrainConfig], settings: DemoSettings) -> None:
     """Trains every run, side by side where _parallel_runs says so, and says when each is done."""
     workers, threads = _parallel_runs(settings, len(configs))
-    if workers == 1:
-        for label, config in configs.items():
-            print(f"  training {label}", flush=True)
-            _train(config, None)
-        return
-    print(f"  {len(configs)} runs, {workers} at a time with {threads} thread(s) each (logs: RUN/train.log)",
-          flush=True)
-    context = multiprocessing.get_context("spawn")  # no forked copies of torch's thread pools
-    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
-        futures = {pool.submit(_train, config, threads): label for label, config in configs.items()}
-        for future in concurrent.futures.as_completed(futures):
-            print(f"  trained {futures[future]} in {future.result():.0f} s", flush=True)
+    with progress_bar(total=len(configs), desc="training", unit="run") as bar:
+        if workers == 1:
+            for label, config in configs.items():
+                logger.info("  training %s", label)
+                _train(config, None)
+                bar.update()
+            return
+        logger.info("  %d runs, %d at a time with %d thread(s) each (logs: RUN/train.log)", len(configs), workers,
+                    threads)
+        context = multiprocessing.get_context("spawn")  # no forked copies of torch's thread pools
+        with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
+            futures = {pool.submit(_train, config, threads): label for label, config in configs.items()}
+            for future in concurrent.futures.as_completed(futures):
+                logger.info("  trained %s in %.0f s", futures[future], future.result())
+                bar.update()
+
+
+def _evaluate_all(runs: dict[str, list[Path]], train: Path, test: Path, settings: DemoSettings) -> dict[str, list]:
+    """Every run's evaluation on the held-out photos (classifiers fitted on the training data),
+    per setting."""
+    device = None if settings.device == "auto" else settings.device
+    evaluations = {name: [] for name in runs}
+    with progress_bar(total=sum(map(len, runs.values())), desc="evaluating", unit="run") as bar:
+        for name, paths in runs.items():
+            for path in paths:
+                evaluations[name].append(evaluate(path, test, CONTENT, settings.target, reference=train,
+                                                  size=settings.size, device=device))
+                bar.update()
+    return evaluations
 
 
 def _means(runs: list[dict], read) -> float:
@@ -163,7 +201,7 @@ def run(out: str | Path, settings: DemoSettings = DemoSettings(), seeds: int = 3
         raise ValueError(f"seeds must be >= 1, got {seeds}")
     out = Path(out)
     started = time.perf_counter()
-    print(f"[1/3] writing the procedural culture dataset to {out / 'data'}", flush=True)
+    logger.info("[1/3] writing the procedural culture dataset to %s", out / "data")
     train, test = out / "data" / "train", out / "data" / "test"
     write_dataset(train, settings.train_images, settings.size, seed=settings.seed, progress=True)
     write_dataset(test, settings.test_images, settings.size, seed=settings.seed + 1000, progress=True)
@@ -174,14 +212,11 @@ def run(out: str | Path, settings: DemoSettings = DemoSettings(), seeds: int = 3
     configs = {f"{name}, seed {settings.seed + index}":
                _config(dataclasses.replace(settings, seed=settings.seed + index), train, folder, weight)
                for name, weight in names.items() for index, folder in enumerate(runs[name])}
-    print(f"[2/3] training {CONTENT} -> {settings.target}: {len(configs)} runs ({seeds} seed(s) per setting)",
-          flush=True)
+    logger.info("[2/3] training %s -> %s: %d runs (%d seed(s) per setting)", CONTENT, settings.target, len(configs),
+                seeds)
     _train_all(configs, settings)
-    print("[3/3] transferring the held-out photos and evaluating", flush=True)
-    device = None if settings.device == "auto" else settings.device
-    evaluations = {name: [evaluate(path, test, CONTENT, settings.target, reference=train, size=settings.size,
-                                   device=device) for path in paths]
-                   for name, paths in runs.items()}
+    logger.info("[3/3] transferring the held-out photos and evaluating")
+    evaluations = _evaluate_all(runs, train, test, settings)
     without, with_loss = ([e.results for e in evaluation] for evaluation in evaluations.values())
     checks = check_targets(with_loss, without)
     notes = [f"{'met' if met else 'MISSED'}: {target} ({numbers})" for target, met, numbers in checks]
@@ -193,6 +228,5 @@ def run(out: str | Path, settings: DemoSettings = DemoSettings(), seeds: int = 3
     write_text(out / "report" / "targets.json", json.dumps(
         [{"target": t, "met": m, "measured": n} for t, m, n in checks], indent=2) + "\n")
     for note in notes:
-        print(note)
-    print(f"report: {report}")
+        logger.info(note)
     return report, all(met for _, met, _ in checks)

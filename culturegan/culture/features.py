@@ -43,6 +43,9 @@ TEXTURE_SEED = 0
 EDGE_THRESHOLD = 0.1  # Sobel magnitude (on [0, 1] luminance) counted as an edge
 ORIENTATION_BINS = 8
 MIN_SIDE = 4 * max(SCALES)  # the coarsest copy is still 4 pixels across
+# the side of the square a reference image is seen at (reference_view): CultureProfile.fit_folder's
+# default image side, so a reference is seen as culture profiles see their images
+REFERENCE_SIDE = 128
 
 
 @dataclasses.dataclass
@@ -193,6 +196,30 @@ class CultureFeatureExtractor(torch.nn.Module):
         """The length of the CultureFeatures.all() vectors this extractor returns."""
         with torch.no_grad():
             return self(torch.zeros(1, 3, 32, 32, device=self.filters_3.device)).all().shape[1]
+
+
+def reference_view(images: torch.Tensor) -> torch.Tensor:
+    """(N, 3, REFERENCE_SIDE, REFERENCE_SIDE): (N, 3, H, W) images in [-1, 1] resized (bicubic,
+    antialiased, as PIL resizes culture profiles' images) so that the shorter side is
+    REFERENCE_SIDE, then their centre square: every image's statistics at one scale."""
+    height, width = images.shape[2:]
+    ratio = REFERENCE_SIDE / min(height, width)
+    size = (max(REFERENCE_SIDE, round(height * ratio)), max(REFERENCE_SIDE, round(width * ratio)))
+    if size != (height, width):
+        images = F.interpolate(images, size=size, mode="bicubic", antialias=True, align_corners=False).clamp(-1, 1)
+    top, left = (size[0] - REFERENCE_SIDE) // 2, (size[1] - REFERENCE_SIDE) // 2
+    return images[:, :, top:top + REFERENCE_SIDE, left:left + REFERENCE_SIDE]
+
+
+@torch.no_grad()
+def reference_features(images: torch.Tensor, extractor: CultureFeatureExtractor) -> torch.Tensor:
+    """(N, feature_dim): what a multi-culture generator's reference projection takes, the culture
+    features (CultureFeatures.all()) of (N, 3, H, W) images in [-1, 1] seen through
+    reference_view. Transfer (a reference file) and training (its batches' real images) both
+    compute them here, so that the projection is trained on the features it is later given.
+    References are inputs, never trained: no gradient; float32, outside autocast."""
+    with torch.autocast(images.device.type, enabled=False):
+        return extractor(reference_view(images.float())).all()
 
 
 def extract(images: torch.Tensor, seed: int = TEXTURE_SEED, gram: bool = False,

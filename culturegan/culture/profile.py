@@ -12,6 +12,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from culturegan._files import atomic_path, write_text
+from culturegan._progress import progress_bar
 from culturegan.culture.features import GROUPS, TEXTURE_SEED, CultureFeatureExtractor, CultureFeatures
 
 FORMAT_VERSION = 2  # 2: multi-scale features (culturegan.culture.features.SCALES)
@@ -49,11 +50,11 @@ class CultureProfile:
 
     @classmethod
     def fit_folder(cls, root: str | os.PathLike, culture: str, size: int = 128, batch_size: int = 16,
-                   manifest: str | os.PathLike | None = None,
-                   extractor: CultureFeatureExtractor | None = None) -> CultureProfile:
+                   manifest: str | os.PathLike | None = None, extractor: CultureFeatureExtractor | None = None,
+                   progress: bool = False) -> CultureProfile:
         """The profile of one culture folder of a dataset (ROOT/<culture>/...), see folder_features."""
         extractor = extractor or CultureFeatureExtractor()
-        features = folder_features(root, culture, size, batch_size, manifest, extractor)
+        features = folder_features(root, culture, size, batch_size, manifest, extractor, progress)
         return cls.fit(culture, features, extractor.seed, extractor.gram)
 
     def distance(self, features: CultureFeatures, group: str) -> torch.Tensor:
@@ -124,17 +125,24 @@ class CultureProfile:
 
 
 def folder_features(root: str | os.PathLike, culture: str, size: int = 128, batch_size: int = 16,
-                    manifest: str | os.PathLike | None = None,
-                    extractor: CultureFeatureExtractor | None = None) -> CultureFeatures:
+                    manifest: str | os.PathLike | None = None, extractor: CultureFeatureExtractor | None = None,
+                    progress: bool = False) -> CultureFeatures:
     """The features of every image of one culture folder (ROOT/<culture>/...), each resized so
-    that its shorter side is `size` and centre-cropped (no random augmentation)."""
+    that its shorter side is `size` and centre-cropped (no random augmentation); `progress`: a
+    bar per folder, on a terminal (culturegan._progress)."""
     from culturegan.data import centre_cropped, make_loader
 
     extractor = extractor or CultureFeatureExtractor()
+    # every image on every rank: under torchrun each rank fits the profiles, and they must be the
+    # same profiles (a rank's share would give each rank its own culture loss)
     loader = make_loader(centre_cropped(root, culture, size, manifest), batch_size, workers=0, shuffle=False,
-                         drop_last=False)
-    with torch.no_grad():
-        batches = [extractor(batch["image"]) for batch in loader]
+                         drop_last=False, shard=False)
+    batches = []
+    with torch.no_grad(), progress_bar(total=len(loader.sampler), enabled=progress, desc=f"features of {culture}",
+                                       unit="image", leave=False) as bar:
+        for batch in loader:
+            batches.append(extractor(batch["image"]))
+            bar.update(len(batch["image"]))
     return CultureFeatures(**{g: torch.cat([getattr(b, g) for b in batches]) for g in GROUPS})
 
 

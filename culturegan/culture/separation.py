@@ -89,9 +89,11 @@ def _select(features: CultureFeatures, mask: torch.Tensor) -> CultureFeatures:
 
 
 def folder_separation(root, cultures: list[str] | None = None, size: int = 128, folds: int = 2,
-                      manifest=None) -> Separation:
-    """separation() of a dataset's culture folders (default: all of them)."""
+                      manifest=None, progress: bool = True) -> Separation:
+    """separation() of a dataset's culture folders (default: all of them); `progress`: a bar
+    per folder while its features are extracted, on a terminal."""
     from culturegan.data.clean import find_cultures
 
     names = cultures or [folder.name for folder in find_cultures(root)]
-    return separation({name: folder_features(root, name, size, manifest=manifest) for name in names}, folds)
+    return separation({name: folder_features(root, name, size, manifest=manifest, progress=progress)
+                       for name in names}, folds)

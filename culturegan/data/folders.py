@@ -87,12 +87,24 @@ def centre_cropped(root, culture: str, size: int, manifest=None) -> CultureImage
                          Augment(load_size=size, crop_size=size, flip=False, random_crop=False))
 
 
+def load_images(root, culture: str, size: int, count: int | None = None) -> torch.Tensor:
+    """(N, 3, size, size) in [-1, 1]: a culture folder's images, shorter side resized to `size`
+    and centre-cropped, in file order (the first `count`)."""
+    images = centre_cropped(root, culture, size)
+    total = len(images) if count is None else min(count, len(images))
+    # its own generator: a loader without one draws its seed from the global RNG, which would move
+    # a training run's random stream (the trainer loads its held-out images this way)
+    batches = DataLoader(torch.utils.data.Subset(images, range(total)), batch_size=16, generator=torch.Generator())
+    return torch.cat([batch["image"] for batch in batches])
+
+
 def make_loader(dataset: Dataset, batch_size: int, workers: int = 4, shuffle: bool = True, seed: int = 0,
-                drop_last: bool = True) -> DataLoader:
-    """A DataLoader with worker processes, pinned memory when CUDA is there, and a
-    DistributedSampler (each rank its share) when torch.distributed is initialised."""
+                drop_last: bool = True, shard: bool = True) -> DataLoader:
+    """A DataLoader with worker processes, pinned memory when CUDA is there, and, with `shard`, a
+    DistributedSampler (each rank its share) when torch.distributed is initialised; shard=False
+    gives every rank every item (statistics that every rank must agree on)."""
     sampler = None
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
+    if shard and torch.distributed.is_available() and torch.distributed.is_initialized():
         sampler = DistributedSampler(dataset, shuffle=shuffle, seed=seed, drop_last=drop_last)
         shuffle = False
     generator = torch.Generator().manual_seed(seed)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+import torch
 from PIL import Image, ImageOps
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
@@ -26,6 +28,11 @@ def open_rgb(path: Path) -> tuple[Image.Image, str]:
     """
     image = open_image(path)
     return to_rgb(image), image.mode
+
+
+def to_tensor(image: Image.Image) -> torch.Tensor:
+    """An 8-bit RGB image as a (3, H, W) float32 tensor in [-1, 1], culturegan's convention."""
+    return torch.from_numpy(np.asarray(image, dtype=np.float32)).permute(2, 0, 1) / 127.5 - 1.0
 
 
 def open_image(path: Path) -> Image.Image:

@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageEnhance
 
+from culturegan.data.images import to_tensor
+
 
 @dataclasses.dataclass(frozen=True)
 class Augment:
@@ -54,9 +56,7 @@ class Augment:
         image = image.crop((left, top, left + self.crop_size, top + self.crop_size))
         if self.flip and rng.random() < 0.5:
             image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-        image = self._jitter(image, rng)
-        array = np.asarray(image, dtype=np.float32)
-        return torch.from_numpy(array).permute(2, 0, 1) / 127.5 - 1.0
+        return to_tensor(self._jitter(image, rng))
 
     def _resize(self, image: Image.Image, rng: random.Random) -> Image.Image:
         side = max(self.crop_size, round(self.load_size * rng.uniform(*self.scale)))

@@ -9,8 +9,10 @@ and line signature; the images are seeded (the same seed gives the same bytes ev
 - impressionist: dense short coloured dabs over smooth sky/land gradients; no outlines.
 - kente: bright woven stripes and blocks (gold, green, red, black) on a grid.
 - content ("photo"): procedural scenes (sky, hills, sun, houses, trees) with photographic
-  shading and sensor noise, the images to transfer; and, when scikit-image is installed, its
-  sample photographs ("sample_photos", centre-cropped squares).
+  shading and sensor noise, the images to transfer; and, when asked for (it needs
+  scikit-image), scikit-image's sample photographs ("sample_photos", centre-cropped squares).
+  They are never added just because scikit-image happens to be installed: evaluation treats
+  every sub-folder as a culture, so the dataset and the demo's numbers would depend on it.
 
 This is a stand-in for real culture collections: the real use is the user's own folders.
 """
@@ -25,6 +27,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from culturegan._files import atomic_path
+from culturegan._progress import progress_bar
 
 Generator = Callable[[np.random.Generator, int], Image.Image]
 
@@ -188,13 +191,14 @@ SKIMAGE_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "immunohistochemis
                   "retina", "cat", "hubble_deep_field")
 
 
-def sample_photos(size: int) -> list[Image.Image]:
-    """scikit-image's colour sample photographs as size x size centre crops, or [] when
-    scikit-image (or its bundled data) is not installed."""
+def scikit_image_photos(size: int) -> list[Image.Image]:
+    """scikit-image's colour sample photographs as size x size centre crops; ValueError when
+    scikit-image, or every one of those photographs, is missing."""
     try:
         from skimage import data
     except ImportError:
-        return []
+        raise ValueError("the sample photos need scikit-image, which is not installed "
+                         "(pip install scikit-image)") from None
     photos = []
     for name in SKIMAGE_PHOTOS:
         loader = getattr(data, name, None)
@@ -208,6 +212,8 @@ def sample_photos(size: int) -> list[Image.Image]:
         side = min(image.size)
         left, top = (image.width - side) // 2, (image.height - side) // 2
         photos.append(image.crop((left, top, left + side, top + side)).resize((size, size), Image.Resampling.LANCZOS))
+    if not photos:
+        raise ValueError(f"scikit-image holds none of its colour sample photos ({', '.join(SKIMAGE_PHOTOS)})")
     return photos
 
 
@@ -228,21 +234,21 @@ def culture_image(culture: str, index: int, size: int = 128, seed: int = 0) -> I
 
 
 def write_dataset(root: str | os.PathLike, count: int = 200, size: int = 128, seed: int = 0,
-                  cultures: list[str] | None = None, content: bool = True, progress: bool = False) -> Path:
+                  cultures: list[str] | None = None, content: bool = True, progress: bool = False,
+                  sample_photos: bool = False) -> Path:
     """root/<culture>/<index>.png for every culture (and root/photo/ with content images):
-    a culture folder that culturegan's data, training and evaluation read."""
-    from tqdm import tqdm
-
+    a culture folder that culturegan's data, training and evaluation read. `sample_photos`
+    adds root/sample_photos/ with scikit-image's sample photographs (ValueError without it)."""
     if count < 1:
         raise ValueError(f"count must be >= 1, got {count}")
+    photos = scikit_image_photos(size) if sample_photos else []  # fails, if it must, before anything is written
     root = Path(root)
     names = list(cultures or CULTURES) + ([CONTENT] if content else [])
     jobs = [(name, index) for name in names for index in range(count)]
-    for name, index in tqdm(jobs, unit="image", disable=not progress):
+    for name, index in progress_bar(jobs, enabled=progress, unit="image"):
         _save(culture_image(name, index, size, seed), root / name / f"{index:05d}.png")
-    if content:
-        for index, photo_image in enumerate(sample_photos(size)):
-            _save(photo_image, root / SAMPLE_PHOTOS / f"{index:05d}.png")
+    for index, photo_image in enumerate(photos):
+        _save(photo_image, root / SAMPLE_PHOTOS / f"{index:05d}.png")
     return root
 
 

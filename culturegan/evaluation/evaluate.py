@@ -16,11 +16,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader
 
 from culturegan import metrics
-from culturegan.culture import GROUPS, CultureFeatureExtractor
-from culturegan.data import centre_cropped, find_cultures
+from culturegan._progress import progress_bar
+from culturegan.data import find_cultures, load_images
 from culturegan.evaluation.verdicts import verdicts
 from culturegan.models.loading import load_run
 from culturegan.transfer import Stylizer
@@ -36,45 +35,25 @@ class Evaluation:
     reconstructions: torch.Tensor | None
 
 
-def load_images(root, culture: str, size: int, count: int | None = None) -> torch.Tensor:
-    """(N, 3, size, size) in [-1, 1]: a culture folder's images, shorter side resized to `size`
-    and centre-cropped, in file order (the first `count`)."""
-    images = centre_cropped(root, culture, size)
-    total = len(images) if count is None else min(count, len(images))
-    batches = DataLoader(torch.utils.data.Subset(images, range(total)), batch_size=16)
-    return torch.cat([batch["image"] for batch in batches])
-
-
-def _transfer(stylizer: Stylizer | None, images: torch.Tensor, batch_size: int = 16) -> torch.Tensor | None:
+def _transfer(stylizer: Stylizer | None, images: torch.Tensor, batch_size: int = 16, progress: bool = False,
+              desc: str = "transferring") -> torch.Tensor | None:
+    """`images` through the stylizer in batches, back on the CPU; `progress`: a bar labelled `desc`."""
     if stylizer is None:
         return None
-    return torch.cat([stylizer(images[i:i + batch_size]).cpu() for i in range(0, len(images), batch_size)])
-
-
-class _Features:
-    """Culture features (the loss's groups) and judge features of image batches, on one device."""
-
-    def __init__(self, device: torch.device):
-        self.extractor = CultureFeatureExtractor().to(device)
-        self.device = device
-
-    @torch.no_grad()
-    def __call__(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        parts = [images[i:i + 32].to(self.device) for i in range(0, len(images), 32)]
-        culture = [self.extractor(p) for p in parts]
-        judge = [metrics.judge_features(p) for p in parts]
-        groups = {g: torch.cat([getattr(c, g) for c in culture]).cpu() for g in GROUPS}
-        groups.update({g: torch.cat([j[g] for j in judge]).cpu() for g in metrics.JUDGE_GROUPS})
-        groups["culture"] = torch.cat([groups[g] for g in GROUPS], 1)
-        groups["judge"] = torch.cat([groups[g] for g in metrics.JUDGE_GROUPS], 1)
-        return groups
+    batches = []
+    with progress_bar(total=len(images), enabled=progress, desc=desc, unit="image", leave=False) as bar:
+        for start in range(0, len(images), batch_size):
+            batches.append(stylizer(images[start:start + batch_size]).cpu())
+            bar.update(len(batches[-1]))
+    return torch.cat(batches)
 
 
 def evaluate(checkpoint: str | os.PathLike, data: str | os.PathLike, source: str, target: str,
              reference: str | os.PathLike | None = None, size: int = 128, count: int | None = None,
-             device: str | None = None) -> Evaluation:
+             device: str | None = None, progress: bool = True) -> Evaluation:
     """Transfers data/<source> to `target` with the checkpoint and measures the results against
-    data/<target> (and, for the classifiers, every culture of `reference`)."""
+    data/<target> (and, for the classifiers, every culture of `reference`); `progress`: bars
+    while transferring and extracting features, on a terminal (culturegan._progress)."""
     checkpoint = Path(checkpoint)
     run = load_run(checkpoint)
     stylizer = Stylizer(run, target, device=device)
@@ -88,15 +67,17 @@ def evaluate(checkpoint: str | os.PathLike, data: str | os.PathLike, source: str
     if missing:
         raise ValueError(f"culture(s) {missing} not in the reference set {reference} (it has {cultures})")
     inputs = load_images(data, source, size, count)
-    outputs = _transfer(stylizer, inputs)
+    outputs = _transfer(stylizer, inputs, progress=progress, desc=f"transferring {source} to {target}")
     real_target = load_images(data, target, size)
     references = {c: load_images(reference, c, size) for c in cultures}
     results = {"checkpoint": str(checkpoint), "data": str(data), "reference": str(reference),
                "model": stylizer.card.get("description", "")}
-    reconstructions = _transfer(back, outputs)
-    results.update(measure(inputs, outputs, real_target, references, source, target,
-                           None if back is None else functools.partial(_transfer, back), stylizer.device,
-                           reconstructions=reconstructions))
+    reconstructions = _transfer(back, outputs, progress=progress, desc=f"transferring back to {source}")
+    # the cycle check transfers perturbed outputs back once per perturbation (a bar each)
+    back_again = None if back is None else functools.partial(_transfer, back, progress=progress,
+                                                             desc=f"perturbed, back to {source}")
+    results.update(measure(inputs, outputs, real_target, references, source, target, back_again, stylizer.device,
+                           reconstructions=reconstructions, progress=progress))
     judge = run.discriminator_for(target, stylizer.device)
     if judge is not None:
         discriminator, gan_mode = judge
@@ -110,64 +91,14 @@ def evaluate(checkpoint: str | os.PathLike, data: str | os.PathLike, source: str
 def measure(inputs: torch.Tensor, outputs: torch.Tensor, real_target: torch.Tensor,
             references: dict[str, torch.Tensor], source: str, target: str,
             back: Callable[[torch.Tensor], torch.Tensor] | None = None,
-            device: torch.device | str = "cpu", *, reconstructions: torch.Tensor | None = None) -> dict:
-    """Every metric of transferred images, JSON-ready: `outputs` are `inputs` (source images)
-    transferred to `target`; `real_target` are held-out images of the target culture;
-    `references` the images of every culture the classifiers and feature units are fitted on;
-    `back` (optional) transfers target images back to the source, for the cycle measures, and
-    `reconstructions` is back(outputs) when the caller has it already."""
-    missing = [c for c in (source, target) if c not in references]
-    if missing:
-        raise ValueError(f"culture(s) {missing} not among the reference cultures {list(references)}")
-    features = _Features(torch.device(device))
-    reference_features = {c: features(images) for c, images in references.items()}
-    output_features, input_features, target_features = features(outputs), features(inputs), features(real_target)
-    results = {"source": source, "target": target, "images": len(inputs), "size": inputs.shape[-1],
-               "cultures": list(references)}
-    results["recognisability"] = _recognisability(reference_features, input_features, output_features,
-                                                  target_features, source, target)
-    # one unit per feature group for every run evaluated against this reference: comparable across runs
-    scales = {group: metrics.within_culture_scale({c: f[group] for c, f in reference_features.items()})
-              for group in (*GROUPS, "culture", *metrics.JUDGE_GROUPS, "judge")}
-    results["distance"] = {group: {
-        "kid_outputs": metrics.kid(output_features[group], target_features[group], scale),
-        "kid_inputs": metrics.kid(input_features[group], target_features[group], scale),
-        "frechet_outputs": metrics.frechet_distance(output_features[group], target_features[group], scale),
-    } for group, scale in scales.items()}
-    results["content"] = _content(outputs, inputs, output_features, input_features, scales)
-    results["periodic_artifacts"] = metrics.periodic_artifact_ratio(outputs, real_target)
-    results["cycle"] = None if back is None else metrics.hidden_signal(back, outputs, inputs, reconstructions)
-    results["diversity"] = metrics.diversity(output_features["culture"], target_features["culture"],
-                                             scales["culture"])
+            device: torch.device | str = "cpu", *, reconstructions: torch.Tensor | None = None,
+            progress: bool = False) -> dict:
+    """Every metric of transferred images (culturegan.metrics.measure_transfer: the arguments are
+    its), and the verdicts a person would give on them."""
+    results = metrics.measure_transfer(inputs, outputs, real_target, references, source, target, back, device,
+                                       reconstructions=reconstructions, progress=progress)
     results["verdicts"] = verdicts(results)
     return results
-
-
-def _recognisability(reference_features: dict, input_features: dict, output_features: dict, target_features: dict,
-                     source: str, target: str) -> dict:
-    """Per feature kind (culture, judge): how the outputs and the inputs are classified, and how
-    well the classifier fitted on the reference recognises held-out source and target images."""
-    found = {}
-    for kind in ("culture", "judge"):
-        classifier = metrics.NearestCentroid.fit({c: f[kind] for c, f in reference_features.items()})
-        matrix = metrics.confusion(classifier, {source: input_features[kind], target: target_features[kind]})
-        rows = [classifier.cultures.index(c) for c in (source, target)]
-        found[kind] = {"outputs": metrics.recognisability(classifier, output_features[kind], source, target),
-                       "inputs": metrics.recognisability(classifier, input_features[kind], source, target),
-                       "real_accuracy": float(matrix[rows, rows].sum() / matrix[rows].sum())}
-    return found
-
-
-def _content(outputs: torch.Tensor, inputs: torch.Tensor, output_features: dict, input_features: dict,
-             scales: dict) -> dict:
-    """Content preservation and input dependence: SSIM, edge F1, content retrieval, per-output
-    flags, and the collapse ratio in structure, culture features and judge features."""
-    dependence = metrics.input_dependence(outputs, inputs)
-    ratios = {"structure": dependence.pop("collapse_ratio"),
-              **{kind: metrics.collapse_ratio(output_features[kind] / scales[kind], input_features[kind] / scales[kind])
-                 for kind in ("culture", "judge")}}
-    return {"ssim_lowpass": float(metrics.ssim_lowpass(outputs, inputs).mean()),
-            "edge_f1": float(metrics.edge_f1(outputs, inputs).mean()), **dependence, "collapse_ratio": ratios}
 
 
 __all__ = ["Evaluation", "evaluate", "load_images", "measure"]

@@ -4,9 +4,9 @@ offline), the pictures as PNGs beside it, and report.json with every number for 
 A report holds one or more settings side by side (the demo compares training without and with
 the culture loss), each evaluated once or once per seed: per setting a grid of the inputs, every
 seed's outputs and the cycle reconstructions, a 4x view with unsmoothed pixels, the verdicts,
-the metric table (mean and standard deviation over seeds), and the first seed's training curves
-and configuration when the checkpoint is a culturegan run; above them, bars of the feature-group
-distances.
+the metric table (mean and standard deviation over seeds), and, when the checkpoints are culturegan
+runs, every seed's training curves overlaid (culturegan.training.curves, as `culturegan plot` draws
+them) and the first seed's configuration; above them, bars of the feature-group distances.
 """
 
 from __future__ import annotations
@@ -18,20 +18,20 @@ import os
 import statistics
 from pathlib import Path
 
-import matplotlib
 import torch
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")  # files only, no display
-import matplotlib.pyplot as plt  # noqa: E402
-
-from culturegan._files import write_text  # noqa: E402
-from culturegan.culture import GROUPS  # noqa: E402
-from culturegan.evaluation.evaluate import Evaluation  # noqa: E402
-from culturegan.evaluation.verdicts import collapse_ratio, summarise  # noqa: E402
-from culturegan.metrics import JUDGE_GROUPS  # noqa: E402
-from culturegan.training.samples import save_grid  # noqa: E402
+from culturegan._files import write_text
+from culturegan.culture import GROUPS
+from culturegan.evaluation.evaluate import Evaluation
+from culturegan.evaluation.verdicts import collapse_ratio, summarise
+from culturegan.metrics import JUDGE_GROUPS
+from culturegan.training.curves import plot_curves, save_figure
+from culturegan.training.history import read_history, run_folder
+from culturegan.training.samples import save_grid
 
 GRID_ROWS = 8
+CURVE_COLUMNS = 2  # training-curve panels a row: the report shows settings side by side
 ZOOM, ZOOM_ROWS, ZOOM_CROP = 4, 3, 64  # the 4x view: 3 images, their central 64 px
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222; }
@@ -45,15 +45,6 @@ img.wide { width: 100%; } p.missed { color: #c0392b; font-weight: 600; }
 ul.warnings { background: #fff3f0; border-left: 4px solid #c0392b; padding: .6em 1em .6em 2em; }
 pre { background: #f6f6f6; padding: 1em; overflow-x: auto; font-size: .8em; }
 """
-
-
-def _run_folder(checkpoint: str) -> Path | None:
-    """The training run a checkpoint belongs to (the folder holding metrics.jsonl), if any."""
-    path = Path(checkpoint)
-    for folder in (path, *path.parents):
-        if (folder / "metrics.jsonl").is_file():
-            return folder
-    return None
 
 
 def _value(values: list[float], form: str) -> str:
@@ -121,7 +112,8 @@ def _distance_chart(settings: dict[str, list[dict]], path: Path) -> Path:
     series = {"inputs": [first["distance"][g]["kid_inputs"] for g in groups]}
     series.update({name: [statistics.fmean(r["distance"][g]["kid_outputs"] for r in runs) for g in groups]
                    for name, runs in settings.items()})
-    figure, axes = plt.subplots(figsize=(8, 3.2))
+    figure = Figure(figsize=(8, 3.2), layout="tight")
+    axes = figure.subplots()
     width = 0.8 / len(series)
     for i, (name, values) in enumerate(series.items()):
         axes.bar([x + i * width for x in range(len(groups))], values, width, label=name)
@@ -131,27 +123,17 @@ def _distance_chart(settings: dict[str, list[dict]], path: Path) -> Path:
     axes.set_yscale("symlog", linthresh=1.0)  # KIDs span orders of magnitude and may be slightly negative
     axes.legend(frameon=False)
     axes.spines[["top", "right"]].set_visible(False)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return path
+    return save_figure(figure, path)
 
 
-def _curves_chart(folder: Path, path: Path) -> Path | None:
-    records = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    if not records:
-        return None
-    keys = [k for k in ("G_adv", "cycle", "identity", "culture", "D") if k in records[0]]
-    figure, axes = plt.subplots(1, len(keys), figsize=(2.6 * len(keys), 2.4))
-    for axis, key in zip(axes if len(keys) > 1 else [axes], keys):
-        axis.plot([r["step"] for r in records], [r[key] for r in records], linewidth=1)
-        axis.set_title(key, fontsize=9)
-        axis.tick_params(labelsize=7)
-        axis.spines[["top", "right"]].set_visible(False)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return path
+def _curves_chart(evaluations: list[Evaluation], path: Path) -> Path | None:
+    """Every seed's training curves, overlaid, when its checkpoint is a culturegan run with
+    records; None when none is."""
+    folders = {f"seed {index + 1}": run_folder(e.results["checkpoint"]) for index, e in enumerate(evaluations)
+               if "checkpoint" in e.results}
+    histories = {seed: read_history(folder) for seed, folder in folders.items() if folder is not None}
+    histories = {seed: h for seed, h in histories.items() if h.training or h.evaluations}
+    return plot_curves(histories, path, columns=CURVE_COLUMNS) if histories else None
 
 
 def _embedded(path: Path) -> str:
@@ -207,14 +189,13 @@ def _setting_section(name: str, evaluations: list[Evaluation], out: Path, slug: 
              f"<p class=note>input and output (seed 1) at {ZOOM}x, pixels unsmoothed</p>",
              f"<ul class=warnings>{warning_items}</ul>" if warning_items else "",
              f"<table><tr><th>metric</th><th>value</th><th></th></tr>{table}</table>"]
-    folder = _run_folder(first.results["checkpoint"]) if "checkpoint" in first.results else None
-    if folder is not None:
-        curves = _curves_chart(folder, out / f"{slug}_curves.png")
-        if curves is not None:
-            parts.append("<h3>training curves (seed 1)</h3>" + _image(curves, f"{name}: training curves"))
-        if (folder / "config.json").is_file():
-            parts.append("<details><summary>training configuration (seed 1)</summary><pre>"
-                         + html.escape((folder / "config.json").read_text()) + "</pre></details>")
+    curves = _curves_chart(evaluations, out / f"{slug}_curves.png")
+    if curves is not None:
+        parts.append("<h3>training curves</h3>" + _image(curves, f"{name}: training curves"))
+    folder = run_folder(first.results["checkpoint"]) if "checkpoint" in first.results else None
+    if folder is not None and (folder / "config.json").is_file():
+        parts.append("<details><summary>training configuration (seed 1)</summary><pre>"
+                     + html.escape((folder / "config.json").read_text()) + "</pre></details>")
     return "\n".join(parts) + "</div>"
 
 

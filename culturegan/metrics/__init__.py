@@ -2,10 +2,11 @@
 distribution distances per feature group, content preservation, cycle error, diversity,
 deception), with judge features the culture loss never sees; and whether each output still
 shows its own input (content retrieval, collapse), hides it (hidden signal) or carries a
-periodic pattern (spectral peaks)."""
+periodic pattern (spectral peaks). measure_transfer takes them all on one set of transferred images."""
 
 from culturegan.metrics.steganography import PERTURBATIONS, hidden_signal
 from culturegan.metrics.judge import JUDGE_GROUPS, judge_features
+from culturegan.metrics.measure import HEADLINE, headline, measure_transfer
 from culturegan.metrics.scores import (NearestCentroid, confusion, cycle_error, deception_rate, diversity, edge_f1,
                                        edge_map, frechet_distance, kid, recognisability, ssim_lowpass,
                                        within_culture_scale)
@@ -13,8 +14,8 @@ from culturegan.metrics.spectrum import periodic_artifact_ratio, periodic_artifa
 from culturegan.metrics.structure import (closer_to_another_output, collapse_ratio, content_retrieval,
                                           input_dependence, structure_maps)
 
-__all__ = ["JUDGE_GROUPS", "NearestCentroid", "PERTURBATIONS", "closer_to_another_output", "collapse_ratio",
-           "confusion", "content_retrieval", "cycle_error", "deception_rate", "diversity", "edge_f1", "edge_map",
-           "frechet_distance", "hidden_signal", "input_dependence", "judge_features", "kid",
-           "periodic_artifact_ratio", "periodic_artifacts", "recognisability", "ssim_lowpass", "structure_maps",
-           "within_culture_scale"]
+__all__ = ["HEADLINE", "JUDGE_GROUPS", "NearestCentroid", "PERTURBATIONS", "closer_to_another_output",
+           "collapse_ratio", "confusion", "content_retrieval", "cycle_error", "deception_rate", "diversity", "edge_f1",
+           "edge_map", "frechet_distance", "headline", "hidden_signal", "input_dependence", "judge_features", "kid",
+           "measure_transfer", "periodic_artifact_ratio", "periodic_artifacts", "recognisability", "ssim_lowpass",
+           "structure_maps", "within_culture_scale"]

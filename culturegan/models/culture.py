@@ -81,8 +81,18 @@ class MultiCultureGenerator(nn.Module):
         return self.reference_projection(reference_features)
 
     def forward(self, x: torch.Tensor, cultures: torch.Tensor | None = None,
-                reference_features: torch.Tensor | None = None) -> torch.Tensor:
-        style = self.style_code(cultures, reference_features)
+                reference_features: torch.Tensor | None = None, style: torch.Tensor | None = None) -> torch.Tensor:
+        """G(x) toward target `cultures` or `reference_features` (style_code), or under given (N,
+        style_dim) `style` codes (render; training mixes culture and reference codes in one batch)."""
+        if style is None:
+            return self.render(x, self.style_code(cultures, reference_features))
+        if cultures is not None or reference_features is not None:
+            raise ValueError("give the target as one of `cultures`, `reference_features` or `style`")
+        return self.render(x, style)
+
+    def render(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
+        """G(x) under (N, style_dim) style codes: style_code()'s, or mixes of them (every AdaIN
+        scale and shift is affine in the code, so a mix of codes mixes those parameters)."""
         if style.shape[0] != x.shape[0]:
             raise ValueError(f"{style.shape[0]} targets for {x.shape[0]} images")
         h = self.encoder(x)

@@ -24,7 +24,8 @@ from culturegan.models.cyclegan import UPSAMPLING
 from culturegan.models.loading import FIRST_BLOCK
 
 MODES = ("pair", "multi", "contrastive")
-WEIGHTS = ("lambda_cycle", "lambda_identity", "lambda_culture", "lambda_structure", "lambda_class", "r1_gamma")
+WEIGHTS = ("lambda_cycle", "lambda_identity", "lambda_culture", "lambda_structure", "lambda_class", "lambda_reference",
+           "r1_gamma")
 CONTRASTIVE_KEYS = ("preset", "lambda_nce", "nce_idt", "flip_equivariance", "nce_layers", "nce_patches",
                     "nce_temperature")
 # CUT's two settings (Park et al. 2020, taesungp/contrastive-unpaired-translation): CUT adds the
@@ -82,6 +83,14 @@ class TrainConfig:
     profile_size: int = 128  # images are resized to this to fit the culture profiles
     r1_gamma: float = 0.0  # R1 penalty on real images; 0 is off
     lambda_class: float = 1.0  # multi: the discriminator's auxiliary culture classification
+    # multi: the generator's reference projection (culture features -> style code, what `culturegan
+    # transfer --reference` steers with) is trained on half the images of every step
+    # (objectives.MultiCultureObjective), plus this weight times the mean squared distance of each
+    # reference's code to its culture's embedding. 1: that distance starts near 1 (embedding entries are
+    # N(0, 1), fresh projections near 0), about the adversarial loss, well below the cycle loss (10 x L1),
+    # so it anchors references to their culture's code without overruling what the other losses ask of
+    # them. 0: no projection, no references (as runs were before), and transfer refuses references
+    lambda_reference: float = 1.0
     # contrastive (None: not given; see the module docstring for how the preset fills them)
     preset: str | None = None  # "cut" (default) or "fastcut"
     lambda_nce: float | None = None  # PatchNCE weight (cut 1, fastcut 10)
@@ -111,7 +120,15 @@ class TrainConfig:
     log_every: int = 50
     sample_every: int = 500  # sample grids (input, output, reconstruction); 0 is off
     sample_count: int = 4
-    progress: bool = True  # a progress bar, when standard error is a terminal
+    # held-out evaluation: every eval_every steps (0 is off) and after the last step, the source ->
+    # target generator transfers the first eval_count source images of eval_data (ROOT/<culture>/...,
+    # images the run never trains on), measured against that folder's images of every culture as
+    # `culturegan evaluate` measures them (without the cycle checks), and metrics.jsonl gets
+    # {"step", "eval": {...}} (culturegan.metrics.HEADLINE). Mode "multi" measures source -> target
+    eval_every: int = 0
+    eval_data: str = ""
+    eval_count: int = 16  # images per culture; content retrieval and KID need at least 2
+    progress: bool = True  # progress bars (fitting the culture profiles, then the steps) on a terminal
     tensorboard: bool = False  # also log to OUTPUT/tensorboard (needs the tensorboard package)
     max_bad_steps: int = 10  # consecutive non-finite losses before the run stops
 
@@ -144,6 +161,7 @@ class TrainConfig:
         self.freeze_parts()
         self._check_weights()
         self._check_contrastive()
+        self._check_evaluation()
         checks = {"mode": self.mode in MODES, "pretrained_lr": self.pretrained_lr >= 0,
                   "sample_every": self.sample_every >= 0, "sample_count": self.sample_count >= 1,
                   "init_from_reverse": not self.init_from_reverse or (self.init_from and self.mode == "pair"),
@@ -175,6 +193,23 @@ class TrainConfig:
         if any(not math.isfinite(w) or w < 0 for w in self.culture_weights):
             raise ValueError(f"culture_weights must be 3 finite numbers >= 0 (colour, texture, line), got "
                              f"{self.culture_weights!r}")
+
+    def _check_evaluation(self) -> None:
+        """The held-out evaluation's keys (whether eval_data holds the two cultures is checked when
+        the trainer starts: culturegan.training.held_out)."""
+        if self.eval_every < 0:
+            raise ValueError(f"eval_every must be >= 0 (0: no held-out evaluation), got {self.eval_every}")
+        if self.eval_count < 2:
+            raise ValueError(f"eval_count must be >= 2 (content retrieval and KID compare images), got "
+                             f"{self.eval_count}")
+        if not self.eval_every:
+            return
+        if not self.eval_data:
+            raise ValueError(f"eval_every={self.eval_every} needs eval_data: a held-out dataset folder, one "
+                             "sub-folder per culture (ROOT/<culture>/<images>)")
+        if not self.source or not self.target or self.source == self.target:
+            raise ValueError(f"eval_every in mode {self.mode!r} needs source and target, two different cultures: "
+                             "the direction the held-out evaluation measures")
 
     def _check_contrastive(self) -> None:
         """Contrastive keys: refused by name in another mode; checked in mode "contrastive" (whether

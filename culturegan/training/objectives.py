@@ -6,7 +6,9 @@ AMP, optimisers, gradient averaging, checkpoints, logging).
 - ``multi`` (MultiCultureObjective): one generator for K cultures, conditioned on the target
   culture by AdaIN, and one culture-aware discriminator (projection head that also receives the
   images' culture features, plus an auxiliary culture classifier), as in StarGAN: each image is
-  sent to a random other culture and back.
+  sent to a random other culture and back. The generator's reference projection (culture
+  features -> style code) is trained as StarGAN v2 trains its style encoder, cheaply: half the
+  images take their codes from real images' culture features (MultiCultureObjective._style_codes).
 - ``contrastive`` (ContrastiveObjective): CUT / FastCUT (Park et al., ECCV 2020), one direction
   source -> target: one ResNet generator and one PatchGAN, no cycle; the PatchNCE loss keeps
   each output patch closer to its input's patch at the same place than to the input's others.
@@ -23,7 +25,7 @@ import random
 import torch
 import torch.nn.functional as F
 
-from culturegan.culture import CultureProfile
+from culturegan.culture import CultureProfile, reference_features
 from culturegan.data import Augment, CultureImages
 from culturegan.losses import (
     CultureLoss,
@@ -42,6 +44,7 @@ from culturegan.training.config import TrainConfig
 from culturegan.training.state import ImagePool
 
 Batch = dict[str, dict[str, torch.Tensor]]  # data stream name -> {"image", "culture"}
+REFERENCE_SHARE = 0.5  # multi: the probability that an image is steered by references (StarGAN v2's half)
 
 
 class Objective:
@@ -63,12 +66,12 @@ class Objective:
         # fit_profiles, or restored with a resumed run's state (culturegan.training.state)
         self.profiles: dict[str, CultureProfile] = dict(profiles or {})
 
-    def fit_profiles(self) -> None:
+    def fit_profiles(self, progress: bool = False) -> None:
         """Fits every culture's profile on its training folder (after datasets(), which settles
-        the cultures of multi mode)."""
+        the cultures of multi mode); `progress`: a bar per folder, on a terminal."""
         c = self.config
         self.profiles = {name: CultureProfile.fit_folder(c.data_root, name, size=c.profile_size,
-                                                         manifest=c.manifest or None)
+                                                         manifest=c.manifest or None, progress=progress)
                          for name in self.cultures}
 
     def _augment(self) -> Augment:
@@ -103,6 +106,11 @@ class TwoCultureObjective(Objective):
 
     def _discriminator(self) -> NLayerDiscriminator:
         return NLayerDiscriminator(ndf=self.config.ndf, n_layers=self.config.d_layers, fused=True)
+
+    def transfer(self, m: dict[str, torch.nn.Module], images: torch.Tensor) -> torch.Tensor:
+        """Source images to the target culture, by the first generator (G_AB, or CUT's G): the
+        direction the held-out evaluation measures."""
+        return m[self.generators[0]](images)
 
 
 class CycleObjective(TwoCultureObjective):
@@ -165,7 +173,9 @@ class MultiCultureObjective(Objective):
     def __init__(self, config: TrainConfig, culture_loss: CultureLoss, rng: random.Random,
                  profiles: dict[str, CultureProfile] | None = None):
         super().__init__(config, culture_loss, rng, profiles)
-        self.feature_dim = culture_loss.extractor.feature_dim() if config.discriminator_features else None
+        features = culture_loss.extractor.feature_dim()
+        self.feature_dim = features if config.discriminator_features else None
+        self.reference_dim = features if config.lambda_reference > 0 else None  # the generator's projection's
         self._names = list(config.culture_list()) or None
 
     @property
@@ -183,8 +193,14 @@ class MultiCultureObjective(Objective):
 
     def build_models(self) -> dict[str, torch.nn.Module]:
         c, k = self.config, len(self.cultures)
-        return {"G": MultiCultureGenerator(k, ngf=c.ngf, n_blocks=c.n_blocks, style_dim=c.style_dim),
+        return {"G": MultiCultureGenerator(k, ngf=c.ngf, n_blocks=c.n_blocks, style_dim=c.style_dim,
+                                           feature_dim=self.reference_dim),
                 "D": CultureDiscriminator(k, ndf=c.ndf, n_layers=c.d_layers, feature_dim=self.feature_dim)}
+
+    def transfer(self, m: dict[str, torch.nn.Module], images: torch.Tensor) -> torch.Tensor:
+        """Images to config.target (the direction the held-out evaluation measures)."""
+        targets = torch.full((len(images),), self.cultures.index(self.config.target), device=images.device)
+        return m["G"](images, targets)
 
     def _discriminate(self, m, images: torch.Tensor, cultures: torch.Tensor):
         features = None
@@ -199,19 +215,61 @@ class MultiCultureObjective(Objective):
         # every image to a uniformly drawn other culture (the global RNG: checkpointed)
         shift = torch.randint(1, len(self.cultures), sources.shape).to(sources.device)
         targets = (sources + shift) % len(self.cultures)
+        target_codes, source_codes, alignment = self._style_codes(m["G"], real, sources, targets)
+        render = functools.partial(_render, m["G"])
         if c.lambda_identity > 0:
-            fake, same = _batched(m["G"], (real, targets), (real, sources))
+            fake, same = _batched(render, (real, target_codes), (real, source_codes))
         else:
-            fake = m["G"](real, targets)
+            fake = render(real, target_codes)
         patches, classes = self._discriminate(m, fake, targets)
         losses = {"G_adv": generator_loss(patches, c.gan_mode),
                   "G_class": c.lambda_class * F.cross_entropy(classes.float(), targets),
-                  "cycle": cycle_loss(m["G"](fake, sources), real, c.lambda_cycle)}
+                  "cycle": cycle_loss(render(fake, source_codes), real, c.lambda_cycle)}
         if c.lambda_identity > 0:
             losses["identity"] = identity_loss(same, real, c.lambda_identity * c.lambda_cycle)
+        if alignment is not None:
+            losses["reference"] = c.lambda_reference * alignment
         losses["culture"] = self._culture(fake, self.cultures, targets)
         losses["structure"] = self._structure(fake, real)
         return losses, {"fake": fake, "targets": targets}
+
+    def _style_codes(self, generator: MultiCultureGenerator, real: torch.Tensor, sources: torch.Tensor,
+                     targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(N, style_dim) codes of each image's target and own culture, and the mean squared
+        distance of the reference codes among them to their culture's embedding (None without
+        a reference projection: then every code is the culture embedding's, and no random
+        number is drawn, so such runs train exactly as before references).
+
+        Each image is steered by references with probability REFERENCE_SHARE (StarGAN v2's
+        reference-guided half, without its separate reference loader): its target code is the
+        projected features of a real batch image of its target culture, drawn at random among
+        them, when the batch holds one; its own code, which the cycle returns it with and the
+        identity loss keeps it under, is the projection of its own features (StarGAN v2's cycle
+        code). At batch size 1 the target's is never a reference (the target is another
+        culture): there only the cycle, identity and alignment terms train the projection.
+
+        The alignment pulls the projection toward the embedding, not the embedding toward the
+        projection (detached): the culture codes are what the other losses define."""
+        target_codes, source_codes = generator.style_code(cultures=targets), generator.style_code(cultures=sources)
+        if self.reference_dim is None:
+            return target_codes, source_codes, None
+        count, device = len(real), real.device
+        # the global RNG, on the CPU (checkpointed; the same draws on every device)
+        steered = (torch.rand(count) < REFERENCE_SHARE).to(device)
+        of_target = sources[None, :] == targets[:, None]  # (image, batch image): of the image's target culture?
+        chosen = torch.rand(count, count).to(device).masked_fill(~of_target, -1).argmax(1)
+        to_reference = steered & of_target.any(1)
+        used = steered.clone()  # the batch images whose features are projected: references of either kind
+        used[chosen[to_reference]] = True
+        used = used.nonzero().squeeze(1)
+        if len(used) == 0:  # no image drawn (0.5 ** N): a zero loss keeps every step's records alike
+            return target_codes, source_codes, target_codes.new_zeros(())
+        projected = generator.reference_projection(reference_features(real[used], self.culture_loss.extractor))
+        codes = projected.new_zeros(count, projected.shape[1]).index_copy(0, used, projected)
+        target_codes = torch.where(to_reference[:, None], codes[chosen], target_codes)
+        source_codes = torch.where(steered[:, None], codes, source_codes)
+        alignment = F.mse_loss(projected.float(), generator.style_code(cultures=sources[used]).detach().float())
+        return target_codes, source_codes, alignment
 
     def discriminator_loss(self, m: dict[str, torch.nn.Module], batch: Batch, fakes) -> torch.Tensor:
         real, sources = batch["all"]["image"], batch["all"]["culture"]
@@ -294,6 +352,11 @@ class ContrastiveObjective(TwoCultureObjective):
             real = batch[side]["image"][:count]
             rows += [list(images) for images in zip(real, m["G"](real))]
         return rows
+
+
+def _render(generator: MultiCultureGenerator, images: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+    """The multi-culture generator's output for `images` under (N, style_dim) style `codes`."""
+    return generator(images, style=codes)
 
 
 def _batched(network, *inputs):

@@ -8,11 +8,14 @@ multi and contrastive modes); ``init_from_reverse`` initialises G_BA. Discrimina
 fresh unless ``init_discriminators`` takes them from a checkpoint too. A run of another mode
 gives each network its counterpart: a contrastive run's G starts from a CycleGAN run's
 generator that transfers to the same target (G_AB or G_BA), its D from the discriminator of
-that target (D_B or D_A).
+that target (D_B or D_A). A multi-culture generator trained without a reference projection
+(lambda_reference = 0, or before culturegan trained one) initialises a run that has one with the
+run's own freshly initialised projection.
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import torch
@@ -21,6 +24,10 @@ from culturegan.models import checkpoints
 from culturegan.models.loading import Run, load_run
 from culturegan.models.weights import load_weights, read_state_dict
 from culturegan.training.config import TrainConfig
+
+logger = logging.getLogger(__name__)
+
+PROJECTION = "reference_projection."  # MultiCultureGenerator's reference projection's keys
 
 
 def initialise(config: TrainConfig, models: dict[str, torch.nn.Module], generators: tuple[str, ...],
@@ -33,13 +40,25 @@ def initialise(config: TrainConfig, models: dict[str, torch.nn.Module], generato
         run = load_run(source)
         names = generators + (discriminators if config.init_discriminators else ())
         for name in names:
-            checkpoints.load_module(models[name], run.tensors, _stored_name(run, name, config), run.checkpoint)
+            stored = _stored_name(run, name, config)
+            state = _with_fresh_projection(models[name], checkpoints.subset(run.tensors, stored))
+            load_weights(models[name], state, f"{run.checkpoint} ({stored})")
         return
     if config.init_discriminators:
         raise ValueError(f"init_discriminators: {source} is a generator weights file, not a training checkpoint")
-    load_weights(models[generators[0]], read_state_dict(source), source)
+    load_weights(models[generators[0]], _with_fresh_projection(models[generators[0]], read_state_dict(source)), source)
     if config.init_from_reverse:
         load_weights(models[generators[1]], read_state_dict(config.init_from_reverse), config.init_from_reverse)
+
+
+def _with_fresh_projection(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """`state`, completed by `model`'s own (fresh) reference projection when `model` has one and
+    `state` has none (see the module docstring)."""
+    fresh = {k: v for k, v in model.state_dict().items() if k.startswith(PROJECTION)}
+    if not fresh or any(k.startswith(PROJECTION) for k in state):
+        return state
+    logger.info("the pretrained generator has no reference projection: this run trains a fresh one")
+    return {**state, **fresh}
 
 
 def _stored_name(run: Run, name: str, config: TrainConfig) -> str:

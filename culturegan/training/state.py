@@ -42,6 +42,17 @@ def save(trainer: Trainer) -> Path:
     return checkpoints.save_checkpoint(trainer.checkpoints, trainer.step, tensors, meta, trainer.config.keep_last)
 
 
+def _check_reference_projection(model: torch.nn.Module, tensors: dict[str, torch.Tensor], name: str,
+                                path: Path) -> None:
+    """A clear error for resuming, with lambda_reference > 0, a multi-culture run whose generator
+    has no reference projection (trained with lambda_reference = 0 or before culturegan had one)."""
+    wanted = any(k.startswith("reference_projection.") for k in model.state_dict())
+    if wanted and not any(k.startswith(f"{name}.reference_projection.") for k in tensors):
+        raise ValueError(f"{path}: this run's generator {name} has no reference projection (it was trained with "
+                         "lambda_reference = 0, or before culturegan trained one): resume it with "
+                         "lambda_reference = 0")
+
+
 def restore(trainer: Trainer, path: Path) -> tuple[int, int]:
     """Puts the checkpoint save() wrote to `path` back into the trainer's networks, optimisers,
     schedulers, image pools, objective (its profiles), RNGs and scaler; returns (step, bad steps
@@ -52,6 +63,7 @@ def restore(trainer: Trainer, path: Path) -> tuple[int, int]:
         raise ValueError(f"{path}: the checkpoint was trained on cultures {meta.get('cultures')}, this run has "
                          f"{objective.cultures}")
     for name, model in trainer.models.items():
+        _check_reference_projection(model, tensors, name, path)
         checkpoints.load_module(model, tensors, name, path)
     _restore_optimizers(trainer.optimizers, tensors, meta["optimizers"])
     for name, scheduler in trainer.schedulers.items():

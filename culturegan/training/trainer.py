@@ -14,7 +14,7 @@ the parameters of an uninterrupted one; SIGTERM stops after the current step wit
 
 from __future__ import annotations
 
-import json
+import logging
 import os
 import random
 import signal
@@ -26,17 +26,22 @@ from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from culturegan import _files
+from culturegan._progress import progress_bar
 from culturegan.culture import CultureProfile
 from culturegan.losses import CultureLoss, CultureLossWeights
 from culturegan.models import checkpoints
 from culturegan.training import pretrained, state
 from culturegan.training.config import TrainConfig
+from culturegan.training.held_out import HeldOutSet, held_out_cultures
+from culturegan.training.history import append_record
 from culturegan.training.objectives import OBJECTIVES, Batch
 from culturegan.training.samples import save_grid
 from culturegan.training.state import SampleStream
+
+logger = logging.getLogger(__name__)
+
 
 class TrainingDiverged(RuntimeError):
     """Too many consecutive steps with a non-finite loss; the last good state was saved."""
@@ -59,6 +64,7 @@ class Trainer:
         self.culture_loss = CultureLoss(weights).to(self.device)
         self.objective = OBJECTIVES[c.mode](config, self.culture_loss, self.rng)
         self.data = self.objective.datasets()
+        self.held_out = self._held_out_set() if c.eval_every else None
         self._build_models(initialise=not resume)
         self.step, self.bad_steps = 0, 0
         self._writer = None
@@ -68,7 +74,9 @@ class Trainer:
                 raise FileNotFoundError(f"--resume: no checkpoint in {self.checkpoints}")
             self.load(latest)
         else:
-            self.objective.fit_profiles()
+            if self.rank == 0:
+                logger.info("fitting the culture profiles of %s on %s", ", ".join(self.objective.cultures), c.data_root)
+            self.objective.fit_profiles(progress=c.progress and self.rank == 0)
         if self.rank == 0:
             self.output.mkdir(parents=True, exist_ok=True)
             _files.write_text(self.output / "config.json", config.to_json() + "\n")
@@ -80,6 +88,12 @@ class Trainer:
         return self.objective.profiles
 
     # ------------------------------------------------------------------------------ setup
+
+    def _held_out_set(self) -> HeldOutSet | None:
+        """Rank 0's held-out images (rank 0 alone evaluates). Every rank checks eval_data, so
+        that a bad folder stops all of them here, before they wait for each other."""
+        cultures = held_out_cultures(self.config, self.objective.cultures)
+        return HeldOutSet(self.config, cultures) if self.rank == 0 else None
 
     def _build_models(self, initialise: bool) -> None:
         c, o = self.config, self.objective
@@ -207,8 +221,7 @@ class Trainer:
         c = self.config
         last = min(c.steps, until or c.steps)
         started, images = time.perf_counter(), 0
-        progress = tqdm(total=last, initial=self.step, unit="step", dynamic_ncols=True,
-                        disable=True if not c.progress or self.rank != 0 else None)
+        progress = progress_bar(total=last, initial=self.step, unit="step", enabled=c.progress and self.rank == 0)
         with progress, _stop_requests() as stop:
             for batch in self._batches():
                 if self.step >= last:
@@ -222,7 +235,7 @@ class Trainer:
                     progress.set_postfix(G=f"{metrics['G']:.3f}", D=f"{metrics['D']:.3f}", img_s=f"{rate:.1f}",
                                          refresh=False)
                 if self.rank == 0:
-                    self._report(metrics, rate, batch, last, progress)
+                    self._report(metrics, rate, batch, last)
                 if self._stop_agreed(stop):
                     path = self.save() if self.rank == 0 else self.checkpoints
                     raise TrainingInterrupted(f"stopped by {stop['signal']} after step {self.step}; checkpoint in "
@@ -230,12 +243,15 @@ class Trainer:
         if self._writer is not None:
             self._writer.flush()
 
-    def _report(self, metrics: dict | None, rate: float, batch: Batch, last: int, progress: tqdm) -> None:
-        """Rank 0's logging, sample grids and checkpoints after a step."""
+    def _report(self, metrics: dict | None, rate: float, batch: Batch, last: int) -> None:
+        """Rank 0's logging, held-out evaluations, sample grids and checkpoints after a step (an
+        evaluation before the checkpoint of its step: a run resumed from it has the record)."""
         c, final = self.config, self.step == last
         if metrics is not None and (self.step % c.log_every == 0 or final):
             self._log({"step": self.step, **metrics, "images_per_s": rate,
-                       "lr": self.schedulers["optim_G"].get_last_lr()[0]}, progress)
+                       "lr": self.schedulers["optim_G"].get_last_lr()[0]})
+        if c.eval_every and (self.step % c.eval_every == 0 or self.step == c.steps):
+            self._log({"step": self.step, "eval": self.evaluate_held_out()})
         if c.sample_every and (self.step % c.sample_every == 0 or final):
             self._save_samples(batch)
         if self.step % c.checkpoint_every == 0 or final:
@@ -252,27 +268,52 @@ class Trainer:
                 stop["signal"] = "a signal to another rank"
         return wanted
 
-    def _log(self, record: dict, progress: tqdm | None = None) -> None:
-        with open(self.output / "metrics.jsonl", "a") as file:
-            file.write(json.dumps(record) + "\n")
+    def _log(self, record: dict) -> None:
+        """One line of metrics.jsonl (culturegan.training.history), its numbers as TensorBoard
+        scalars (a training record's under train/, a held-out evaluation's under eval/), and
+        the same numbers logged."""
+        append_record(self.output, record)
+        section, scalars = (("eval", record["eval"]) if "eval" in record
+                            else ("train", {k: v for k, v in record.items() if k != "step"}))
         if self._writer is not None:
-            for key, value in record.items():
-                if key != "step":
-                    self._writer.add_scalar(f"train/{key}", value, record["step"])
-        shown = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items())
-        tqdm.write(shown) if progress is not None and not progress.disable else print(shown, flush=True)
+            for key, value in scalars.items():
+                self._writer.add_scalar(f"{section}/{key}", value, record["step"])
+        shown = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in scalars.items())
+        logger.info(f"step {record['step']}, {shown}" if section == "train"
+                    else f"step {record['step']}, held-out evaluation: {shown}")
 
-    def _save_samples(self, batch: Batch) -> Path:
-        """OUTPUT/samples/step-N.png: rows of (input, output, cycle reconstruction)."""
+    def evaluate_held_out(self) -> dict[str, float]:
+        """The held-out measures of the current generator (culturegan.metrics.HEADLINE; needs
+        eval_every, on rank 0). The random streams are forked: an evaluation leaves the training
+        exactly as it would be without it (ranks draw the same numbers, and resume stays exact)."""
+        if self.held_out is None:
+            raise ValueError("evaluate_held_out needs eval_every and eval_data, and runs on rank 0")
+
+        def transfer(images: torch.Tensor) -> torch.Tensor:
+            # the plain models, not torch.compile's: another batch size would make it compile again
+            with torch.no_grad(), self._autocast():
+                return self.objective.transfer(self.models, images.to(self.device))
+
+        devices = [self.device] if self.device.type == "cuda" else []
+        with self._generators_in_eval(), torch.random.fork_rng(devices=devices):
+            return self.held_out.evaluate(transfer, self.device)
+
+    @contextmanager
+    def _generators_in_eval(self):
+        """The generators in eval mode for the block (samples, evaluations), in train mode after."""
         generators = [self.models[name] for name in self.objective.generators]
         for generator in generators:
             generator.eval()
         try:
-            with self._autocast():
-                rows = self.objective.samples(self.forward, batch, self.config.sample_count)
+            yield
         finally:
             for generator in generators:
                 generator.train()
+
+    def _save_samples(self, batch: Batch) -> Path:
+        """OUTPUT/samples/step-N.png: rows of (input, output, cycle reconstruction)."""
+        with self._generators_in_eval(), self._autocast():
+            rows = self.objective.samples(self.forward, batch, self.config.sample_count)
         path = self.output / "samples" / f"step-{self.step:08d}.png"
         image = save_grid(rows, path)
         if self._writer is not None:

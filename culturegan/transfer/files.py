@@ -1,6 +1,7 @@
 """Transferring image files and folders: each input read (EXIF orientation applied), transferred
-and written atomically under the output folder with the input's name and format. An input is
-never overwritten; an unreadable file is reported and skipped, and the rest are done."""
+and written atomically under the output folder with the input's name and format, its colour
+profile and metadata (culturegan.transfer.writing). An input is never overwritten; an
+unreadable file is reported and skipped, and the rest are done."""
 
 from __future__ import annotations
 
@@ -9,11 +10,11 @@ import os
 from pathlib import Path
 
 from PIL import Image
-from tqdm import tqdm
 
-from culturegan._files import atomic_path
+from culturegan._progress import progress_bar
 from culturegan.data import ImageReadError, is_image_file, open_image
 from culturegan.transfer.stylizer import Stylizer
+from culturegan.transfer.writing import DEFAULT_QUALITY, check_quality, read_metadata, save_image
 
 ALPHA_FORMATS = (".png", ".webp", ".tif", ".tiff")
 
@@ -44,15 +45,17 @@ def list_inputs(source: str | os.PathLike) -> tuple[Path, list[Path]]:
 
 
 def transfer_files(stylizer: Stylizer, source: str | os.PathLike, output: str | os.PathLike,
-                   size: int | None = None, side_by_side: bool = False, progress: bool = True) -> TransferReport:
+                   size: int | None = None, side_by_side: bool = False, progress: bool = True,
+                   quality: int = DEFAULT_QUALITY) -> TransferReport:
     """Transfers every input image into `output` (same relative names; .png where the input's
-    format cannot keep an alpha channel)."""
+    format cannot keep an alpha channel). `quality` (1-100) applies to JPEG and lossy WebP."""
+    check_quality(quality)
     root, files = list_inputs(source)
     output = Path(output)
     if output.resolve() == root.resolve():
         raise ValueError(f"--output {output} is the input folder: the results would overwrite the inputs")
     report = TransferReport()
-    for path in tqdm(files, unit="image", disable=None if progress else True):
+    for path in progress_bar(files, enabled=progress, unit="image"):
         destination = output / path.relative_to(root)
         if destination.resolve() == path.resolve():
             report.failed.append(f"{path}: the output would overwrite the input (choose another --output)")
@@ -67,7 +70,10 @@ def transfer_files(stylizer: Stylizer, source: str | os.PathLike, output: str | 
             result = _side_by_side(picture, result)
         if result.mode == "RGBA" and destination.suffix.lower() not in ALPHA_FORMATS:
             destination = destination.with_suffix(".png")
-        report.written.append(_save(result, destination))
+        try:
+            report.written.append(save_image(result, destination, read_metadata(path, picture), quality))
+        except (OSError, ValueError) as error:  # e.g. metadata Pillow cannot write back: this file fails, not the run
+            report.failed.append(f"{path}: could not write {destination}: {error}")
     return report
 
 
@@ -77,10 +83,3 @@ def _side_by_side(picture: Image.Image, result: Image.Image) -> Image.Image:
     canvas.paste(source, (0, 0))
     canvas.paste(result, (result.width, 0))
     return canvas
-
-
-def _save(image: Image.Image, destination: Path) -> Path:
-    """Writes atomically: a temporary file in the same folder, renamed when complete."""
-    with atomic_path(destination) as temporary:
-        image.save(temporary, format=Image.registered_extensions().get(destination.suffix.lower(), "PNG"))
-    return destination

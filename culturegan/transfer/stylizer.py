@@ -5,7 +5,8 @@ Any image size: the image is reflect-padded to the generator's multiple (4) and 
 with ``tile`` set, images larger than a tile run in overlapping tiles whose instance norm uses
 the statistics of the whole image (recorded on a copy downscaled to at most ``stats_pixels``),
 so tiles agree and no seam shows. Grayscale inputs run as RGB; an alpha channel is carried
-through unchanged.
+through unchanged. A multi-culture generator can be steered by a reference image or folder
+instead of a target culture, and every generator at a strength below 1 (culturegan.transfer.steering).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from PIL import Image
 
 from culturegan.data import open_image, split_alpha
 from culturegan.models.loading import Run, load_run
+from culturegan.transfer.steering import check_strength, steer
 from culturegan.transfer.tiling import pad_to_multiple, run_tiled_like_whole
 
 MULTIPLE = 4  # two stride-2 convolutions down, two transposed up
@@ -33,19 +35,28 @@ class Stylizer:
     Args:
         checkpoint: anything culturegan.models.load_generator reads (a CycleGAN .pth, a converted
             .safetensors, a training run or checkpoint), or the Run load_run read from it.
-        target_culture: for multi-culture generators, the culture to transfer to (required);
-            for a two-culture training run, its target (default) or its source (which uses the
-            run's reverse generator); files that name no cultures take None.
+        target_culture: for multi-culture generators, the culture to transfer to (required
+            unless a reference is given); for a two-culture training run, its target (default)
+            or its source (which uses the run's reverse generator); files that name no cultures
+            take None.
         device: "cuda", "cpu" or None (CUDA when available).
         dtype: "fp32", "bf16" or "fp16" (autocast), or None (bf16 on CUDA, fp32 on the CPU).
         tile, overlap: tile size (a multiple of 4) and overlap in pixels; None runs whole images.
         stats_pixels: the largest pixel count the whole-image statistics pass may take
             (larger images are downscaled for it).
+        reference: an image, or a folder of images, whose culture features set a multi-culture
+            generator's style code instead of target_culture (a folder: its images' mean code).
+        strength: in [0, 1], how far toward the target: 0 returns the input, 1 the plain transfer
+            (multi-culture generators interpolate the style code from source_culture's, others
+            blend pixels; see culturegan.transfer.steering).
+        source_culture: the culture the inputs are in (multi-culture generators, for a strength
+            strictly between 0 and 1).
     """
 
     def __init__(self, checkpoint: str | os.PathLike | Run, target_culture: str | None = None,
                  device: str | None = None, dtype: str | None = None, tile: int | None = None, overlap: int = 64,
-                 stats_pixels: int = 1024 * 1024, batch_size: int = 4):
+                 stats_pixels: int = 1024 * 1024, batch_size: int = 4, reference: str | os.PathLike | None = None,
+                 strength: float = 1.0, source_culture: str | None = None):
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise ValueError("device 'cuda' was asked for, but no CUDA device is available")
@@ -56,17 +67,23 @@ class Stylizer:
             raise ValueError(f"tile must be a multiple of {MULTIPLE} and >= 16, got {tile}")
         self.dtype, self.tile, self.overlap = DTYPES[dtype], tile, overlap
         self.stats_pixels, self.batch_size = stats_pixels, batch_size
-        self.model, self.card, self._conditioning = _generator_for(checkpoint, target_culture, self.device)
+        if reference is not None and target_culture is not None:
+            raise ValueError("give the target either as target_culture or as a reference, not both")
+        run = checkpoint if isinstance(checkpoint, Run) else load_run(checkpoint)
+        # a reference replaces the target culture: the default (multi-culture: the only) generator
+        name, target_index = run.generator_for(target_culture) if reference is None else (None, None)
+        self.model, self.card = run.generator(name, device=self.device)
+        self.steering = steer(run, self.model, target_index, reference, strength, source_culture)
 
     def _autocast(self):
         if self.dtype == torch.float32:
             return nullcontext()
         return torch.autocast(self.device.type, dtype=self.dtype)
 
-    def _network(self, x: torch.Tensor) -> torch.Tensor:
-        if self._conditioning is None:
+    def _network(self, x: torch.Tensor, style: torch.Tensor | None) -> torch.Tensor:
+        if style is None:
             return self.model(x)
-        return self.model(x, cultures=torch.full((x.shape[0],), self._conditioning, device=x.device))
+        return self.model.render(x, style.expand(x.shape[0], -1))
 
     @torch.no_grad()
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
@@ -78,15 +95,28 @@ class Stylizer:
         images = images.to(self.device, torch.float32)
         padded, (height, width) = pad_to_multiple(images, MULTIPLE)
         with self._autocast():
-            if self.tile is None or max(padded.shape[-2:]) <= self.tile:
-                output = self._network(padded).float()
-            else:
-                output = torch.cat([self._tiled(image[None]) for image in padded])
+            output = self._steered(padded)
         return output[..., :height, :width].clamp(-1, 1)
 
-    def _tiled(self, image: torch.Tensor) -> torch.Tensor:
-        return run_tiled_like_whole(self.model, self._network, image, self.tile, self.overlap, self.stats_pixels,
-                                    self.batch_size, MULTIPLE)
+    def _steered(self, x: torch.Tensor) -> torch.Tensor:
+        """x transferred at the steering's strength (the formulas: culturegan.transfer.steering)."""
+        steering = self.steering
+        if steering.strength == 0:
+            return x
+        if steering.own is None:  # strength 1, or a generator without codes: (1 - s) x + s G(x), G(x) at s = 1
+            return torch.lerp(x, self._render(x, steering.target), steering.strength)
+        style = torch.lerp(steering.own, steering.target, steering.strength)
+        reconstruction_error = x - self._render(x, steering.own)
+        return self._render(x, style) + (1 - steering.strength) * reconstruction_error
+
+    def _render(self, x: torch.Tensor, style: torch.Tensor | None) -> torch.Tensor:
+        """The generator's output for x under `style` (None: a generator without codes), whole or
+        in tiles; each call records its own whole-image statistics, which depend on the style."""
+        network = functools.partial(self._network, style=style)
+        if self.tile is None or max(x.shape[-2:]) <= self.tile:
+            return network(x).float()
+        return torch.cat([run_tiled_like_whole(self.model, network, image[None], self.tile, self.overlap,
+                                               self.stats_pixels, self.batch_size, MULTIPLE) for image in x])
 
     def image(self, picture: Image.Image, size: int | None = None) -> Image.Image:
         """A PIL image transferred: RGB, or RGBA with the input's alpha channel unchanged.
@@ -109,24 +139,21 @@ def _resized(image: Image.Image, size: int) -> Image.Image:
                         Image.Resampling.LANCZOS)
 
 
-def _generator_for(checkpoint: str | os.PathLike | Run, target: str | None, device: torch.device):
-    """(generator, card, culture index or None) for transferring to `target`."""
-    run = checkpoint if isinstance(checkpoint, Run) else load_run(checkpoint)
-    name, conditioning = run.generator_for(target)
-    model, card = run.generator(name, device=device)
-    return model, card, conditioning
-
-
 @functools.lru_cache(maxsize=4)
-def _cached(checkpoint: str, target: str | None, device: str | None, dtype: str | None) -> Stylizer:
-    return Stylizer(checkpoint, target, device, dtype)
+def _cached(checkpoint: str, target: str | None, device: str | None, dtype: str | None, reference: str | None,
+            strength: float, source: str | None) -> Stylizer:
+    return Stylizer(checkpoint, target, device, dtype, reference=reference, strength=strength, source_culture=source)
 
 
 def stylize(image, checkpoint: str | os.PathLike, target_culture: str | None = None, device: str | None = None,
-            dtype: str | None = None, size: int | None = None):
+            dtype: str | None = None, size: int | None = None, reference: str | os.PathLike | None = None,
+            strength: float = 1.0, source_culture: str | None = None):
     """Transfers one image: a PIL image or a file path gives a PIL image; a (3, H, W) or
-    (N, 3, H, W) tensor in [-1, 1] gives a tensor. The model stays loaded for later calls."""
-    stylizer = _cached(str(checkpoint), target_culture, device, dtype)
+    (N, 3, H, W) tensor in [-1, 1] gives a tensor. reference, strength and source_culture are
+    Stylizer's. The model (and the reference's code) stay loaded for later calls with the same
+    arguments."""
+    stylizer = _cached(str(checkpoint), target_culture, device, dtype, None if reference is None else str(reference),
+                       check_strength(strength), source_culture)
     if isinstance(image, (str, os.PathLike)):
         image = open_image(Path(image))
     if isinstance(image, Image.Image):

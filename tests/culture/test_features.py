@@ -146,3 +146,21 @@ def test_profile_from_a_culture_folder(tmp_path):
     near = profile.distance(extract(kente(3, size=32, seed=5)), "colour")
     far = profile.distance(extract(ink_wash(3, size=32, seed=5)), "colour")
     assert far.min() > near.max()
+
+
+def test_every_torchrun_rank_fits_the_profile_on_every_image(tmp_path, monkeypatch):
+    # Under torchrun the trainer fits the profiles after the process group is up: a rank's
+    # share of the folder would give each rank its own culture loss.
+    from PIL import Image
+
+    (tmp_path / "kente").mkdir()
+    for i, image in enumerate(kente(5, size=32, seed=2)):
+        array = ((image.permute(1, 2, 0) + 1) * 127.5).round().clamp(0, 255).byte().numpy()
+        Image.fromarray(array).save(tmp_path / "kente" / f"{i}.png")
+    alone = CultureProfile.fit_folder(tmp_path, "kente", size=32, batch_size=2)
+    for name, value in (("is_initialized", True), ("get_world_size", 2), ("get_rank", 1)):
+        monkeypatch.setattr(torch.distributed, name, lambda *args, value=value, **kwargs: value)
+    second_rank = CultureProfile.fit_folder(tmp_path, "kente", size=32, batch_size=2)
+    assert second_rank.count == alone.count == 5
+    for group in GROUPS:
+        torch.testing.assert_close(second_rank.means[group], alone.means[group])

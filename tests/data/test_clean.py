@@ -1,8 +1,10 @@
 """culturegan.data: reading culture images in every mode, and `culturegan data clean`."""
 
 import hashlib
+import importlib
 import io
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,6 +12,8 @@ from PIL import Image
 
 from culturegan import cli
 from culturegan.data import ImageReadError, clean, find_cultures, open_rgb, perceptual_hash, write_manifest
+from culturegan.data.clean import (HASH_BITS, MANIFEST_NAME, MULTI_INDEX_MAX_DISTANCE, _bits_set_by_table, _close_pairs,
+                                   _resolve_in_order, _scan_kept, near_duplicates)
 
 
 def textured(seed, size=(96, 80)):
@@ -145,3 +149,136 @@ def test_bad_roots_raise_clear_errors(tmp_path, make, message):
 def test_bad_settings_raise():
     with pytest.raises(ValueError, match="min_side must be >= 1"):
         clean(".", min_side=0)
+
+
+def sequential_rule(hashes, distance):
+    """The rule cleaning keeps to, as plainly as it can be written: each hash, in order, against
+    every kept one; a near duplicate names the nearest (of equals, the earliest)."""
+    kept, result = [], []
+    for index, value in enumerate(hashes):
+        nearest = min(((bin(value ^ hashes[k]).count("1"), k) for k in kept), default=None)
+        if nearest is not None and nearest[0] <= distance:
+            result.append((nearest[1], nearest[0]))
+        else:
+            kept.append(index)
+            result.append((-1, 0))
+    return result
+
+
+def clustered_hashes(seed, count):
+    """Hashes in a few tight clusters: chains (B near A, C near B but not A), equal distances
+    to two kept hashes, exact repeats."""
+    rng = np.random.default_rng(seed)
+    centres = [int(c) for c in rng.integers(0, 2**64, 6, dtype=np.uint64, endpoint=False)]
+    hashes = []
+    for _ in range(count):
+        value = hashes[rng.integers(len(hashes))] if hashes and rng.random() < 0.4 else centres[rng.integers(6)]
+        for bit in rng.choice(HASH_BITS, rng.integers(0, 9), replace=False):
+            value ^= 1 << int(bit)
+        hashes.append(value)
+    return hashes
+
+
+@pytest.mark.parametrize("distance", [0, 1, 4, MULTI_INDEX_MAX_DISTANCE, MULTI_INDEX_MAX_DISTANCE + 1, 12, 64, 99])
+def test_near_duplicates_follow_the_sequential_rule(distance):
+    for seed in range(12):
+        hashes = clustered_hashes(seed, 40 + 20 * seed)
+        nearest, bits = near_duplicates(np.array(hashes, dtype=np.uint64), distance)
+        assert list(zip(nearest.tolist(), bits.tolist())) == sequential_rule(hashes, distance), seed
+
+
+@pytest.mark.parametrize("search", [
+    lambda hashes, distance: _resolve_in_order(*_close_pairs(hashes, distance), len(hashes)),  # multi-index
+    _scan_kept,
+])
+def test_both_searches_on_a_chain_and_a_tie(search):
+    chain = [0, 0b1111, 0b1111_1111]  # the middle one is 4 bits from each neighbour
+    tie = [0b11_1111 << 20, 0b111 << 20]  # 3 bits from the first hash and from the one before
+    nearest, bits = search(np.array(chain + tie, dtype=np.uint64), 4)
+    # The middle is dropped for the first, so the third, 8 bits from the first, is kept; of the
+    # two kept hashes 3 bits away, the last names the earlier.
+    assert nearest.tolist() == [-1, 0, -1, -1, 0]
+    assert bits.tolist() == [0, 4, 0, 0, 3]
+    assert search(np.array([], dtype=np.uint64), 4)[0].size == 0
+
+
+def test_popcount_table_for_numpy_1_counts_every_bit():
+    values = np.array([0, 1, 2**63, 2**64 - 1, 0x8000_0000_0000_0001, 0xF0F0], dtype=np.uint64)
+    assert _bits_set_by_table(values).tolist() == [0, 1, 1, 64, 2, 8]
+    random = np.random.default_rng(0).integers(0, 2**64, 1000, dtype=np.uint64, endpoint=False)
+    assert _bits_set_by_table(random).tolist() == [bin(int(v)).count("1") for v in random]
+
+
+def test_perceptual_hash_has_64_bits():
+    hashes = [perceptual_hash(textured(seed)) for seed in range(16)]
+    assert all(0 <= h < 2**64 and bin(h).count("1") == 32 for h in hashes)  # half above the median of 64
+    bits_used = np.bitwise_or.reduce(np.array(hashes, dtype=np.uint64))
+    assert bits_used == np.uint64(2**64 - 1)
+
+
+def test_manifest_records_64_bit_hashes_and_their_format(dataset, tmp_path):
+    document = json.loads(write_manifest(clean(dataset), tmp_path / "manifest.json").read_text())
+    assert document["settings"]["perceptual_hash"].startswith("pHash: 64 bits")
+    hashes = [entry["phash"] for entry in document["entries"] if entry["phash"]]
+    assert len(hashes) == 10 and all(len(h) == 16 and bin(int(h, 16)).count("1") == 32 for h in hashes)
+
+
+def test_workers_do_not_change_the_manifest(dataset, tmp_path, caplog):
+    in_process = write_manifest(clean(dataset, workers=0), tmp_path / "0.json").read_text()
+    with caplog.at_level("INFO", logger="culturegan.data.clean"):
+        pooled = write_manifest(clean(dataset, workers=2), tmp_path / "2.json").read_text()
+    assert "in 2 processes" in caplog.text
+    assert pooled == in_process
+
+
+def test_cli_clean_takes_workers(dataset, capsys):
+    assert cli.main(["data", "clean", str(dataset), "--workers", "2"]) == 0
+    assert "near duplicate of ukiyoe/wave.png" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--workers", "-1"], "workers must be >= 0"),
+    (["--near-duplicate-distance", "-1"], "near_duplicate_distance must be >= 0"),
+])
+def test_cli_bad_settings_exit_2_and_write_nothing(dataset, capsys, arguments, message):
+    before = file_hashes(dataset)
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["data", "clean", str(dataset), *arguments])
+    assert exit_info.value.code == 2
+    assert f"culturegan data clean: {message}" in capsys.readouterr().err
+    assert file_hashes(dataset) == before  # no manifest, nothing else
+
+
+def test_a_dataset_without_images_is_an_error_and_writes_nothing(tmp_path, capsys):
+    root = tmp_path / "cultures"
+    (root / "ink_wash").mkdir(parents=True)
+    (root / "ukiyoe" / "notes.txt").parent.mkdir()
+    (root / "ukiyoe" / "notes.txt").write_text("not an image")
+    with pytest.raises(ValueError, match="no images in the culture folders of .*ink_wash, ukiyoe"):
+        clean(root)
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["data", "clean", str(root)])
+    assert exit_info.value.code == 2 and "no images" in capsys.readouterr().err
+    assert not (root / MANIFEST_NAME).exists() and sorted(p.name for p in root.rglob("*")) == [
+        "ink_wash", "notes.txt", "ukiyoe"]
+
+
+def test_bad_workers_raise_before_any_image_is_read(monkeypatch):
+    module = importlib.import_module("culturegan.data.clean")  # culturegan.data.clean is also the function
+    monkeypatch.setattr(module, "_list_images", lambda root: pytest.fail("read the folder"))
+    with pytest.raises(ValueError, match="workers must be >= 0"):
+        clean(".", workers=-2)
+
+
+def test_a_file_that_cannot_be_read_is_rejected_not_fatal(dataset, monkeypatch):
+    read_bytes = Path.read_bytes
+
+    def refuse_one(path):
+        if path.name == "other.bmp":
+            raise PermissionError(13, "Permission denied", str(path))
+        return read_bytes(path)
+
+    monkeypatch.setattr(Path, "read_bytes", refuse_one)
+    by_name = {entry.path.split("/")[-1]: entry for entry in clean(dataset, workers=0).entries}
+    assert not by_name["other.bmp"].kept and by_name["other.bmp"].reason == "unreadable: Permission denied"
+    assert by_name["wave.png"].kept

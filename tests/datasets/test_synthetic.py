@@ -5,6 +5,7 @@ import types
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from culturegan import cli
 from culturegan.culture import extract, separation
@@ -38,24 +39,50 @@ def test_every_culture_is_told_apart_by_every_feature_group():
         result.table()
 
 
-def test_write_dataset_and_the_cli(tmp_path, monkeypatch, capsys):
-    monkeypatch.setitem(sys.modules, "skimage", None)  # scikit-image absent: procedural photos only
+@pytest.fixture
+def fake_scikit_image(monkeypatch):
+    """An importable scikit-image with one colour sample photo (and a grayscale one, skipped)."""
+    fake = types.SimpleNamespace(astronaut=lambda: np.full((40, 60, 3), 120, np.uint8),
+                                 camera=lambda: np.zeros((40, 40), np.uint8))
+    module = types.ModuleType("skimage")
+    module.data = fake
+    monkeypatch.setitem(sys.modules, "skimage", module)
+    monkeypatch.setitem(sys.modules, "skimage.data", fake)
+
+
+def test_write_dataset_and_the_cli(tmp_path, fake_scikit_image, capsys):
+    """The dataset is the same whether or not scikit-image is installed: its photos need asking for."""
     root = write_dataset(tmp_path / "data", count=3, size=32)
     assert sorted(p.name for p in root.iterdir()) == sorted([*CULTURES, CONTENT])
     assert len(CultureImages(root)) == 3 * 5 and not list(root.rglob(".*.tmp"))
     assert cli.main(["data", "synth", str(tmp_path / "cli"), "--n", "2", "--size", "24"]) == 0
     assert "wrote 2 images per culture" in capsys.readouterr().out
+    assert sorted(p.name for p in (tmp_path / "cli").iterdir()) == sorted([*CULTURES, CONTENT])
     with pytest.raises(SystemExit):
         cli.main(["data", "synth", str(tmp_path / "bad"), "--n", "0"])
 
 
-def test_scikit_image_sample_photos_join_when_installed(tmp_path, monkeypatch):
-    fake = types.SimpleNamespace(astronaut=lambda: np.full((40, 60, 3), 120, np.uint8),
-                                 camera=lambda: np.zeros((40, 40), np.uint8))  # grayscale: skipped
-    module = types.ModuleType("skimage")
-    module.data = fake
-    monkeypatch.setitem(sys.modules, "skimage", module)
-    monkeypatch.setitem(sys.modules, "skimage.data", fake)
-    root = write_dataset(tmp_path / "data", count=1, size=32, cultures=["kente"])
+def test_scikit_image_sample_photos_join_when_asked_for(tmp_path, fake_scikit_image):
+    root = write_dataset(tmp_path / "data", count=1, size=32, cultures=["kente"], sample_photos=True)
     photos = sorted((root / SAMPLE_PHOTOS).iterdir())
-    assert len(photos) == 1 and np.asarray(__import__("PIL.Image").Image.open(photos[0])).shape == (32, 32, 3)
+    assert len(photos) == 1 and np.asarray(Image.open(photos[0])).shape == (32, 32, 3)
+    assert np.asarray(Image.open(photos[0])).mean() == pytest.approx(120, abs=1)
+    assert cli.main(["data", "synth", str(tmp_path / "cli"), "--n", "1", "--size", "24", "--sample-photos"]) == 0
+    assert len(list((tmp_path / "cli" / SAMPLE_PHOTOS).iterdir())) == 1
+
+
+def test_sample_photos_without_scikit_image_are_a_clear_error(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "skimage", None)  # import skimage raises ImportError
+    with pytest.raises(ValueError, match=r"sample photos need scikit-image, which is not installed"):
+        write_dataset(tmp_path / "data", count=1, size=32, sample_photos=True)
+    assert not (tmp_path / "data").exists()  # nothing half-written
+    with pytest.raises(SystemExit) as error:
+        cli.main(["data", "synth", str(tmp_path / "cli"), "--n", "1", "--sample-photos"])
+    assert error.value.code == 2
+    assert "culturegan data synth: the sample photos need scikit-image" in capsys.readouterr().err
+    assert not (tmp_path / "cli").exists()
+    empty = types.ModuleType("skimage")
+    empty.data = types.SimpleNamespace(camera=lambda: np.zeros((40, 40), np.uint8))  # grayscale only
+    monkeypatch.setitem(sys.modules, "skimage", empty)
+    with pytest.raises(ValueError, match="scikit-image holds none of its colour sample photos"):
+        write_dataset(tmp_path / "data", count=1, size=32, sample_photos=True)

@@ -52,7 +52,7 @@ def test_every_multi_culture_generator_loss_reaches_the_generator(three_cultures
     trainer = Trainer(multi(three_cultures, tmp_path / "grad", lambda_identity=0.5))
     batch = next(trainer._batches())
     losses, _ = trainer.objective.generator_losses(trainer.forward, batch)
-    assert set(losses) == {"G_adv", "G_class", "cycle", "identity", "culture", "structure"}
+    assert set(losses) == {"G_adv", "G_class", "cycle", "identity", "reference", "culture", "structure"}
     generator = [p for p in trainer.models["G"].parameters() if p.requires_grad]
     for name, loss in losses.items():
         grads = torch.autograd.grad(loss, generator, retain_graph=True, allow_unused=True)

@@ -8,21 +8,12 @@ from PIL import Image
 
 import culturegan
 from culturegan import cli
-from culturegan.models import MultiCultureGenerator, ResnetGenerator, convert
+from culturegan.models import MultiCultureGenerator, convert
 from culturegan.models.loading import load_run
-from culturegan.training import TrainConfig, Trainer
 from culturegan.transfer import Stylizer, transfer_files
 from culturegan.transfer.tiling import ramp, tile_starts
 
 RECEPTIVE_RADIUS = 24  # ResnetGenerator(n_blocks=1): 7x7 stem, 2 strided 3x3, 2 3x3 at 1/4, 2 up, 7x7 head
-
-
-@pytest.fixture(scope="module")
-def generator_file(tmp_path_factory):
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("models") / "latest_net_G.pth"
-    torch.save(ResnetGenerator(ngf=4, n_blocks=1).state_dict(), path)
-    return path
 
 
 def test_any_size_is_padded_to_the_networks_multiple_and_cropped_back(generator_file):
@@ -147,23 +138,6 @@ def test_stylize_takes_images_paths_and_tensors(generator_file, tmp_path):
     assert tensor.shape == (3, 20, 24)
     with pytest.raises(TypeError, match="PIL image, a path or a tensor"):
         culturegan.stylize([1, 2], checkpoint=generator_file, device="cpu")
-
-
-@pytest.fixture(scope="module")
-def two_culture_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    rng = np.random.default_rng(0)
-    for culture, colour in (("photo", (120, 120, 120)), ("ukiyoe", (200, 60, 40))):
-        (root / culture).mkdir()
-        for i in range(3):
-            pixels = np.clip(rng.normal(0, 30, (36, 36, 3)) + np.array(colour), 0, 255).astype(np.uint8)
-            Image.fromarray(pixels).save(root / culture / f"{i}.png")
-    output = tmp_path_factory.mktemp("run")
-    config = TrainConfig(data_root=str(root), source="photo", target="ukiyoe", load_size=36, crop_size=32, workers=0,
-                         ngf=4, n_blocks=1, ndf=4, profile_size=32, steps=1, decay_steps=0, device="cpu",
-                         output=str(output), progress=False, sample_every=0)
-    Trainer(config).fit()
-    return output
 
 
 def test_target_cultures_pick_the_generator(two_culture_run, generator_file, tmp_path):
