@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 
 from culturegan import __version__  # (culturegan's __init__ imports no torch: --help stays instant)
@@ -235,6 +236,9 @@ def _demo(args, parser: argparse.ArgumentParser) -> int:
         parser.exit(2, f"culturegan demo: --seeds must be >= 1, got {args.seeds}\n")
     settings = dataclasses.replace(demo.DemoSettings(), target=args.target, device=args.device, **changes)
     report, met = demo.run(args.out, settings, args.seeds)
+    # the targets are the demo's result: printed, so that --quiet keeps them (the report holds them too)
+    for target in json.loads((report.parent / "targets.json").read_text()):
+        print(f"{'met' if target['met'] else 'MISSED'}: {target['target']} ({target['measured']})")
     print(f"report: {report}")
     return 1 if args.check and not met else 0
 

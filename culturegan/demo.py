@@ -227,6 +227,4 @@ def run(out: str | Path, settings: DemoSettings = DemoSettings(), seeds: int = 3
                           notes=notes)
     write_text(out / "report" / "targets.json", json.dumps(
         [{"target": t, "met": m, "measured": n} for t, m, n in checks], indent=2) + "\n")
-    for note in notes:
-        logger.info(note)
     return report, all(met for _, met, _ in checks)

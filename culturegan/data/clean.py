@@ -44,7 +44,7 @@ PHASH_FORMAT = ("pHash: 64 bits, 16 hex digits; DCT-II of a 32 x 32 grayscale co
                 "less (0, 0), row by row, then (0, 8); a bit is 1 where its coefficient is above their median")
 # Near-duplicate distances up to this are searched by multi-index hashing, larger ones by a scan
 # of the kept hashes (see near_duplicates).
-MULTI_INDEX_MAX_DISTANCE = 7
+MULTI_INDEX_MAX_DISTANCE = 4
 # The default number of decoding processes: the usable cores, at most this many, so that a default
 # run on a many-core server does not start dozens of processes (each with its own memory) while
 # one parent collects their results. A guard, not a tuned optimum: pass workers for more.
@@ -248,57 +248,45 @@ def near_duplicates(hashes: np.ndarray, distance: int) -> tuple[np.ndarray, np.n
     or -1 for a kept hash; bits: the bits they differ in, 0 for a kept hash), int64 arrays.
 
     Both searches below are exact; each is fast where the other is slow. Multi-index hashing
-    (Norouzi et al., 2012) compares only hashes that agree on one of distance + 1 chunks, which
-    any two within `distance` bits do (pigeonhole): at the default 4, 13-bit chunks, it makes a
-    few million comparisons for 100k hashes, not the scan's billions. Its work grows about 4x
-    per extra bit as the chunks narrow (100k random hashes, a shared 2-core VM: 0.4 s at 4, 10 s
-    at 8, 44 s at 10; the scan, 20 s), so beyond 7 (byte-wide chunks) the kept hashes are scanned
-    instead, XOR and popcount in NumPy: hashes x kept comparisons, which large distances, keeping
-    few, make cheap.
+    (Norouzi et al., 2012) splits the hashes into distance + 1 chunks; any two within `distance`
+    bits agree on one whole chunk (pigeonhole), so each hash is compared only with the kept
+    hashes that share a chunk with it. Only kept hashes are indexed, and they are pairwise more
+    than `distance` apart, so a cluster of equal or near-equal hashes (flat placeholder images,
+    re-encoded copies) keeps one and never fills a bucket. The buckets grow as the chunks narrow
+    (100k random hashes, the 2-core VM: 0.5 s at distance 0, 2.6 s at 4 with 13-bit chunks, 8 s
+    at 5, 32 s at 6), while a scan of the kept hashes, XOR and popcount in NumPy, takes 4-5 s
+    whatever the distance (hashes x kept comparisons, which large distances, keeping few, make
+    cheaper): beyond 4 the kept hashes are scanned.
     A BK-tree was not used: its queries walk the tree node by node in Python.
     """
     hashes = np.asarray(hashes, dtype=np.uint64)
     distance = min(distance, HASH_BITS)  # no two hashes differ in more
     if distance <= MULTI_INDEX_MAX_DISTANCE:
-        return _resolve_in_order(*_close_pairs(hashes, distance), len(hashes))
+        return _index_kept(hashes, distance)
     return _scan_kept(hashes, distance)
 
 
-def _close_pairs(hashes: np.ndarray, distance: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(earlier, later, bits): every pair of hashes at most `distance` bits apart, once each."""
-    found = []
-    bounds = np.linspace(0, HASH_BITS, distance + 2).astype(int)
-    for low, high in zip(bounds[:-1], bounds[1:]):
-        keys = (hashes >> np.uint64(low)) & np.uint64((1 << int(high - low)) - 1)
-        order = np.argsort(keys, kind="stable")  # of equal keys, the earlier hash first
-        sorted_keys, sorted_hashes = keys[order], hashes[order]
-        # The bucket (run of equal keys) of each sorted position, and -1 past the end.
-        buckets = np.append(np.cumsum(np.r_[False, sorted_keys[1:] != sorted_keys[:-1]]), -1)
-        # Positions p sharing a bucket with p + offset: for each offset, only those that shared
-        # one with p + offset - 1 can, so the work is the number of same-bucket pairs.
-        offset, starts = 1, np.flatnonzero(buckets[:-1] == buckets[1:])
-        while starts.size:
-            bits = _bits_set(sorted_hashes[starts] ^ sorted_hashes[starts + offset])
-            close = bits <= distance
-            found.append((order[starts[close]], order[starts[close] + offset], bits[close]))
-            offset += 1
-            starts = starts[buckets[starts] == buckets[starts + offset]]
-    earlier, later, bits = (np.concatenate([pairs[i] for pairs in found]) if found else np.empty(0, np.int64)
-                            for i in range(3))
-    _, first = np.unique(later * len(hashes) + earlier, return_index=True)  # pairs sharing chunks: once
-    return earlier[first], later[first], bits[first]
-
-
-def _resolve_in_order(earlier: np.ndarray, later: np.ndarray, bits: np.ndarray,
-                      count: int) -> tuple[np.ndarray, np.ndarray]:
-    """near_duplicates' rule from the close pairs: in order, each hash is a near duplicate of the
-    nearest earlier one of its pairs that was kept, if any."""
-    nearest, nearest_bits = [-1] * count, [0] * count
-    # By later hash, then fewest bits, then earliest: a hash's first kept partner is its nearest.
-    order = np.lexsort((earlier, bits, later))
-    for first, second, bits_apart in zip(earlier[order].tolist(), later[order].tolist(), bits[order].tolist()):
-        if nearest[second] == -1 and nearest[first] == -1:  # both kept so far: `second` is not
-            nearest[second], nearest_bits[second] = first, bits_apart
+def _index_kept(hashes: np.ndarray, distance: int) -> tuple[np.ndarray, np.ndarray]:
+    """near_duplicates' rule by multi-index hashing over the kept hashes, in Python integers:
+    per hash, a few dictionary lookups and a popcount per candidate."""
+    bounds = np.linspace(0, HASH_BITS, distance + 2).astype(int).tolist()
+    chunks = [(low, (1 << (high - low)) - 1) for low, high in zip(bounds[:-1], bounds[1:])]
+    values = hashes.tolist()
+    buckets: list[dict[int, list[int]]] = [{} for _ in chunks]
+    nearest, nearest_bits = [-1] * len(values), [0] * len(values)
+    for index, value in enumerate(values):
+        keys = [(value >> low) & mask for low, mask in chunks]
+        candidates = sorted({kept for bucket, key in zip(buckets, keys) for kept in bucket.get(key, ())})
+        best, best_bits = -1, distance + 1
+        for kept in candidates:  # in order, so that of equal distances the earliest kept wins
+            bits = (value ^ values[kept]).bit_count()
+            if bits < best_bits:
+                best, best_bits = kept, bits
+        if best >= 0:
+            nearest[index], nearest_bits[index] = best, best_bits
+            continue
+        for bucket, key in zip(buckets, keys):
+            bucket.setdefault(key, []).append(index)
     return np.array(nearest, dtype=np.int64), np.array(nearest_bits, dtype=np.int64)
 
 

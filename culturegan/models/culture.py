@@ -20,6 +20,10 @@ from torch import nn
 
 from culturegan.nn import FusedConvLeakyReLU, FusedConvNormAct
 
+# a reference feature's standardising scale is at least this share of the largest (see
+# MultiCultureGenerator.fit_reference_statistics)
+REFERENCE_SCALE_FLOOR = 1e-3
+
 
 class AdaINResidualBlock(nn.Module):
     """x + (conv3x3 reflect, AdaIN, ReLU, conv3x3 reflect, AdaIN)(x), the style's scale and shift
@@ -46,7 +50,9 @@ class MultiCultureGenerator(nn.Module):
     Args:
         num_cultures: K.
         feature_dim: the length of culture feature vectors (``CultureFeatures.all()``) a
-            reference image may steer with; None disables reference steering.
+            reference image may steer with; None disables reference steering. The projection
+            takes them standardised by the persistent buffers reference_mean and reference_scale
+            (fit_reference_statistics; identity until fitted).
     """
 
     def __init__(self, num_cultures: int, in_channels: int = 3, out_channels: int = 3, ngf: int = 64,
@@ -66,7 +72,40 @@ class MultiCultureGenerator(nn.Module):
         self.culture_embedding = nn.Embedding(num_cultures, style_dim)
         self.reference_projection = None if feature_dim is None else nn.Sequential(
             nn.Linear(feature_dim, style_dim), nn.LeakyReLU(0.2), nn.Linear(style_dim, style_dim))
+        if feature_dim is not None:  # identity statistics until fit_reference_statistics
+            self.register_buffer("reference_mean", torch.zeros(feature_dim))
+            self.register_buffer("reference_scale", torch.ones(feature_dim))
         self.num_cultures = num_cultures
+
+    @torch.no_grad()
+    def fit_reference_statistics(self, features: torch.Tensor) -> None:
+        """Sets what style_code standardises reference features with: the mean and standard
+        deviation of (n, feature_dim) `features`, a training run's images'.
+
+        The raw features' scales differ by orders of magnitude (a culture's share of a feature
+        can be a few hundredths of a unit), and Adam grows each input weight at about the
+        learning rate per step, so without this the projection needs tens of thousands of steps
+        to use the features that tell cultures apart. Each scale is floored at REFERENCE_SCALE_FLOOR
+        of the largest: a feature constant over the training images would otherwise turn a
+        reference that varies there into a huge input."""
+        if self.reference_projection is None:
+            raise ValueError("this generator was built without feature_dim: it has no reference statistics")
+        if features.dim() != 2 or features.shape[0] < 2 or features.shape[1] != self.reference_mean.numel():
+            raise ValueError(f"reference statistics need (n >= 2, {self.reference_mean.numel()}) features, "
+                             f"got {tuple(features.shape)}")
+        scale = features.double().std(0)
+        self.reference_mean.copy_(features.double().mean(0))
+        self.reference_scale.copy_(scale.clamp_min(max(REFERENCE_SCALE_FLOOR * float(scale.max()), 1e-12)))
+
+    def complete_state_dict(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """`state` with identity reference statistics when it has a reference projection saved
+        without them: one trained before culturegan standardised reference features, so on the
+        raw features, which identity statistics pass through unchanged."""
+        weight = state.get("reference_projection.0.weight")
+        if weight is None or "reference_mean" in state or "reference_scale" in state:
+            return state
+        return {**state, "reference_mean": weight.new_zeros(weight.shape[1]),
+                "reference_scale": weight.new_ones(weight.shape[1])}
 
     def style_code(self, cultures: torch.Tensor | None = None,
                    reference_features: torch.Tensor | None = None) -> torch.Tensor:
@@ -78,7 +117,7 @@ class MultiCultureGenerator(nn.Module):
             return self.culture_embedding(cultures)
         if self.reference_projection is None:
             raise ValueError("this generator was built without feature_dim: it cannot take reference features")
-        return self.reference_projection(reference_features)
+        return self.reference_projection((reference_features - self.reference_mean) / self.reference_scale)
 
     def forward(self, x: torch.Tensor, cultures: torch.Tensor | None = None,
                 reference_features: torch.Tensor | None = None, style: torch.Tensor | None = None) -> torch.Tensor:

@@ -116,6 +116,8 @@ def _infer_multi(state) -> Architecture:
     head = state.get("decoder.3.weight")
     if head is None:
         raise ValueError("a multi-culture generator without its output convolution decoder.3.weight")
+    # the projection's feature statistics (reference_mean, reference_scale) load with it when the
+    # file has them; a projection saved before them gets identity statistics (complete_state_dict)
     reference = state.get("reference_projection.0.weight")
     return Architecture("multi_generator", int(stem.shape[1]), int(head.shape[0]), int(stem.shape[0]), len(blocks),
                         num_cultures=int(embedding.shape[0]), style_dim=int(embedding.shape[1]),

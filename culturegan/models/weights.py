@@ -55,7 +55,10 @@ def _unwrapped(key: str) -> str:
 
 def load_weights(module: torch.nn.Module, state: dict[str, torch.Tensor], source: str | os.PathLike) -> None:
     """module.load_state_dict(state) after dropping unused norm statistics, or a ValueError that
-    lists the missing, unexpected and differently shaped keys (`source` names the file)."""
+    lists the missing, unexpected and differently shaped keys (`source` names the file). A module
+    with a complete_state_dict method first fills in what states of its earlier versions lack."""
+    if hasattr(module, "complete_state_dict"):
+        state = module.complete_state_dict(state)
     expected = module.state_dict()
     state = {k: v for k, v in state.items() if k in expected or k.rsplit(".", 1)[-1] not in NORM_STATISTICS}
     missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))

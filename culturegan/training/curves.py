@@ -164,6 +164,8 @@ def _curve(axes, records: list[dict], key: str, colour: str, **style) -> None:
 def _loss_curve(axes, records: list[dict], key: str, colour: str, smooth: int) -> None:
     """The trailing mean (when smooth > 1) over the raw values, drawn faint."""
     steps, values = _series(records, key)
+    if not steps:  # this run does not log `key` (runs of other modes or weights, overlaid)
+        return
     if smooth > 1:
         axes.plot(steps, values, color=colour, linewidth=0.8, alpha=0.25)
         values = smoothed(values, smooth)

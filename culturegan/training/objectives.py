@@ -25,7 +25,8 @@ import random
 import torch
 import torch.nn.functional as F
 
-from culturegan.culture import CultureProfile, reference_features
+from culturegan.culture import (REFERENCE_SIDE, CultureFeatureExtractor, CultureProfile, folder_features,
+                                reference_features)
 from culturegan.data import Augment, CultureImages
 from culturegan.losses import (
     CultureLoss,
@@ -176,6 +177,9 @@ class MultiCultureObjective(Objective):
         features = culture_loss.extractor.feature_dim()
         self.feature_dim = features if config.discriminator_features else None
         self.reference_dim = features if config.lambda_reference > 0 else None  # the generator's projection's
+        # (every training image, reference_dim): fitted with the profiles, what build_models
+        # standardises a fresh projection's input with; None on resume (the checkpoint has them)
+        self.reference_sample: torch.Tensor | None = None
         self._names = list(config.culture_list()) or None
 
     @property
@@ -191,10 +195,27 @@ class MultiCultureObjective(Objective):
         self._names = images.cultures
         return {"all": images}
 
+    def fit_profiles(self, progress: bool = False) -> None:
+        """The profiles, and with a reference projection the reference features of the same
+        images, every one on every rank (so every rank standardises alike)."""
+        super().fit_profiles(progress)
+        if self.reference_dim is None:
+            return
+        c, extractor = self.config, CultureFeatureExtractor(self.culture_loss.extractor.seed,
+                                                            self.culture_loss.extractor.gram)
+        # at REFERENCE_SIDE, reference_view leaves the centre-cropped images as they are: these
+        # are reference_features of the training images
+        self.reference_sample = torch.cat([
+            folder_features(c.data_root, name, REFERENCE_SIDE, manifest=c.manifest or None, extractor=extractor,
+                            progress=progress).all() for name in self.cultures])
+
     def build_models(self) -> dict[str, torch.nn.Module]:
         c, k = self.config, len(self.cultures)
-        return {"G": MultiCultureGenerator(k, ngf=c.ngf, n_blocks=c.n_blocks, style_dim=c.style_dim,
-                                           feature_dim=self.reference_dim),
+        generator = MultiCultureGenerator(k, ngf=c.ngf, n_blocks=c.n_blocks, style_dim=c.style_dim,
+                                          feature_dim=self.reference_dim)
+        if self.reference_sample is not None:
+            generator.fit_reference_statistics(self.reference_sample)
+        return {"G": generator,
                 "D": CultureDiscriminator(k, ndf=c.ndf, n_layers=c.d_layers, feature_dim=self.feature_dim)}
 
     def transfer(self, m: dict[str, torch.nn.Module], images: torch.Tensor) -> torch.Tensor:
@@ -264,7 +285,8 @@ class MultiCultureObjective(Objective):
         used = used.nonzero().squeeze(1)
         if len(used) == 0:  # no image drawn (0.5 ** N): a zero loss keeps every step's records alike
             return target_codes, source_codes, target_codes.new_zeros(())
-        projected = generator.reference_projection(reference_features(real[used], self.culture_loss.extractor))
+        features = reference_features(real[used], self.culture_loss.extractor)
+        projected = generator.style_code(reference_features=features)
         codes = projected.new_zeros(count, projected.shape[1]).index_copy(0, used, projected)
         target_codes = torch.where(to_reference[:, None], codes[chosen], target_codes)
         source_codes = torch.where(steered[:, None], codes, source_codes)

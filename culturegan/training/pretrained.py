@@ -10,7 +10,8 @@ gives each network its counterpart: a contrastive run's G starts from a CycleGAN
 generator that transfers to the same target (G_AB or G_BA), its D from the discriminator of
 that target (D_B or D_A). A multi-culture generator trained without a reference projection
 (lambda_reference = 0, or before culturegan trained one) initialises a run that has one with the
-run's own freshly initialised projection.
+run's own freshly initialised projection, and with this run's reference feature statistics
+(a trained projection keeps the statistics it was trained with).
 """
 
 from __future__ import annotations
@@ -27,7 +28,9 @@ from culturegan.training.config import TrainConfig
 
 logger = logging.getLogger(__name__)
 
-PROJECTION = "reference_projection."  # MultiCultureGenerator's reference projection's keys
+# MultiCultureGenerator's reference projection's keys, and its feature statistics' (reference_mean,
+# reference_scale): a projection comes with the statistics it was trained with
+PROJECTION = "reference_"
 
 
 def initialise(config: TrainConfig, models: dict[str, torch.nn.Module], generators: tuple[str, ...],

@@ -65,6 +65,10 @@ class Trainer:
         self.objective = OBJECTIVES[c.mode](config, self.culture_loss, self.rng)
         self.data = self.objective.datasets()
         self.held_out = self._held_out_set() if c.eval_every else None
+        if not resume:  # before the models: a fresh reference projection takes statistics fitted with the profiles
+            if self.rank == 0:
+                logger.info("fitting the culture profiles of %s on %s", ", ".join(self.objective.cultures), c.data_root)
+            self.objective.fit_profiles(progress=c.progress and self.rank == 0)
         self._build_models(initialise=not resume)
         self.step, self.bad_steps = 0, 0
         self._writer = None
@@ -73,10 +77,6 @@ class Trainer:
             if latest is None:
                 raise FileNotFoundError(f"--resume: no checkpoint in {self.checkpoints}")
             self.load(latest)
-        else:
-            if self.rank == 0:
-                logger.info("fitting the culture profiles of %s on %s", ", ".join(self.objective.cultures), c.data_root)
-            self.objective.fit_profiles(progress=c.progress and self.rank == 0)
         if self.rank == 0:
             self.output.mkdir(parents=True, exist_ok=True)
             _files.write_text(self.output / "config.json", config.to_json() + "\n")

@@ -16,11 +16,10 @@ import os
 from contextlib import nullcontext
 from pathlib import Path
 
-import numpy as np
 import torch
 from PIL import Image
 
-from culturegan.data import open_image, split_alpha
+from culturegan.data import open_image, split_alpha, to_tensor
 from culturegan.models.loading import Run, load_run
 from culturegan.transfer.steering import check_strength, steer
 from culturegan.transfer.tiling import pad_to_multiple, run_tiled_like_whole
@@ -124,8 +123,7 @@ class Stylizer:
         rgb, alpha = split_alpha(picture)
         if size is not None:
             rgb, alpha = (_resized(part, size) if part is not None else None for part in (rgb, alpha))
-        tensor = torch.from_numpy(np.asarray(rgb, dtype=np.float32)).permute(2, 0, 1)[None] / 127.5 - 1
-        output = self(tensor)[0]
+        output = self(to_tensor(rgb)[None])[0]
         pixels = ((output + 1) * 127.5).round().clamp(0, 255).byte().permute(1, 2, 0).cpu().numpy()
         result = Image.fromarray(pixels, "RGB")
         if alpha is not None:

@@ -12,8 +12,8 @@ from PIL import Image
 
 from culturegan import cli
 from culturegan.data import ImageReadError, clean, find_cultures, open_rgb, perceptual_hash, write_manifest
-from culturegan.data.clean import (HASH_BITS, MANIFEST_NAME, MULTI_INDEX_MAX_DISTANCE, _bits_set_by_table, _close_pairs,
-                                   _resolve_in_order, _scan_kept, near_duplicates)
+from culturegan.data.clean import (HASH_BITS, MANIFEST_NAME, MULTI_INDEX_MAX_DISTANCE, _bits_set_by_table,
+                                   _index_kept, _scan_kept, near_duplicates)
 
 
 def textured(seed, size=(96, 80)):
@@ -188,7 +188,7 @@ def test_near_duplicates_follow_the_sequential_rule(distance):
 
 
 @pytest.mark.parametrize("search", [
-    lambda hashes, distance: _resolve_in_order(*_close_pairs(hashes, distance), len(hashes)),  # multi-index
+    _index_kept,  # multi-index hashing
     _scan_kept,
 ])
 def test_both_searches_on_a_chain_and_a_tie(search):

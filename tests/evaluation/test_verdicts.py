@@ -3,6 +3,8 @@ collapsed generator does not show its inputs and collapses, the identity shows e
 no target culture, another image's input is no match, a hidden code and a dot grid are named.
 Also: summaries over seeds, and `culturegan demo --check`."""
 
+import json
+
 import pytest
 import torch
 
@@ -97,16 +99,20 @@ def test_summaries_over_seeds():
 
 
 @pytest.mark.parametrize("met, check, code", [(True, True, 0), (False, True, 1), (False, False, 0)])
-def test_demo_check_exit_status(monkeypatch, tmp_path, met, check, code):
+def test_demo_check_exit_status(monkeypatch, tmp_path, capsys, met, check, code):
     calls = []
 
     def run(out, settings, seeds):
         calls.append(seeds)
+        (tmp_path / "targets.json").write_text(json.dumps([{"target": "a target", "met": met, "measured": "0.5"}]))
         return tmp_path / "report.html", met
 
     monkeypatch.setattr(demo, "run", run)
-    assert cli.main(["demo", "--out", str(tmp_path), "--seeds", "2", *(["--check"] if check else [])]) == code
+    assert cli.main(["--quiet", "demo", "--out", str(tmp_path), "--seeds", "2",
+                     *(["--check"] if check else [])]) == code
     assert calls == [2]
+    # the targets are the result: on standard output, even with --quiet
+    assert capsys.readouterr().out.startswith(f"{'met' if met else 'MISSED'}: a target (0.5)\n")
     with pytest.raises(SystemExit) as error:
         cli.main(["demo", "--seeds", "0"])
     assert error.value.code == 2

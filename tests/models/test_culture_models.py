@@ -5,7 +5,7 @@ import torch
 
 from culturegan.culture import extract
 from culturegan.losses import r1_penalty
-from culturegan.models import CultureDiscriminator, MultiCultureGenerator
+from culturegan.models import CultureDiscriminator, MultiCultureGenerator, load_weights
 from culturegan.nn import FusedConvLeakyReLU, FusedConvNormAct
 
 FEATURES = 431  # CultureFeatures.all() without Gram matrices
@@ -101,3 +101,48 @@ def test_state_dict_round_trip():
     fresh.load_state_dict(generator.state_dict())
     x, cultures = images(), torch.tensor([1, 0])
     torch.testing.assert_close(fresh(x, cultures=cultures), generator(x, cultures=cultures))
+
+
+def test_reference_features_are_standardised_by_fitted_statistics():
+    generator = small_generator()
+    features = extract(images(4)).all()
+    # hand-built: identity statistics, the projection takes the raw features
+    assert torch.equal(generator.reference_mean, torch.zeros(FEATURES))
+    assert torch.equal(generator.reference_scale, torch.ones(FEATURES))
+    torch.testing.assert_close(generator.style_code(reference_features=features),
+                               generator.reference_projection(features))
+    constant = features.clone()
+    constant[:, 0] = 0.25  # a feature that never varies: its scale is floored, not zero
+    generator.fit_reference_statistics(constant)
+    std = constant.double().std(0)
+    floor = 1e-3 * std.max()
+    torch.testing.assert_close(generator.reference_mean, constant.mean(0))
+    torch.testing.assert_close(generator.reference_scale, std.clamp_min(floor).float())
+    assert generator.reference_scale[0] == pytest.approx(float(floor))
+    standard = (constant - constant.mean(0)) / std.clamp_min(floor).float()
+    torch.testing.assert_close(generator.style_code(reference_features=constant),
+                               generator.reference_projection(standard))
+    with pytest.raises(ValueError, match=r"need \(n >= 2, 431\) features, got \(1, 431\)"):
+        generator.fit_reference_statistics(features[:1])
+    with pytest.raises(ValueError, match="without feature_dim: it has no reference statistics"):
+        MultiCultureGenerator(3, ngf=8, n_blocks=2).fit_reference_statistics(features)
+
+
+def test_a_state_dict_without_reference_statistics_loads_with_identity_ones():
+    generator = small_generator()
+    generator.fit_reference_statistics(extract(images(4)).all())
+    fitted = generator.state_dict()
+    assert {"reference_mean", "reference_scale"} <= fitted.keys()
+    fresh = MultiCultureGenerator(3, ngf=8, n_blocks=2, feature_dim=FEATURES)
+    load_weights(fresh, fitted, "fitted")
+    assert torch.equal(fresh.reference_mean, generator.reference_mean)
+    assert torch.equal(fresh.reference_scale, generator.reference_scale)
+    # a projection saved before the statistics was trained on raw features: identity ones
+    old = {k: v for k, v in fitted.items() if k not in ("reference_mean", "reference_scale")}
+    load_weights(fresh, old, "old")
+    assert torch.equal(fresh.reference_mean, torch.zeros(FEATURES))
+    assert torch.equal(fresh.reference_scale, torch.ones(FEATURES))
+    features = extract(images(2)).all()
+    torch.testing.assert_close(fresh.style_code(reference_features=features), generator.reference_projection(features))
+    with pytest.raises(ValueError, match=r"1 missing \['reference_scale'\]"):  # half of them is no known form
+        load_weights(fresh, {k: v for k, v in fitted.items() if k != "reference_scale"}, "half")

@@ -126,6 +126,24 @@ def test_published_sizes_and_convert_writes_a_card(tmp_path):
         convert(path, path)
 
 
+def test_convert_keeps_a_multi_generators_reference_statistics_and_gives_old_files_identity_ones(tmp_path):
+    architecture = Architecture("multi_generator", width=4, depth=1, num_cultures=3, style_dim=8, feature_dim=431)
+    generator = architecture.build(fused=False)
+    generator.fit_reference_statistics(torch.rand(5, 431) * torch.linspace(0.01, 2, 431))
+    state = generator.state_dict()
+    torch.save(state, tmp_path / "fitted.pth")
+    torch.save({k: v for k, v in state.items() if not k.startswith("reference_") or "projection" in k},
+               tmp_path / "old.pth")  # a multi-culture generator saved before the statistics
+    for name, mean, scale in (("fitted", generator.reference_mean, generator.reference_scale),
+                              ("old", torch.zeros(431), torch.ones(431))):
+        path, card = convert(tmp_path / f"{name}.pth", tmp_path / f"{name}.safetensors")
+        assert card["architecture"]["feature_dim"] == 431
+        with safe_open(str(path), "pt") as file:
+            assert torch.equal(file.get_tensor("reference_mean"), mean)
+        loaded, _ = load_generator(path)
+        assert torch.equal(loaded.reference_mean, mean) and torch.equal(loaded.reference_scale, scale)
+
+
 def test_files_that_cannot_be_mapped_say_what_was_found(tmp_path):
     state = cyclegan_state(n_blocks=2)
     del state["model.11.conv_block.5.weight"]

@@ -56,6 +56,14 @@ def test_a_run_without_evaluations_has_no_evaluation_panels(tmp_path):
     assert image.size == (640, 280)  # the G and lr panels, one row
 
 
+def test_runs_that_log_different_losses_overlay(tmp_path):
+    # e.g. CycleGAN's cycle loss against CUT's nce: each panel draws the runs that log it
+    pair = _write_run(tmp_path / "pair", [{"step": s, "G": 1.0 / s, "cycle": 2.0 / s} for s in range(1, 13)])
+    cut = _write_run(tmp_path / "cut", [{"step": s, "G": 1.5 / s, "nce": 3.0 / s} for s in range(1, 13)])
+    image = Image.open(plot_runs([pair, cut], tmp_path / "both.png", smooth=10))
+    assert image.size == (960, 280)  # G, cycle, nce: one row of three panels
+
+
 def test_smoothing_is_the_trailing_mean():
     np.testing.assert_allclose(smoothed([1, 2, 3, 4, 5, 6], 3), [1, 1.5, 2, 3, 4, 5])
     np.testing.assert_allclose(smoothed([4, 8, 0], 1), [4, 8, 0])
