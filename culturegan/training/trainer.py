@@ -90,8 +90,10 @@ class Trainer:
     # ------------------------------------------------------------------------------ setup
 
     def _held_out_set(self) -> HeldOutSet | None:
-        """Rank 0's held-out images (rank 0 alone evaluates). Every rank checks eval_data, so
-        that a bad folder stops all of them here, before they wait for each other."""
+        """Rank 0's held-out images (rank 0 alone evaluates). Every rank checks that eval_data
+        has the measured cultures' folders, so that a wrong setting stops all of them here; the
+        images themselves (too few, unreadable) are read, and refused, by rank 0 alone, and
+        torchrun then stops the other ranks."""
         cultures = held_out_cultures(self.config, self.objective.cultures)
         return HeldOutSet(self.config, cultures) if self.rank == 0 else None
 
