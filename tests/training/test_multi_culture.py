@@ -65,6 +65,13 @@ def test_a_multi_culture_run_resumes_exactly(three_cultures, tmp_path):
     interrupted = Trainer(multi(three_cultures, tmp_path / "resumed", steps=4, checkpoint_every=2))
     interrupted.fit(until=2)
     resumed = Trainer(multi(three_cultures, tmp_path / "resumed", steps=4, checkpoint_every=2), resume=True)
+    # the reference projection and its feature statistics come back with the checkpoint exactly
+    # (a resumed run fits no statistics)
+    saved, restored = ({k: v for k, v in parameters(t).items() if k.startswith("G.reference_")}
+                       for t in (interrupted, resumed))
+    assert len(saved) == 6  # the projection's two linear layers' weights and biases, mean and scale
+    assert resumed.objective.reference_sample is None and saved["G.reference_mean"].abs().sum() > 0
+    torch.testing.assert_close(restored, saved, rtol=0, atol=0)
     resumed.fit()
     want, got = parameters(straight), parameters(resumed)
     for key in want:
