@@ -25,7 +25,7 @@ import random
 import torch
 import torch.nn.functional as F
 
-from culturegan.culture import (REFERENCE_SIDE, CultureFeatureExtractor, CultureProfile, folder_features,
+from culturegan.culture import (REFERENCE_SIDE, CultureFeatures, CultureProfile, folder_features,
                                 reference_features)
 from culturegan.data import Augment, CultureImages
 from culturegan.losses import (
@@ -70,10 +70,16 @@ class Objective:
     def fit_profiles(self, progress: bool = False) -> None:
         """Fits every culture's profile on its training folder (after datasets(), which settles
         the cultures of multi mode); `progress`: a bar per folder, on a terminal."""
+        self._fit_profiles(self._culture_features(self.config.profile_size, progress))
+
+    def _culture_features(self, size: int, progress: bool) -> dict[str, CultureFeatures]:
+        """Every culture's training images' features at `size` (culturegan.culture.folder_features)."""
         c = self.config
-        self.profiles = {name: CultureProfile.fit_folder(c.data_root, name, size=c.profile_size,
-                                                         manifest=c.manifest or None, progress=progress)
-                         for name in self.cultures}
+        return {name: folder_features(c.data_root, name, size, manifest=c.manifest or None, progress=progress)
+                for name in self.cultures}
+
+    def _fit_profiles(self, features: dict[str, CultureFeatures]) -> None:
+        self.profiles = {name: CultureProfile.fit(name, values) for name, values in features.items()}
 
     def _augment(self) -> Augment:
         return Augment(load_size=self.config.load_size, crop_size=self.config.crop_size)
@@ -198,16 +204,15 @@ class MultiCultureObjective(Objective):
     def fit_profiles(self, progress: bool = False) -> None:
         """The profiles, and with a reference projection the reference features of the same
         images, every one on every rank (so every rank standardises alike)."""
-        super().fit_profiles(progress)
+        profile_features = self._culture_features(self.config.profile_size, progress)
+        self._fit_profiles(profile_features)
         if self.reference_dim is None:
             return
-        c, extractor = self.config, CultureFeatureExtractor(self.culture_loss.extractor.seed,
-                                                            self.culture_loss.extractor.gram)
         # at REFERENCE_SIDE, reference_view leaves the centre-cropped images as they are: these
-        # are reference_features of the training images
-        self.reference_sample = torch.cat([
-            folder_features(c.data_root, name, REFERENCE_SIDE, manifest=c.manifest or None, extractor=extractor,
-                            progress=progress).all() for name in self.cultures])
+        # are reference_features of the training images (the profiles' own, at the default size)
+        features = (profile_features if self.config.profile_size == REFERENCE_SIDE
+                    else self._culture_features(REFERENCE_SIDE, progress))
+        self.reference_sample = torch.cat([values.all() for values in features.values()])
 
     def build_models(self) -> dict[str, torch.nn.Module]:
         c, k = self.config, len(self.cultures)
