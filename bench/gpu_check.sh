@@ -132,7 +132,8 @@ run_step hardware 45 "${PY[@]}" -c "$HARDWARE_PY"
 # The kernels' benchmarks first: the blocks' and networks' compile with max-autotune (minutes)
 # and take whatever time is left.
 run_step bench_kernels 150 "${PY[@]}" -m pytest bench/test_bias_leaky_relu.py bench/test_feature_stats.py \
-    bench/test_gram.py bench/test_patch_nce_loss.py -q -p no:cacheprovider --gpu-sizes \
+    bench/test_gram.py bench/test_patch_nce_loss.py bench/test_upfirdn2d.py bench/test_modulated_conv2d.py \
+    -q -p no:cacheprovider --gpu-sizes \
     --bench-json "$OUTDIR/bench_kernels.json"
 run_step bench_blocks 240 "${PY[@]}" -m pytest bench/test_conv_blocks.py bench/test_networks.py bench/test_training_step.py \
     bench/test_inference.py -q \

@@ -28,4 +28,9 @@ TORCH_LIBRARY(culturegan, m) {
   // (grad_query if query_grad, grad_key if key_grad; else empty tensors), recomputing the logits.
   m.def("patch_nce_loss_backward(Tensor grad, Tensor query, Tensor key, Tensor lse, float temperature, "
         "bool query_grad, bool key_grad) -> (Tensor, Tensor)");
+  // NVlabs' upfirdn2d of x (N, C, H, W): zero insertion by up, padding (x0, x1, y0, y1; negative crops),
+  // convolution with f (correlation when flip_filter) times gain, every down-th sample; up and down are
+  // (x, y). f is 2-D, or 1-D for a separable filter, in x's math type (float64 for float64, else float32).
+  m.def("upfirdn2d(Tensor x, Tensor f, int[2] up, int[2] down, int[4] padding, bool flip_filter, float gain) "
+        "-> Tensor");
 }

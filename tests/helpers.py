@@ -109,6 +109,16 @@ def assert_close(actual: torch.Tensor, expected: torch.Tensor, dtype: torch.dtyp
                                msg=lambda m: f"{what}: {m}")
 
 
+def assert_close_to_conv(actual: torch.Tensor, expected64: torch.Tensor, dtype: torch.dtype, what: str = "",
+                         half_scale: float = 4.0) -> None:
+    """A convolution's output sums C_in * k * k products: the tolerances scale with the output's
+    magnitude, and by half_scale for the half types (each intermediate rounded to them counts)."""
+    atol, rtol = TOLERANCES[dtype]
+    scale = half_scale if dtype in HALVES else 1.0
+    torch.testing.assert_close(actual.double(), expected64, atol=atol * scale * (1 + expected64.abs().max().item()),
+                               rtol=rtol * scale, msg=lambda m: f"{what}: {m}")
+
+
 def poison_allocator(device: str, numel: int, dtype: torch.dtype) -> None:
     """Fills and frees a block so that a kernel output allocated next from the caching
     allocator (CUDA) starts as NaN: an element the kernel forgets to write then fails the

@@ -47,6 +47,9 @@ EXAMPLE_ARGUMENTS = {
     "culture_stats": lambda: (torch.ones(2, 3, 4),),
     "gram_loss": lambda: (torch.ones(2, 3, 4), torch.ones(3, 3)),
     "patch_nce_loss": lambda: (torch.ones(2, 4, 3), torch.ones(2, 4, 3)),
+    "upfirdn2d": lambda: (torch.ones(1, 3, 4, 4), torch.ones(2, 2)),
+    "conv2d_resample": lambda: (torch.ones(1, 3, 4, 4), torch.ones(2, 3, 3, 3)),
+    "modulated_conv2d": lambda: (torch.ones(1, 3, 4, 4), torch.ones(2, 3, 3, 3), torch.ones(1, 3)),
 }
 
 

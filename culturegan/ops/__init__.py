@@ -28,12 +28,15 @@ from culturegan.ops.bias_leaky_relu import bias_leaky_relu, bias_leaky_relu_refe
 from culturegan.ops.channel_affine import channel_affine, channel_affine_reference
 from culturegan.ops.conv2d_bias_leaky_relu import conv2d_bias_leaky_relu, conv2d_bias_leaky_relu_reference
 from culturegan.ops.conv2d_instance_norm_act import conv2d_instance_norm_act, conv_transpose2d_instance_norm_act
+from culturegan.ops.conv2d_resample import conv2d_resample, conv2d_resample_reference
 from culturegan.ops.culture_stats import culture_stats, culture_stats_reference
 from culturegan.ops.feature_stats import feature_stats, feature_stats_reference
 from culturegan.ops.gram import gram, gram_reference
 from culturegan.ops.gram_loss import gram_loss, gram_loss_reference
 from culturegan.ops.instance_norm_act import instance_norm_act, instance_norm_act_reference
+from culturegan.ops.modulated_conv2d import modulated_conv2d, modulated_conv2d_reference
 from culturegan.ops.patch_nce_loss import patch_nce_loss, patch_nce_loss_reference
+from culturegan.ops.upfirdn2d import downsample2d, filter2d, setup_filter, upfirdn2d, upfirdn2d_reference, upsample2d
 
 __all__ = [
     "BACKENDS",
@@ -45,20 +48,30 @@ __all__ = [
     "conv2d_bias_leaky_relu",
     "conv2d_bias_leaky_relu_reference",
     "conv2d_instance_norm_act",
+    "conv2d_resample",
+    "conv2d_resample_reference",
     "conv_transpose2d_instance_norm_act",
+    "downsample2d",
     "culture_stats",
     "culture_stats_reference",
     "feature_stats",
     "feature_stats_reference",
+    "filter2d",
     "gram",
     "gram_loss",
     "gram_loss_reference",
     "gram_reference",
     "instance_norm_act",
     "instance_norm_act_reference",
+    "modulated_conv2d",
+    "modulated_conv2d_reference",
     "patch_nce_loss",
     "patch_nce_loss_reference",
     "registered_ops",
+    "setup_filter",
     "unavailable_reason",
+    "upfirdn2d",
+    "upfirdn2d_reference",
+    "upsample2d",
     "use_backend",
 ]

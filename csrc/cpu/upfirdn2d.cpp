@@ -1,0 +1,204 @@
+// CPU kernel of upfirdn2d in the polyphase form (ops/upfirdn2d.h): each output reads only the
+// taps that meet input samples, straight from x (contiguous or channels_last, in place); no
+// zero-inserted or padded copy is made. Math in float32 (float64 for float64), one rounding per
+// output. Parallel over output rows with at::parallel_for; every output is written by one task in
+// a fixed order, so results do not depend on the number of threads.
+//
+// Contiguous (NCHW): vectorised along a row. Along x the outputs fall into P = up / gcd(up, down)
+// phases; the outputs of one phase use the same taps, on inputs S = down / gcd(up, down) apart,
+// so each (row tap, column tap) pair is one axpy over a run of a phase's outputs, its run clipped
+// once to the inputs in range (no per-element bounds test). The phases' sums are kept apart in a
+// row of accumulators and interleaved into the output row at the end.
+// Channels_last (NHWC): vectorised along the channels, which are contiguous at every pixel.
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+#include <ATen/ops/empty.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <numeric>
+#include <vector>
+
+#include "common/layout.h"
+#include "cpu/memory.h"
+#include "cpu/parallel.h"
+#include "cpu/vectorizable.h"
+#include "ops/upfirdn2d.h"
+
+namespace culturegan::upfirdn2d {
+namespace {
+
+using cpu::load;
+using cpu::spans_per_task;
+using cpu::store;
+
+// The filter's correlation taps (gain included) in the math type, w[ky * fw + kx].
+template <typename acc_t>
+std::vector<acc_t> correlation_taps(const at::Tensor& f, bool flip, double gain, const Geometry& g) {
+  const at::Tensor filter = f.contiguous();
+  const acc_t* data = filter.const_data_ptr<acc_t>();
+  const int64_t fh = g.y.taps, fw = g.x.taps;
+  std::vector<acc_t> taps(fh * fw);
+  for (int64_t ky = 0; ky < fh; ++ky)
+    for (int64_t kx = 0; kx < fw; ++kx)
+      taps[ky * fw + kx] = acc_t(gain) * tap(data, f.dim() == 1, flip, fh, fw, ky, kx);
+  return taps;
+}
+
+// ------------------------------------------------------------------------ contiguous (NCHW)
+
+// One column tap of one phase: the phase's outputs j in [begin, end) (its j-th output is column
+// first_output + P * j) add w[ky][kx] * x[first_input + S * j].
+struct ColumnTap {
+  int64_t kx, first_input, begin, end;
+};
+
+struct Phase {
+  int64_t first_output, outputs, accumulator;  // accumulator: where its sums start in the row of sums
+  std::vector<ColumnTap> taps;
+};
+
+struct ColumnPlan {
+  int64_t period, stride;  // P and S
+  std::vector<Phase> phases;
+};
+
+ColumnPlan plan_columns(const Axis& a) {
+  const int64_t common = std::gcd(a.up, a.down);
+  ColumnPlan plan{a.up / common, a.down / common, {}};
+  int64_t accumulator = 0;
+  for (int64_t r = 0; r < std::min(plan.period, a.out); ++r) {
+    Phase phase{r, (a.out - r + plan.period - 1) / plan.period, accumulator, {}};
+    const TapRun run = taps_of(a, r);
+    for (int64_t t = 0; t < run.count; ++t) {
+      const int64_t first = run.first_input + t;  // the input of output j: first + S * j, kept in [0, in)
+      const int64_t begin = std::max<int64_t>(0, ceil_div(-first, plan.stride));
+      const int64_t end = std::min(phase.outputs, floor_div(a.in - 1 - first, plan.stride) + 1);
+      if (begin < end) phase.taps.push_back({run.first_tap + t * a.up, first, begin, end});
+    }
+    accumulator += phase.outputs;
+    plan.phases.push_back(std::move(phase));
+  }
+  return plan;
+}
+
+// sums[j] += w * x[stride * j] for j in [begin, end); kStride 0: the stride is a run-time value.
+template <int64_t kStride, typename scalar_t, typename acc_t>
+inline void axpy(acc_t* __restrict__ sums, const scalar_t* __restrict__ x, acc_t w, int64_t begin, int64_t end,
+                 int64_t stride) {
+  const int64_t step = kStride != 0 ? kStride : stride;
+#pragma omp simd
+  for (int64_t j = begin; j < end; ++j) sums[j] += w * load(x, step * j);
+}
+
+// Output rows [first, last) of the (N * C) planes, row index = plane * out_h + oy.
+template <int64_t kStride, typename scalar_t, typename acc_t>
+CG_CPU_CLONES void contiguous_rows(const scalar_t* __restrict__ x, scalar_t* __restrict__ out,
+                                   const acc_t* __restrict__ taps, acc_t* __restrict__ sums, const ColumnPlan& plan,
+                                   Geometry g, int64_t first, int64_t last) {
+  for (int64_t row = first; row < last; ++row) {
+    const int64_t plane = row / g.y.out, oy = row % g.y.out;
+    const TapRun rows = clip(taps_of(g.y, oy), g.y);
+    std::fill(sums, sums + g.x.out, acc_t(0));
+    for (int64_t t = 0; t < rows.count; ++t) {
+      const scalar_t* input_row = x + (plane * g.y.in + rows.first_input + t) * g.x.in;
+      const acc_t* tap_row = taps + (rows.first_tap + t * g.y.up) * g.x.taps;
+      for (const Phase& phase : plan.phases)
+        for (const ColumnTap& c : phase.taps)
+          axpy<kStride>(sums + phase.accumulator, input_row + c.first_input, tap_row[c.kx], c.begin, c.end,
+                        plan.stride);
+    }
+    scalar_t* output_row = out + row * g.x.out;
+    for (const Phase& phase : plan.phases) {
+      const acc_t* phase_sums = sums + phase.accumulator;
+      if (plan.period == 1) {
+#pragma omp simd
+        for (int64_t j = 0; j < phase.outputs; ++j) store(output_row, j, phase_sums[j]);
+      } else {
+        for (int64_t j = 0; j < phase.outputs; ++j)
+          store(output_row, phase.first_output + plan.period * j, phase_sums[j]);
+      }
+    }
+  }
+}
+
+template <int64_t kStride, typename scalar_t, typename acc_t>
+void contiguous_planes(const scalar_t* x, scalar_t* out, const std::vector<acc_t>& taps, const Geometry& g,
+                       int64_t planes) {
+  const ColumnPlan plan = plan_columns(g.x);
+  at::parallel_for(0, planes * g.y.out, spans_per_task(g.x.out), [&](int64_t first, int64_t last) {
+    std::vector<acc_t> sums(g.x.out);
+    contiguous_rows<kStride>(x, out, taps.data(), sums.data(), plan, g, first, last);
+  });
+}
+
+// ---------------------------------------------------------------- channels_last (NHWC)
+
+// Output rows [first, last) of the N images, row index = n * out_h + oy, all channels of a pixel at once.
+template <typename scalar_t, typename acc_t>
+CG_CPU_CLONES void channels_last_rows(const scalar_t* __restrict__ x, scalar_t* __restrict__ out,
+                                      const acc_t* __restrict__ taps, acc_t* __restrict__ sums, Geometry g,
+                                      int64_t channels, int64_t first, int64_t last) {
+  for (int64_t row = first; row < last; ++row) {
+    const int64_t n = row / g.y.out, oy = row % g.y.out;
+    const TapRun rows = clip(taps_of(g.y, oy), g.y);
+    for (int64_t ox = 0; ox < g.x.out; ++ox) {
+      const TapRun columns = clip(taps_of(g.x, ox), g.x);
+      std::fill(sums, sums + channels, acc_t(0));
+      for (int64_t ty = 0; ty < rows.count; ++ty) {
+        const scalar_t* input_row = x + (n * g.y.in + rows.first_input + ty) * g.x.in * channels;
+        const acc_t* tap_row = taps + (rows.first_tap + ty * g.y.up) * g.x.taps;
+        for (int64_t tx = 0; tx < columns.count; ++tx) {
+          const scalar_t* pixel = input_row + (columns.first_input + tx) * channels;
+          const acc_t w = tap_row[columns.first_tap + tx * g.x.up];
+#pragma omp simd
+          for (int64_t c = 0; c < channels; ++c) sums[c] += w * load(pixel, c);
+        }
+      }
+      scalar_t* output_pixel = out + (row * g.x.out + ox) * channels;
+#pragma omp simd
+      for (int64_t c = 0; c < channels; ++c) store(output_pixel, c, sums[c]);
+    }
+  }
+}
+
+template <typename scalar_t, typename acc_t>
+void channels_last_images(const scalar_t* x, scalar_t* out, const std::vector<acc_t>& taps, const Geometry& g,
+                          int64_t images, int64_t channels) {
+  at::parallel_for(0, images * g.y.out, spans_per_task(g.x.out * channels), [&](int64_t first, int64_t last) {
+    std::vector<acc_t> sums(channels);
+    channels_last_rows(x, out, taps.data(), sums.data(), g, channels, first, last);
+  });
+}
+
+at::Tensor forward(const at::Tensor& x, const at::Tensor& f, c10::IntArrayRef up, c10::IntArrayRef down,
+                   c10::IntArrayRef padding, bool flip_filter, double gain) {
+  const Geometry g = check_args(x, f, up, down, padding, gain);
+  const ChannelLayout L = channel_layout(x);
+  const bool channels_last = !L.tensor.is_contiguous();
+  const auto format = channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+  at::Tensor out = at::empty({x.size(0), x.size(1), g.y.out, g.x.out}, x.options(), format);
+  cpu::advise_huge_pages(out);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "upfirdn2d_cpu", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const std::vector<acc_t> taps = correlation_taps<acc_t>(f, flip_filter, gain, g);
+    const scalar_t* input = L.tensor.const_data_ptr<scalar_t>();
+    scalar_t* output = out.mutable_data_ptr<scalar_t>();
+    if (channels_last) {
+      channels_last_images(input, output, taps, g, x.size(0), x.size(1));
+      return;
+    }
+    const int64_t planes = x.size(0) * x.size(1), stride = g.x.down / std::gcd(g.x.up, g.x.down);
+    if (stride == 1) contiguous_planes<1>(input, output, taps, g, planes);  // filtering, upsampling
+    else if (stride == 2) contiguous_planes<2>(input, output, taps, g, planes);  // downsampling by 2
+    else contiguous_planes<0>(input, output, taps, g, planes);
+  });
+  return out;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(culturegan, CPU, m) { m.impl("upfirdn2d", &forward); }
+
+}  // namespace culturegan::upfirdn2d
