@@ -100,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
         return _transfer(args, parser)
     if args.command == "convert":
         return _convert(args, parser)
+    if args.command == "generate":
+        return _generate(args, parser)
     if args.command == "serve":
         return _serve(args, parser)
     if args.command == "data":
@@ -137,13 +139,31 @@ def _add_model_commands(commands) -> None:
     transfer.add_argument("--side-by-side", action="store_true", help="write input and output side by side")
     transfer.add_argument("--quality", type=int, default=95, help="JPEG and lossy WebP quality, 1-100 (JPEG also "
                                                                   "keeps full-resolution colour)")
-    convert = commands.add_parser("convert", help="convert a CycleGAN .pth (or a culturegan run) to culturegan's "
-                                                  "format: .safetensors with a JSON model card")
-    convert.add_argument("input", help="the weights file, run or checkpoint")
+    convert = commands.add_parser("convert", help="convert a CycleGAN .pth, an NVlabs StyleGAN2 .pkl (or a culturegan "
+                                                  "run) to culturegan's format: .safetensors with a JSON model card")
+    convert.add_argument("input", help="the weights file, NVlabs snapshot, run or checkpoint")
     convert.add_argument("output", help="the .safetensors file to write (its card goes beside it as .json)")
     convert.add_argument("--source-culture", help="the culture the generator transfers from (for the card)")
     convert.add_argument("--target-culture", help="the culture the generator transfers to (for the card)")
-    convert.add_argument("--generator", choices=("G_AB", "G_BA"), help="which generator of a two-culture run")
+    convert.add_argument("--generator", "--network", choices=("G_AB", "G_BA", "G_ema", "G", "D"),
+                         help="which network: G_AB or G_BA of a two-culture run; G_ema (default), G or D of an NVlabs "
+                              "StyleGAN2 snapshot")
+    generate = commands.add_parser("generate", help="images from a StyleGAN2 generator, one PNG per seed "
+                                                    "(seedNNNN.png, NVlabs' images for NVlabs' seeds) and grid.png")
+    generate.add_argument("--checkpoint", required=True,
+                          help="an NVlabs .pkl snapshot, a converted .safetensors or a StyleGAN2 state_dict")
+    generate.add_argument("--seeds", required=True, help="seeds and ranges of seeds, e.g. 0-7,10,12 (0 to 2**32-1)")
+    generate.add_argument("--truncation", type=float, default=1.0,
+                          help="truncation psi: 1 none (default), 0.7 NVlabs' usual, 0 the average image")
+    generate.add_argument("--noise-mode", default="const", help="const (default), random or none")
+    generate.add_argument("--class", dest="class_index", type=int, metavar="IDX",
+                          help="the class of a conditional generator")
+    generate.add_argument("--network", choices=("G_ema", "G"), help="which generator of a snapshot (default G_ema)")
+    generate.add_argument("--device", choices=("cuda", "cpu"), help="default: cuda when available")
+    generate.add_argument("--no-grid", action="store_true",
+                          help="write the seeds' images only, no grid.png (which shows the first 64)")
+    generate.add_argument("--out", required=True,
+                          help="the folder to write (replaced as a whole; new, empty or an earlier generate's)")
 
 
 def _add_serve_command(commands) -> None:
@@ -268,6 +288,20 @@ def _convert(args, parser: argparse.ArgumentParser) -> int:
     except (FileNotFoundError, ValueError) as error:
         parser.exit(2, f"culturegan convert: {error}\n")
     print(f"{card['description']}: {card['parameters']:,} parameters in {card['tensors']} tensors -> {path}")
+    return 0
+
+
+def _generate(args, parser: argparse.ArgumentParser) -> int:
+    from culturegan.transfer.generate import GRID_TILES, generate_images, parse_seeds
+
+    try:
+        paths = generate_images(args.checkpoint, parse_seeds(args.seeds), args.out, args.truncation, args.noise_mode,
+                                args.class_index, args.network, args.device, grid=not args.no_grid)
+    except (FileNotFoundError, ValueError) as error:
+        parser.exit(2, f"culturegan generate: {error}\n")
+    images = len(paths) - (0 if args.no_grid else 1)
+    grid = "" if args.no_grid else " and grid.png" + (f" (the first {GRID_TILES})" if images > GRID_TILES else "")
+    print(f"wrote {images} images{grid} to {args.out}")
     return 0
 
 

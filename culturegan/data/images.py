@@ -1,7 +1,9 @@
-"""Reading culture images: every file a culture folder may hold, as RGB, or a clear error."""
+"""Reading culture images: every file a culture folder may hold, as RGB, or a clear error; and
+TileGrid, the canvas that training's sample grids and generate's grid.png are pasted into."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -69,3 +71,29 @@ def to_rgb(image: Image.Image) -> Image.Image:
         background.paste(image.convert("RGBA"), mask=image.convert("RGBA").getchannel("A"))
         return background
     return image.convert("RGB")
+
+
+class TileGrid:
+    """A canvas for `count` tiles of one shape ((H, W) or (H, W, C) uint8), row by row, `columns` to
+    a row, `gap` pixels of `fill` between them (and in the last row's empty places). It is
+    allocated once, so tiles can be pasted as they are made instead of all kept until the end."""
+
+    def __init__(self, count: int, columns: int, tile_shape: tuple[int, ...], gap: int = 0, fill: int = 0):
+        self.count, self.columns, self.tile_shape, self.gap = count, columns, tuple(tile_shape), gap
+        height, width = self.tile_shape[:2]
+        rows = math.ceil(count / columns)
+        self.pixels = np.full((rows * (height + gap) - gap, columns * (width + gap) - gap) + self.tile_shape[2:],
+                              fill, np.uint8)
+
+    @classmethod
+    def near_square(cls, count: int, tile_shape: tuple[int, ...], gap: int = 0, fill: int = 0) -> TileGrid:
+        """ceil(sqrt(count)) columns: as many rows as columns, or one fewer."""
+        return cls(count, math.ceil(math.sqrt(count)), tile_shape, gap, fill)
+
+    def paste(self, index: int, tile: np.ndarray) -> None:
+        if tile.shape != self.tile_shape or not 0 <= index < self.count:
+            raise ValueError(f"tile {index} of shape {tuple(tile.shape)}: this grid holds {self.count} tiles of shape "
+                             f"{self.tile_shape}")
+        height, width = self.tile_shape[:2]
+        top, left = index // self.columns * (height + self.gap), index % self.columns * (width + self.gap)
+        self.pixels[top:top + height, left:left + width] = tile

@@ -8,6 +8,15 @@ file once and says which generator serves which direction, between which culture
 transfer and evaluation code asks it). ``convert`` writes our format.
 No flags describe the architecture: ``infer_generator`` reads it from the keys and shapes, and
 a file it cannot map gets an error listing what it found and what did not fit.
+
+StyleGAN2 (culturegan.models.stylegan2, NVlabs' layout): ``load_generator`` and
+``load_discriminator`` also take an NVlabs stylegan2-ada-pytorch snapshot (``.pkl``: G_ema, or G,
+and D, rebuilt from the constructor arguments the snapshot records; read by
+culturegan.models.nvlabs_pickle, which never runs the code a snapshot carries), a converted file,
+or a plain state_dict of our StyleGAN2 networks, whose architecture is read off the keys with
+NVlabs' defaults for what keys cannot show (float32, no conv_clamp, minibatch-std groups of 4,
+mapping learning-rate multiplier 0.01). Tensors that do not fit the architecture exactly are
+refused, naming the missing and unexpected ones (NVlabs' resume silently skips them).
 """
 
 from __future__ import annotations
@@ -26,15 +35,20 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from culturegan._files import atomic_path, write_text
-from culturegan.models import checkpoints
+from culturegan.models import checkpoints, stylegan2
 from culturegan.models.culture import MultiCultureGenerator
 from culturegan.models.cyclegan import NLayerDiscriminator, ResnetGenerator
-from culturegan.models.weights import load_weights, read_state_dict
+from culturegan.models.nvlabs_pickle import file_kind, read_snapshot
+from culturegan.models.weights import fit_weights, read_state_dict
 
 CARD_FORMAT = "culturegan.model"
 CARD_VERSION = 1
 FIRST_BLOCK = 10  # ResnetGenerator: model.0-9 are the stem and the two downsampling triples
-GENERATORS = ("resnet_generator", "multi_generator")  # the Architecture kinds load_generator returns
+GENERATORS = ("resnet_generator", "multi_generator")  # the image-to-image kinds, which Run.generator returns
+STYLEGAN2_GENERATOR, STYLEGAN2_DISCRIMINATOR = "stylegan2_generator", "stylegan2_discriminator"
+STYLEGAN2_CLASSES = {"Generator": STYLEGAN2_GENERATOR, "Discriminator": STYLEGAN2_DISCRIMINATOR}  # NVlabs' names
+SNAPSHOT_SUFFIX = ".pkl"  # NVlabs' name for snapshots; they are recognised by their contents (file_kind)
+STYLEGAN3_KEYS = ("synthesis.input.freqs", "synthesis.input.affine.weight")  # its Fourier-feature input
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,6 +79,10 @@ class Architecture:
                                        fused=fused and self.norm == "instance", norm=self.norm)
         raise ValueError(f"unknown architecture kind {self.kind!r}")
 
+    def stacked_layers(self) -> int:
+        """How many blocks or layers the network stacks (see build_model)."""
+        return self.depth if isinstance(self.depth, int) else 0
+
     def describe(self) -> str:
         if self.kind == "resnet_generator":
             extras = "".join(f", {extra}" for extra, on in (("dropout", self.dropout),
@@ -77,8 +95,62 @@ class Architecture:
         return f"PatchGAN discriminator ({self.depth} layers, ndf {self.width}, {self.norm} norm)"
 
 
-def infer_architecture(state: dict[str, torch.Tensor]) -> Architecture:
+@dataclasses.dataclass(frozen=True)
+class StyleGAN2Architecture:
+    """What build() needs for a StyleGAN2 network: kind "stylegan2_generator" or
+    "stylegan2_discriminator", and NVlabs' constructor arguments (JSON values)."""
+
+    kind: str
+    init_kwargs: dict
+
+    def build(self, fused: bool = True) -> torch.nn.Module:
+        """The network (it always runs on culturegan's fused ops: `fused` is for the other kinds)."""
+        network = {STYLEGAN2_GENERATOR: stylegan2.Generator, STYLEGAN2_DISCRIMINATOR: stylegan2.Discriminator}.get(
+            self.kind)
+        if network is None:
+            raise ValueError(f"unknown architecture kind {self.kind!r}")
+        try:
+            return network(**self.init_kwargs)
+        except TypeError as error:  # an argument NVlabs' constructor does not take
+            raise ValueError(f"StyleGAN2 {network.__name__} arguments {sorted(self.init_kwargs)} do not fit its "
+                             f"constructor: {error}") from None
+
+    def stacked_layers(self) -> int:
+        """How many layers the mapping network stacks (see build_model): a generator's always, a
+        discriminator's when it is conditional; NVlabs' default is 8."""
+        kwargs = self.init_kwargs
+        if self.kind == STYLEGAN2_DISCRIMINATOR and not kwargs.get("c_dim"):
+            return 0
+        mapping = kwargs.get("mapping_kwargs") or {}
+        layers = mapping.get("num_layers", 8) if isinstance(mapping, dict) else 0
+        return layers if isinstance(layers, int) else 0
+
+    def describe(self) -> str:
+        kwargs = self.init_kwargs
+        resolution, classes = kwargs.get("img_resolution"), kwargs.get("c_dim")
+        shape = f"{resolution}x{resolution}, {kwargs.get('img_channels')} channels" + (
+            f", {classes} classes" if classes else "")
+        if self.kind == STYLEGAN2_GENERATOR:
+            layers = (kwargs.get("mapping_kwargs") or {}).get("num_layers", 8)
+            return (f"StyleGAN2 generator ({shape}, z {kwargs.get('z_dim')}, w {kwargs.get('w_dim')}, {layers} mapping "
+                    "layers)")
+        return f"StyleGAN2 discriminator ({shape})"
+
+
+def architecture_from_card(fields: dict) -> Architecture | StyleGAN2Architecture:
+    """The architecture a model card's "architecture" entry describes."""
+    if fields.get("kind") in STYLEGAN2_CLASSES.values():
+        return StyleGAN2Architecture(**fields)
+    return Architecture(**fields)
+
+
+def infer_architecture(state: dict[str, torch.Tensor]) -> Architecture | StyleGAN2Architecture:
     """The architecture a state_dict belongs to, from its keys and shapes (see the module docstring)."""
+    _refuse_stylegan3(state, "these tensors are")
+    if "synthesis.b4.const" in state:
+        return _infer_stylegan2_generator(state)
+    if "b4.out.weight" in state and "b4.conv.weight" in state:
+        return _infer_stylegan2_discriminator(state)
     if "culture_embedding.weight" in state and "encoder.0.0.weight" in state:
         return _infer_multi(state)
     if "model.1.weight" in state and any(".conv_block." in k for k in state) or "model.26.weight" in state:
@@ -87,8 +159,9 @@ def infer_architecture(state: dict[str, torch.Tensor]) -> Architecture:
         return _infer_patchgan(state)
     raise ValueError(f"cannot tell the architecture of these {len(state)} tensors (first keys: "
                      f"{sorted(state)[:6]}): expected a CycleGAN ResNet generator (model.1.weight, "
-                     "model.N.conv_block...), a PatchGAN discriminator (model.0.weight 4x4) or a culturegan "
-                     "multi-culture generator")
+                     "model.N.conv_block...), a PatchGAN discriminator (model.0.weight 4x4), a culturegan "
+                     "multi-culture generator, or a StyleGAN2 generator (synthesis.b4.const) or discriminator "
+                     "(b4.conv.weight, b4.out.weight)")
 
 
 def _infer_resnet(state) -> Architecture:
@@ -132,15 +205,113 @@ def _infer_patchgan(state) -> Architecture:
     return Architecture("patchgan", int(first.shape[1]), 1, int(first.shape[0]), len(convs) - 2, norm)
 
 
+def _infer_stylegan2_generator(state) -> StyleGAN2Architecture:
+    resolutions = _block_resolutions(state, "synthesis.b")
+    top = resolutions[-1]
+    if any(f"synthesis.b{r}.torgb.weight" not in state for r in resolutions):
+        raise ValueError("a StyleGAN2 generator without a torgb layer in every block: only the 'skip' architecture "
+                         "is supported")
+    mapping, features = _mapping_kwargs(state)
+    embedding = state.get("mapping.embed.weight")
+    synthesis = _channel_kwargs({r: int(state[f"synthesis.b{r}.conv1.weight"].shape[0]) for r in resolutions})
+    if "synthesis.b4.conv1.noise_const" not in state:
+        synthesis["use_noise"] = False
+    return StyleGAN2Architecture(STYLEGAN2_GENERATOR, dict(
+        z_dim=int(state["mapping.fc0.weight"].shape[1]) - features, c_dim=0 if embedding is None else
+        int(embedding.shape[1]), w_dim=int(state[f"mapping.fc{mapping['num_layers'] - 1}.weight"].shape[0]),
+        img_resolution=top, img_channels=int(state[f"synthesis.b{top}.torgb.weight"].shape[0]),
+        mapping_kwargs=mapping, synthesis_kwargs=synthesis))
+
+
+def _infer_stylegan2_discriminator(state) -> StyleGAN2Architecture:
+    resolutions = _block_resolutions(state, "b")
+    top = resolutions[-1]
+    if f"b{top}.fromrgb.weight" not in state or any(f"b{r}.skip.weight" not in state for r in resolutions[1:]):
+        raise ValueError("a StyleGAN2 discriminator without fromrgb at the top and skip layers in every block: only "
+                         "the 'resnet' architecture is supported")
+    epilogue = state["b4.conv.weight"]
+    channels = {r: int(state[f"b{r}.conv0.weight"].shape[0]) for r in resolutions[1:]}
+    channels[4] = int(epilogue.shape[0])
+    kwargs = dict(c_dim=0, img_resolution=top, img_channels=int(state[f"b{top}.fromrgb.weight"].shape[1]),
+                  **_channel_kwargs(channels))
+    if epilogue.shape[1] != channels[4] + 1:  # the minibatch-std features NVlabs appends (1 by default)
+        kwargs["epilogue_kwargs"] = {"mbstd_num_channels": int(epilogue.shape[1]) - channels[4]}
+    if "mapping.embed.weight" in state:  # conditional: the labels are mapped to cmap_dim features
+        kwargs["mapping_kwargs"], _ = _mapping_kwargs(state)
+        kwargs.update(c_dim=int(state["mapping.embed.weight"].shape[1]),
+                      cmap_dim=int(state["b4.out.weight"].shape[0]))
+    return StyleGAN2Architecture(STYLEGAN2_DISCRIMINATOR, kwargs)
+
+
+def _block_resolutions(state, prefix: str) -> list[int]:
+    """The resolutions of the blocks named prefix{r}., which must be 4, 8, ... in full."""
+    resolutions = sorted({int(m.group(1)) for k in state if (m := re.match(re.escape(prefix) + r"(\d+)\.", k))})
+    expected = [2 ** i for i in range(2, 2 + len(resolutions))]
+    if resolutions != expected:
+        raise ValueError(f"StyleGAN2 blocks {prefix}{{r}} at resolutions {resolutions}; expected {expected}")
+    return resolutions
+
+
+def _mapping_kwargs(state) -> tuple[dict, int]:
+    """(the mapping network's kwargs its keys show, its label embedding's width)."""
+    layers = sorted(int(m.group(1)) for k in state if (m := re.fullmatch(r"mapping\.fc(\d+)\.weight", k)))
+    if layers != list(range(len(layers))) or not layers:
+        raise ValueError(f"StyleGAN2 mapping layers fc{layers}: expected fc0, fc1, ... in full")
+    kwargs = {"num_layers": len(layers)}
+    output = int(state[f"mapping.fc{len(layers) - 1}.weight"].shape[0])
+    hidden = int(state["mapping.fc0.weight"].shape[0])
+    if len(layers) > 1 and hidden != output:
+        kwargs["layer_features"] = hidden
+    embedding = state.get("mapping.embed.weight")
+    features = 0 if embedding is None else int(embedding.shape[0])
+    if embedding is not None and features != output:
+        kwargs["embed_features"] = features
+    return kwargs, features
+
+
+def _channel_kwargs(channels: dict[int, int]) -> dict:
+    """channel_base and channel_max that give these widths by NVlabs' C(r) = min(channel_base // r,
+    channel_max): channel_max the widest, channel_base the smallest that every block allows (one
+    below channel_max needs channel_base // r == C(r), one at it channel_base // r >= C(r))."""
+    widest = max(channels.values())
+    lowest = max(width * r for r, width in channels.items())
+    highest = min(((width + 1) * r - 1 for r, width in channels.items() if width < widest), default=lowest)
+    if lowest > highest:
+        raise ValueError(f"StyleGAN2 channel widths {dict(sorted(channels.items()))} do not follow NVlabs' "
+                         "min(channel_base // resolution, channel_max)")
+    return {"channel_base": lowest, "channel_max": widest}
+
+
+def _refuse_stylegan3(state, holder: str) -> None:
+    """A StyleGAN3 generator (same snapshot format, other networks) is named as such, not refused
+    with a list of arguments and tensors that do not fit."""
+    if any(key in state for key in STYLEGAN3_KEYS):
+        raise ValueError(f"{holder} a StyleGAN3 generator (synthesis.input, its Fourier-feature input), which "
+                         "culturegan does not build: it builds stylegan2-ada-pytorch's networks (StyleGAN3's "
+                         "discriminator is StyleGAN2's, and loads)")
+
+
 # ------------------------------------------------------------------------------ loading
 
-def build_model(state: dict[str, torch.Tensor], source, architecture: Architecture | None = None,
+def build_model(state: dict[str, torch.Tensor], source,
+                architecture: Architecture | StyleGAN2Architecture | None = None,
                 fused: bool = True) -> torch.nn.Module:
     """The model `state` belongs to (`architecture`, or the one read off the keys) with its
-    weights, in eval mode; a mismatch names `source` and what was inferred."""
+    weights, in eval mode; a mismatch names `source` and what was inferred.
+
+    A card's or a snapshot's recorded arguments could describe a network far larger than the
+    file's tensors, so the model is first built on the meta device (no memory) and compared with
+    them by names and shapes, and before that its depth, which even a meta build takes time and
+    memory for, is compared with their number (every layer has a tensor)."""
     architecture = architecture or infer_architecture(state)
+    where = f"{source} (inferred: {architecture.describe()})"
+    if architecture.stacked_layers() > len(state):
+        raise ValueError(f"{where}: the architecture stacks {architecture.stacked_layers()} layers, but the file "
+                         f"holds only {len(state)} tensors")
+    with torch.device("meta"):
+        fitted = fit_weights(architecture.build(fused), state, where)
     model = architecture.build(fused)
-    load_weights(model, state, f"{source} (inferred: {architecture.describe()})")
+    model.load_state_dict(fitted)
     return model.eval()
 
 
@@ -193,7 +364,8 @@ class Run:
     def generator(self, name: str | None = None, fused: bool = True,
                   device: torch.device | str = "cpu") -> tuple[torch.nn.Module, dict]:
         """(model in eval mode on `device`, card) of generator `name` (see generator_state)."""
-        model, card = _built(self.path, self.generator_state(name), GENERATORS, "generator", fused)
+        model, card = _built(self.path, self.generator_state(name), GENERATORS, "generator that transfers images",
+                             fused)
         return model.to(device), card
 
     def generator_for(self, target: str | None) -> tuple[str | None, int | None]:
@@ -254,6 +426,9 @@ def load_run(path: str | os.PathLike) -> Run:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"model file {path} does not exist")
+    if _is_snapshot(path):
+        raise ValueError(f"{path} is an NVlabs StyleGAN2 snapshot, which makes images from noise (`culturegan "
+                         "generate` renders it), not a generator that transfers images")
     checkpoint = checkpoints.checkpoint_directory(path)
     if checkpoint is not None:
         tensors, meta = checkpoints.load_checkpoint(checkpoint)
@@ -269,7 +444,7 @@ def _built(path: Path, weights: tuple[dict[str, torch.Tensor], dict], kinds: tup
            fused: bool) -> tuple[torch.nn.Module, dict]:
     """(model, card) of weights = (state_dict, card) read from `path`, which must be one of `kinds`."""
     state, card = weights
-    architecture = Architecture(**card["architecture"])
+    architecture = architecture_from_card(card["architecture"])
     if architecture.kind not in kinds:
         raise ValueError(f"{path} holds a {architecture.describe()}, not a {role}")
     return build_model(state, path, architecture, fused), card
@@ -277,18 +452,53 @@ def _built(path: Path, weights: tuple[dict[str, torch.Tensor], dict], kinds: tup
 
 def load_generator(path: str | os.PathLike, generator: str | None = None, fused: bool = True,
                    device: torch.device | str = "cpu") -> tuple[torch.nn.Module, dict]:
-    """(model in eval mode, model card) from a weights file, a converted file or a training run
-    or checkpoint (``generator`` picks G_AB (default) or G_BA of a two-culture run)."""
-    return load_run(path).generator(generator, fused, device)
+    """(model in eval mode, model card) from a weights file, a converted file, a training run or
+    checkpoint (``generator`` picks G_AB (default) or G_BA of a two-culture run) or an NVlabs
+    StyleGAN2 snapshot (``generator`` picks G_ema (default) or G)."""
+    model, card = _built(Path(path), read_model(path, generator), GENERATORS + (STYLEGAN2_GENERATOR,), "generator",
+                         fused)
+    return model.to(device), card
 
 
 def read_model(path: str | os.PathLike, generator: str | None = None) -> tuple[dict[str, torch.Tensor], dict]:
     """(state_dict, model card) of any file load_generator takes; the card's architecture is
-    read from the file's card, the run's configuration or the keys."""
+    read from the file's card, the run's configuration, the snapshot's records or the keys.
+    ``generator`` names the network: G_AB or G_BA of a two-culture run; G_ema (default), G or D
+    of an NVlabs snapshot."""
+    if _is_snapshot(Path(path)):
+        return _snapshot_network(Path(path), generator or "G_ema")
     return load_run(path).generator_state(generator)
 
 
-def new_card(architecture: Architecture, source: Path, sha256: str | None = None) -> dict:
+def _is_snapshot(path: Path) -> bool:
+    """Whether `path` is a plain pickle, as NVlabs' snapshots are, however it is named (torch.save's
+    files are not); a file named .pkl that is no pickle at all is refused, saying so."""
+    if not path.is_file():
+        return False
+    kind = file_kind(path)
+    if kind == "other" and path.suffix.lower() == SNAPSHOT_SUFFIX:
+        raise ValueError(f"{path} is not a pickle (it does not start with pickle's protocol header, as NVlabs' "
+                         "snapshots do): a damaged download, or another kind of file named .pkl")
+    return kind == "pickle"
+
+
+def _snapshot_network(path: Path, name: str) -> tuple[dict[str, torch.Tensor], dict]:
+    """(state_dict, card) of network `name` of an NVlabs snapshot."""
+    networks = read_snapshot(path)
+    network = networks.get(name)
+    if network is None:
+        raise ValueError(f"{path} has no network {name!r}; it holds {', '.join(networks)}")
+    _refuse_stylegan3(network.state_dict, f"{path} ({name}) is")
+    kind = STYLEGAN2_CLASSES.get(network.class_name)
+    if kind is None:
+        raise ValueError(f"{path} ({name}) is NVlabs' {network.class_name}; culturegan builds their "
+                         f"{' and '.join(STYLEGAN2_CLASSES)}")
+    card = new_card(StyleGAN2Architecture(kind, network.init_kwargs), path)
+    card["source_file"]["network"] = name
+    return network.state_dict, card
+
+
+def new_card(architecture: Architecture | StyleGAN2Architecture, source: Path, sha256: str | None = None) -> dict:
     """A card for a model read from `source` (whose SHA-256 is computed unless given)."""
     return {"format": CARD_FORMAT, "version": CARD_VERSION, "architecture": dataclasses.asdict(architecture),
             "description": architecture.describe(),
@@ -327,7 +537,7 @@ def convert(source: str | os.PathLike, destination: str | os.PathLike, cultures:
     if destination.resolve() == Path(source).resolve():
         raise ValueError(f"convert would overwrite its input {source}")
     state, card = read_model(source, generator)
-    model = build_model(state, source, Architecture(**card["architecture"]), fused=False)
+    model = build_model(state, source, architecture_from_card(card["architecture"]), fused=False)
     if cultures:
         card["cultures"] = cultures
     card["parameters"] = sum(p.numel() for p in model.parameters())
@@ -340,10 +550,12 @@ def convert(source: str | os.PathLike, destination: str | os.PathLike, cultures:
 
 
 def load_discriminator(path: str | os.PathLike, fused: bool = True) -> tuple[torch.nn.Module, dict]:
-    """(PatchGAN in eval mode, card) from a CycleGAN ``latest_net_D_A.pth`` or a converted file."""
-    run = load_run(path)
-    return _built(run.path, run.generator_state(), ("patchgan",), "PatchGAN discriminator", fused)
+    """(discriminator in eval mode, card) from a CycleGAN ``latest_net_D_A.pth``, an NVlabs
+    StyleGAN2 snapshot (its D), a StyleGAN2 discriminator's state_dict or a converted file."""
+    path = Path(path)
+    state, card = read_model(path, "D" if _is_snapshot(path) else None)
+    return _built(path, (state, card), ("patchgan", STYLEGAN2_DISCRIMINATOR), "discriminator", fused)
 
 
-__all__ = ["Architecture", "Run", "build_model", "convert", "infer_architecture", "load_discriminator",
-           "load_generator", "load_run", "read_model"]
+__all__ = ["Architecture", "Run", "StyleGAN2Architecture", "architecture_from_card", "build_model", "convert",
+           "infer_architecture", "load_discriminator", "load_generator", "load_run", "read_model"]

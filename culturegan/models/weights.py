@@ -57,6 +57,13 @@ def load_weights(module: torch.nn.Module, state: dict[str, torch.Tensor], source
     """module.load_state_dict(state) after dropping unused norm statistics, or a ValueError that
     lists the missing, unexpected and differently shaped keys (`source` names the file). A module
     with a complete_state_dict method first fills in what states of its earlier versions lack."""
+    module.load_state_dict(fit_weights(module, state, source))
+
+
+def fit_weights(module: torch.nn.Module, state: dict[str, torch.Tensor],
+                source: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The state load_weights loads into module, or its ValueError; module may be on the meta
+    device (names and shapes are all that is compared)."""
     if hasattr(module, "complete_state_dict"):
         state = module.complete_state_dict(state)
     expected = module.state_dict()
@@ -68,4 +75,4 @@ def load_weights(module: torch.nn.Module, state: dict[str, torch.Tensor], source
         raise ValueError(f"{source}: the weights do not fit {type(module).__name__} (another architecture?): "
                          f"{len(missing)} missing {missing[:8]}, {len(unexpected)} unexpected {unexpected[:8]}, "
                          f"{len(wrong)} of other shapes {wrong[:8]}")
-    module.load_state_dict(state)
+    return state

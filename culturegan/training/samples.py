@@ -9,6 +9,7 @@ import torch
 from PIL import Image
 
 from culturegan._files import atomic_path
+from culturegan.data.images import TileGrid
 
 GAP = 2  # pixels of white between tiles
 
@@ -18,14 +19,11 @@ def grid(rows: list[list[torch.Tensor]]) -> np.ndarray:
     if not rows or len({len(row) for row in rows}) != 1:
         raise ValueError("a sample grid needs rows of equal length")
     _, height, width = rows[0][0].shape
-    columns = len(rows[0])
-    canvas = np.full((len(rows) * (height + GAP) - GAP, columns * (width + GAP) - GAP, 3), 255, np.uint8)
-    for r, row in enumerate(rows):
-        for c, tile in enumerate(row):
-            pixels = ((tile.detach().float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu()
-            top, left = r * (height + GAP), c * (width + GAP)
-            canvas[top:top + height, left:left + width] = pixels.numpy()
-    return canvas
+    canvas = TileGrid(len(rows) * len(rows[0]), len(rows[0]), (height, width, 3), gap=GAP, fill=255)
+    for index, tile in enumerate(tile for row in rows for tile in row):
+        pixels = ((tile.detach().float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu()
+        canvas.paste(index, pixels.numpy())
+    return canvas.pixels
 
 
 def save_grid(rows: list[list[torch.Tensor]], path: str | os.PathLike) -> np.ndarray:
