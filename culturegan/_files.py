@@ -5,7 +5,8 @@ The data goes to a temporary name in the destination's own folder (a rename is a
 within one file system), is flushed to disk, and is renamed over the destination; the folder
 is flushed too, so the rename survives a power cut. On any error the temporary is removed and
 the destination is untouched. Temporaries are hidden (".NAME.RANDOM.tmp") and end in ".tmp".
-They are created by the writer, not by mkstemp/mkdtemp, so the result has the usual
+They are created here, not by mkstemp/mkdtemp, and a file gets those permissions back after
+its writer is done (safetensors writes its own owner-only file), so the result has the usual
 permissions (the umask's), not owner-only ones.
 """
 
@@ -26,8 +27,12 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = _temporary_beside(path)
+    # Python reads the umask only by changing it: the mode of a file created here tells it.
+    os.close(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+    mode = temporary.stat().st_mode & 0o777
     try:
         yield temporary
+        os.chmod(temporary, mode)
         _sync(temporary)
         os.replace(temporary, path)
     except BaseException:
@@ -52,10 +57,12 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = _temporary_beside(path)
     temporary.mkdir()
+    file_mode = temporary.stat().st_mode & 0o666  # the umask's, as a file created here would get
     try:
         yield temporary
         for file in temporary.iterdir():
             if file.is_file():
+                os.chmod(file, file_mode)
                 _sync(file)
         _sync(temporary)
         shutil.rmtree(path, ignore_errors=True)

@@ -3,6 +3,8 @@
 import os
 
 import pytest
+import torch
+from safetensors.torch import save_file
 
 from culturegan._files import atomic_directory, atomic_path, write_text
 
@@ -22,12 +24,17 @@ def test_results_have_the_umasks_permissions_not_owner_only(tmp_path):
     umask = os.umask(0o022)
     try:
         write_text(tmp_path / "report.html", "<p>")
+        with atomic_path(tmp_path / "model.safetensors") as temporary:  # safetensors writes owner-only files
+            save_file({"w": torch.zeros(2)}, str(temporary))
         with atomic_directory(tmp_path / "step-1") as temporary:
             (temporary / "state.json").write_text("{}")
+            save_file({"w": torch.zeros(2)}, str(temporary / "model.safetensors"))
     finally:
         os.umask(umask)
     assert (tmp_path / "report.html").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "model.safetensors").stat().st_mode & 0o777 == 0o644
     assert (tmp_path / "step-1").stat().st_mode & 0o777 == 0o755
+    assert {p.stat().st_mode & 0o777 for p in (tmp_path / "step-1").iterdir()} == {0o644}
 
 
 def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
