@@ -80,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
                        help="keep generator parts fixed: encoder, blocks or blocks:K, decoder (comma-separated); "
                             "same as --set freeze=PARTS")
     _add_model_commands(commands)
+    _add_blend_command(commands)
     _add_evaluation_commands(commands)
     _add_serve_command(commands)
     args = parser.parse_args(argv)
@@ -102,6 +103,8 @@ def main(argv: list[str] | None = None) -> int:
         return _convert(args, parser)
     if args.command == "generate":
         return _generate(args, parser)
+    if args.command == "blend":
+        return _blend(args, parser)
     if args.command == "serve":
         return _serve(args, parser)
     if args.command == "data":
@@ -164,6 +167,27 @@ def _add_model_commands(commands) -> None:
                           help="write the seeds' images only, no grid.png (which shows the first 64)")
     generate.add_argument("--out", required=True,
                           help="the folder to write (replaced as a whole; new, empty or an earlier generate's)")
+
+
+def _add_blend_command(commands) -> None:
+    blend = commands.add_parser("blend", help="layer swapping: a StyleGAN2 generator with the low-resolution layers "
+                                              "of one model and the high-resolution layers of another")
+    blend.add_argument("--structure", required=True, help="the generator whose layers at resolutions <= R are kept "
+                                                          "(and its mapping, w_avg and noise): .pkl, .safetensors")
+    blend.add_argument("--rendering", required=True, help="the generator whose layers above R are taken")
+    blend.add_argument("--resolution", type=int, required=True, metavar="R",
+                       help="the swap resolution: a block resolution, from 4 to the generators' own")
+    blend.add_argument("--width", type=float, metavar="W",
+                       help="blend smoothly: a logistic over W layer positions (2 per resolution) centred on the "
+                            "switch; default: the hard switch")
+    blend.add_argument("--out", required=True, help="the .safetensors file to write (its card goes beside it as "
+                                                    ".json, the grid as <stem>_blend_grid.png)")
+    blend.add_argument("--grid-seeds", default="0-3", help="the grid's columns: seeds, e.g. 0-3 (default)")
+    blend.add_argument("--grid-resolutions", metavar="R1,R2,...",
+                       help="the grid's rows between the two sources: the blend at these swap resolutions "
+                            "(default: those of 8,16,32,64 below the generators' resolution)")
+    blend.add_argument("--class", dest="class_index", type=int, metavar="IDX",
+                       help="the class the grid shows, for conditional generators")
 
 
 def _add_serve_command(commands) -> None:
@@ -288,6 +312,20 @@ def _convert(args, parser: argparse.ArgumentParser) -> int:
     except (FileNotFoundError, ValueError) as error:
         parser.exit(2, f"culturegan convert: {error}\n")
     print(f"{card['description']}: {card['parameters']:,} parameters in {card['tensors']} tensors -> {path}")
+    return 0
+
+
+def _blend(args, parser: argparse.ArgumentParser) -> int:
+    from culturegan.transfer.blend import blend_files, parse_resolutions
+    from culturegan.transfer.generate import parse_seeds
+
+    try:
+        grid_resolutions = None if args.grid_resolutions is None else parse_resolutions(args.grid_resolutions)
+        model, grid = blend_files(args.structure, args.rendering, args.resolution, args.out, args.width,
+                                  parse_seeds(args.grid_seeds), grid_resolutions, args.class_index)
+    except (FileNotFoundError, ValueError) as error:
+        parser.exit(2, f"culturegan blend: {error}\n")
+    print(f"wrote the blend to {model} (card {model.with_suffix('.json')}) and its grid to {grid}")
     return 0
 
 

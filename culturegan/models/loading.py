@@ -540,13 +540,23 @@ def convert(source: str | os.PathLike, destination: str | os.PathLike, cultures:
     model = build_model(state, source, architecture_from_card(card["architecture"]), fused=False)
     if cultures:
         card["cultures"] = cultures
+    return save_model(model, card, destination), card
+
+
+def save_model(model: torch.nn.Module, card: dict, destination: str | os.PathLike) -> Path:
+    """Writes `model`'s state_dict to `destination` (.safetensors, `card` in its metadata) and the
+    card beside it as .json, each atomically; counts its parameters and tensors into `card`
+    first. The one way culturegan writes a model file (convert, blend); returns the path."""
+    destination = Path(destination)
+    if destination.suffix != ".safetensors":
+        raise ValueError(f"models are written as .safetensors, got {destination}")
     card["parameters"] = sum(p.numel() for p in model.parameters())
     card["tensors"] = len(model.state_dict())
-    tensors = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     with atomic_path(destination) as temporary:
         save_file(tensors, str(temporary), metadata={CARD_FORMAT: json.dumps(card)})
     write_text(destination.with_suffix(".json"), json.dumps(card, indent=2) + "\n")
-    return destination, card
+    return destination
 
 
 def load_discriminator(path: str | os.PathLike, fused: bool = True) -> tuple[torch.nn.Module, dict]:
@@ -558,4 +568,4 @@ def load_discriminator(path: str | os.PathLike, fused: bool = True) -> tuple[tor
 
 
 __all__ = ["Architecture", "Run", "StyleGAN2Architecture", "architecture_from_card", "build_model", "convert",
-           "infer_architecture", "load_discriminator", "load_generator", "load_run", "read_model"]
+           "infer_architecture", "load_discriminator", "load_generator", "load_run", "read_model", "save_model"]
