@@ -169,8 +169,9 @@ def conv2d_resample_fast(backend: str, x, weight, f, up, down, padding, groups, 
     padx0, padx1, pady0, pady1 = padding
     if padx0 == padx1 >= 0 and pady0 == pady1 >= 0:
         return _convolve(backend, x, weight, groups, flip_weight, padding=(pady0, padx0))
-    # Uneven or negative padding: a zero pad or crop (F.pad crops for negative values).
-    return _convolve(backend, F.pad(x, [padx0, padx1, pady0, pady1]), weight, groups, flip_weight)
+    # Uneven or negative padding: NVlabs' own way, upfirdn2d's pad then crop. (F.pad crops first,
+    # so a crop larger than x fails even where the other side's padding leaves an output.)
+    return _convolve(backend, upfirdn2d(x, None, 1, 1, padding, backend=backend), weight, groups, flip_weight)
 
 
 OP = _backends.declare(_backends.Op("conv2d_resample", _check, conv2d_resample_reference, conv2d_resample_fast))

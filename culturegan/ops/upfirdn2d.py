@@ -135,7 +135,8 @@ def upfirdn2d_reference(x: torch.Tensor, f: torch.Tensor | None, up=1, down=1, p
     x = F.pad(x, [max(padx0, 0), max(padx1, 0), max(pady0, 0), max(pady1, 0)])
     x = x[:, :, max(-pady0, 0):x.shape[2] - max(-pady1, 0), max(-padx0, 0):x.shape[3] - max(-padx1, 0)]
     f = torch.ones(1, 1, dtype=x.dtype, device=x.device) if f is None else f
-    f = (f * gain ** (f.dim() / 2)).to(x.dtype)
+    # The gain in float64 for float64 x (exact), else in float32 as NVlabs', then x's dtype.
+    f = (f.to(torch.promote_types(f.dtype, x.dtype)) * gain ** (f.dim() / 2)).to(x.dtype)
     if not flip_filter:  # conv2d correlates: flipping the taps makes it a true convolution
         f = f.flip(list(range(f.dim())))
     f = f[None, None].repeat([channels, 1] + [1] * f.dim())
@@ -198,7 +199,23 @@ def _vjp(ctx, grad):
 
 FORWARD = _backends.register(_backends.Kernel("upfirdn2d", _fake, triton=_triton_forward, vjp=_vjp,
                                               setup_context=_setup_context))
-OP = _backends.declare(_backends.Op("upfirdn2d", _check, upfirdn2d_reference, FORWARD))
+# From this many taps a 1-D (separable) filter runs as two passes, one per axis, as NVlabs' CUDA
+# op does: n + n taps per output instead of the kernels' n * n. Below it one pass is faster (2-core
+# CPU VM, upsample2d of (4, 64, 64, 64): 5.6x two passes at 8 taps, 2.3x at 16, 0.73x at 32), and
+# it has no intermediate rounding.
+SEPARABLE_PASSES_FROM = 16
+
+
+def _on_backend(backend: str, x, f, up, down, padding, flip_filter, gain):
+    kernel = FORWARD.on(backend)
+    if f.dim() == 2 or f.shape[0] < SEPARABLE_PASSES_FROM:
+        return kernel(x, f, up, down, padding, flip_filter, gain)
+    (upx, upy), (downx, downy), (padx0, padx1, pady0, pady1) = up, down, padding
+    rows = kernel(x, f[None, :], [upx, 1], [downx, 1], [padx0, padx1, 0, 0], flip_filter, gain ** 0.5)
+    return kernel(rows, f[:, None], [1, upy], [1, downy], [0, 0, pady0, pady1], flip_filter, gain ** 0.5)
+
+
+OP = _backends.declare(_backends.Op("upfirdn2d", _check, upfirdn2d_reference, _on_backend))
 
 
 # ----------------------------------------------------------------------------- public API

@@ -29,6 +29,7 @@ GEOMETRIES = [
     (2, 3, 5, 5, 3, 2, 2, 1, 1, "binomial", "contiguous", True, True),
     (2, 3, 4, 5, 3, 2, 1, 1, 1, None, "strided", False, True),
     (2, 3, 9, 8, 3, 1, 2, (1, 2), 1, "separable", "contiguous", False, True),
+    (2, 3, 4, 4, 3, 1, 1, (-5, 8, 1, 1), 1, None, "contiguous", True, False),  # a crop wider than x, padded back
 ]
 FILTERS = {None: None, "binomial": [1, 3, 3, 1], "separable": [1, 2, 4, 6, 6, 4, 2, 1]}
 

@@ -23,6 +23,8 @@ GEOMETRIES = [
     pytest.param(2, 3, [-1, 2, 3, -2], (4,), False, 2.5, id="separable-crop-up-down"),
     pytest.param(1, 1, [-2, -1, 0, -1], (2, 3), False, 1.0, id="crop"),
     pytest.param((1, 3), (2, 1), [0, 4, 1, 1], (5,), True, 1.0, id="separable-odd"),
+    # From SEPARABLE_PASSES_FROM taps a 1-D filter runs as two passes, one per axis.
+    pytest.param((2, 1), (1, 2), [9, 7, 8, 8], (16,), True, 3.0, id="separable-two-passes"),
 ]
 # (shape, layout): odd sizes, a 1x1 image, channels_last and strided views.
 CASES = [
@@ -98,7 +100,8 @@ def test_forward_matches_reference(device, backend, dtype, up, down, padding, fi
 
 @pytest.mark.parametrize("device, backend", [p for p in NOT_INTERPRETED if p.values[1] != "reference"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
-@pytest.mark.parametrize("up, down, padding, filter_shape, flip, gain", GEOMETRIES[:3] + GEOMETRIES[5:6])
+@pytest.mark.parametrize("up, down, padding, filter_shape, flip, gain",
+                         GEOMETRIES[:3] + GEOMETRIES[5:6] + GEOMETRIES[-1:])
 def test_forward_matches_reference_on_larger_planes(device, backend, dtype, up, down, padding, filter_shape, flip,
                                                     gain):
     check_forward(device, backend, dtype, LARGE_CASES, (up, down, padding, filter_shape, flip, gain))
@@ -107,7 +110,8 @@ def test_forward_matches_reference_on_larger_planes(device, backend, dtype, up, 
 @pytest.mark.parametrize("device, backend", BACKENDS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
-@pytest.mark.parametrize("up, down, padding, filter_shape, flip, gain", GEOMETRIES[:2] + GEOMETRIES[5:6])
+@pytest.mark.parametrize("up, down, padding, filter_shape, flip, gain",
+                         GEOMETRIES[:2] + GEOMETRIES[5:6] + GEOMETRIES[-1:])
 def test_gradient_matches_reference(device, backend, dtype, layout, up, down, padding, filter_shape, flip, gain):
     x, f = inputs((2, 3, 6, 5), layout, dtype, device, filter_shape, requires_grad=True)
     y = ops.upfirdn2d(x, f, up, down, padding, flip, gain, backend=backend)
