@@ -19,6 +19,12 @@ synthesis layer L becomes (1 − y_L)·structure + y_L·rendering with the rende
   and y(c + d) sum to 1, and W -> 0 gives the hard switch. (JP centres its logistic on
   position(R, level) itself, 1.5 positions below its hard switch; this does not copy that.)
 
+In the smooth blend b4.conv1 gets its small rendering share like every layer (JP's TF 4x4 layer
+is named "Conv", so his script never blends it: a quirk of names this does not copy).
+
+Generators blend when their tensors have the same names and shapes; the blend takes the
+structure model's constructor arguments (precision, conv_clamp), which shape no tensor.
+
 The mapping network, w_avg and every noise_const come from structure, as in JP's script (its
 output starts as a copy of the first model and only synthesis weights are blended); so do the
 fixed resample filters, which the shared architecture makes equal. The noise strengths are
@@ -106,24 +112,24 @@ def _check_generators(structure, rendering) -> None:
         if not isinstance(model, Generator):
             raise ValueError(f"the {role} model is a {type(model).__name__}, not a StyleGAN2 Generator "
                              "(culturegan.models.stylegan2): only those can be blended")
-    differences = _differing_keys(structure.init_kwargs, rendering.init_kwargs)
+    # The tensors decide, not the constructor arguments: settings that shape no tensor differ
+    # between models that blend well (a TF-converted fp32 base without conv_clamp beside an NVlabs
+    # fine-tune with num_fp16_res 4 and conv_clamp 256); the blend runs with the structure's.
+    differences = _differing_tensors(structure.state_dict(), rendering.state_dict())
     if differences:
-        described = "; ".join(f"{key}: {a!r} vs {b!r}" for key, a, b in differences)
-        raise ValueError(f"the structure and rendering generators have different architectures ({described}); "
+        raise ValueError(f"the structure and rendering generators have different architectures ({differences}); "
                          "layer swapping needs two fine-tunes of one architecture")
 
 
-def _differing_keys(first: dict, second: dict, prefix: str = "") -> list[tuple[str, object, object]]:
-    """[(dotted key, first's value, second's value)] where the (nested) dicts differ; a key only
-    one of them has shows None for the other."""
-    differences = []
-    for key in sorted(first.keys() | second.keys()):
-        a, b = first.get(key), second.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            differences += _differing_keys(a, b, f"{prefix}{key}.")
-        elif a != b:
-            differences.append((prefix + key, a, b))
-    return differences
+def _differing_tensors(first: dict, second: dict, shown: int = 6) -> str:
+    """What differs between two state_dicts' names and shapes ("" if nothing), the first few of each kind."""
+    only_first, only_second = sorted(first.keys() - second.keys()), sorted(second.keys() - first.keys())
+    shapes = [f"{name} {tuple(first[name].shape)} vs {tuple(second[name].shape)}"
+              for name in sorted(first.keys() & second.keys()) if first[name].shape != second[name].shape]
+    parts = [f"{label}: {', '.join(items[:shown])}" + (f" and {len(items) - shown} more" if len(items) > shown else "")
+             for label, items in (("only in structure", only_first), ("only in rendering", only_second),
+                                  ("shapes", shapes)) if items]
+    return "; ".join(parts)
 
 
 def _check_resolution(resolution, img_resolution: int) -> None:

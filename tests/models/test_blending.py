@@ -155,13 +155,26 @@ def test_a_middle_blend_differs_from_both_sources_and_leaves_them_unchanged(stru
 
 # ------------------------------------------------------------------------------- refusals
 
-def test_different_architectures_are_refused_naming_the_keys(structure):
-    with pytest.raises(ValueError, match=r"mapping_kwargs\.num_layers: 2 vs 3"):
+def test_different_architectures_are_refused_naming_the_tensors(structure):
+    with pytest.raises(ValueError, match=r"only in rendering: mapping\.fc2\.bias, mapping\.fc2\.weight"):
         blend_generators(structure, small_generator(2, mapping_layers=3), 8)
-    with pytest.raises(ValueError, match=r"synthesis_kwargs\.channel_base: 128 vs 256"):
-        blend_generators(structure, small_generator(2, channel_base=256), 8)
-    with pytest.raises(ValueError, match=r"img_resolution: 16 vs 32"):
+    with pytest.raises(ValueError, match=r"only in rendering: synthesis\.b32\."):
         blend_generators(structure, small_generator(2, resolution=32), 8)
+    wider_z = Generator(9, 0, 8, RESOLUTION, 3, mapping_kwargs=dict(num_layers=2),
+                        synthesis_kwargs=dict(channel_base=8 * RESOLUTION, channel_max=8))
+    with pytest.raises(ValueError, match=r"shapes: mapping\.fc0\.weight \(8, 8\) vs \(8, 9\)"):
+        blend_generators(structure, wider_z, 8)
+
+
+def test_settings_that_shape_no_tensor_do_not_stop_a_blend(structure):
+    # A TF-converted base (fp32, no clamp) beside an NVlabs fine-tune (num_fp16_res 4, conv_clamp 256).
+    kwargs = structure.init_kwargs
+    rendering = Generator(**{**kwargs, "synthesis_kwargs": {**kwargs["synthesis_kwargs"], "num_fp16_res": 4,
+                                                            "conv_clamp": 256}})
+    rendering.load_state_dict(small_generator(2).state_dict())
+    blended = blend_generators(structure, rendering, 8)
+    assert blended.init_kwargs == structure.init_kwargs
+    assert torch.equal(blended.state_dict()["synthesis.b16.conv1.weight"], rendering.synthesis.b16.conv1.weight)
 
 
 @pytest.mark.parametrize("resolution", [2, 12, 32, 0, -8, True, 8.0, "8"])
@@ -240,7 +253,7 @@ def test_cli_default_grid_shows_the_sources_around_the_default_resolutions_below
 @pytest.mark.parametrize("arguments, message", [
     (["--resolution", "12"], "swap resolution 12 is not one of"),
     (["--resolution", "8", "--width", "0"], "blend width must be a positive finite number"),
-    (["--resolution", "8", "--rendering", "wide"], r"img_resolution: 16 vs 32"),
+    (["--resolution", "8", "--rendering", "wide"], r"only in rendering: synthesis\.b32\."),
     (["--resolution", "8", "--rendering", "missing"], "does not exist"),
     (["--resolution", "8", "--structure", "resnet"], "the structure model .*resnet.pth is a resnet_1blocks generator "
                                                      ".*; blend takes StyleGAN2 generators"),

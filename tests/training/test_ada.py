@@ -286,5 +286,8 @@ def test_bad_images_and_missing_observations_are_refused():
         pipe(torch.zeros(3, 8, 8))
     with pytest.raises(ValueError, match="p must"):
         AdaController(pipe).load_state_dict({"p": -1.0, "steps": 0, "sign_sum": 0.0, "sign_count": 0.0})
+    for sign_sum, sign_count in ((0.0, -1.0), (float("nan"), 4.0), (5.0, 4.0)):
+        with pytest.raises(ValueError, match="sign counts"):
+            AdaController(pipe).load_state_dict({"p": 0.5, "steps": 0, "sign_sum": sign_sum, "sign_count": sign_count})
     with pytest.raises(RuntimeError, match="observe"):
         AdaController(pipe, interval=1).step(8)
