@@ -30,7 +30,7 @@ from culturegan.data.images import TileGrid
 from culturegan.models.blending import MIN_RESOLUTION, blend_generators, rendering_weights
 from culturegan.models.loading import load_generator, save_model
 from culturegan.models.stylegan2 import Generator
-from culturegan.transfer.generate import IMAGE_CHANNELS, _default_device, _labels, check_seeds, render
+from culturegan.transfer.generate import IMAGE_CHANNELS, check_seeds, class_labels, default_device, render
 
 GRID_SEEDS = (0, 1, 2, 3)
 GRID_RESOLUTIONS = (8, 16, 32, 64)  # toonify's sweep; those below the model's resolution are used
@@ -70,7 +70,7 @@ def blend_files(structure: str | os.PathLike, rendering: str | os.PathLike, reso
     seeds = check_seeds(grid_seeds)
     if len(seeds) > MAX_GRID_SEEDS:
         raise ValueError(f"{len(seeds)} grid seeds given; the grid has at most {MAX_GRID_SEEDS} columns")
-    device = device or _default_device()
+    device = device or default_device()
     structure_model, structure_card = _stylegan2_generator(structure, "structure", device)
     rendering_model, rendering_card = _stylegan2_generator(rendering, "rendering", device)
     blended = blend_generators(structure_model, rendering_model, resolution, width)
@@ -78,7 +78,7 @@ def blend_files(structure: str | os.PathLike, rendering: str | os.PathLike, reso
         grid_resolutions = [r for r in GRID_RESOLUTIONS if r < structure_model.img_resolution] or [MIN_RESOLUTION]
     rows = [structure_model] + [blend_generators(structure_model, rendering_model, r, width)
                                 for r in _sorted_resolutions(grid_resolutions)] + [rendering_model]
-    grid = Image.fromarray(_grid(rows, seeds, _labels(structure_model, class_index)).pixels)
+    grid = Image.fromarray(_grid(rows, seeds, class_labels(structure_model, class_index)).pixels)
     card = _blend_card(structure_card, rendering_card, structure_model.img_resolution, resolution, width)
     save_model(blended, card, out)
     with atomic_path(grid_path(out)) as temporary:

@@ -96,8 +96,8 @@ def generate_images(checkpoint: str | os.PathLike, seeds: Iterable[int], out: st
     _check_settings(truncation_psi, noise_mode)
     out = Path(out)
     _check_output(out)
-    generator = _stylegan2_generator(checkpoint, network, device or _default_device())
-    labels = _labels(generator, class_index)
+    generator = _stylegan2_generator(checkpoint, network, device or default_device())
+    labels = class_labels(generator, class_index)
     with atomic_directory(out) as folder:
         canvas = _grid_canvas(generator, len(seeds)) if grid else None
         for index, seed in enumerate(progress_bar(seeds, enabled=progress, unit="image")):
@@ -167,7 +167,7 @@ def _check_output(out: Path) -> None:
                              "the whole folder: choose a new or empty one")
 
 
-def _labels(generator: torch.nn.Module, class_index: int | None) -> torch.Tensor | None:
+def class_labels(generator: torch.nn.Module, class_index: int | None) -> torch.Tensor | None:
     """The one-hot label (1, c_dim) of class_index, or None for an unconditional generator."""
     if generator.c_dim == 0:
         if class_index is not None:
@@ -186,8 +186,10 @@ def _labels(generator: torch.nn.Module, class_index: int | None) -> torch.Tensor
     return labels
 
 
-def _default_device() -> str:
+def default_device() -> str:
+    """CUDA where there is a GPU, else the CPU (generate's and blend's default)."""
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-__all__ = ["GRID_TILES", "check_seeds", "generate_images", "parse_seeds", "render", "seed_file_name"]
+__all__ = ["GRID_TILES", "check_seeds", "class_labels", "default_device", "generate_images", "parse_seeds", "render",
+           "seed_file_name"]
