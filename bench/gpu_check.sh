@@ -7,6 +7,12 @@
 # OUTDIR/results-<date>.md. Every step runs under a timeout cut to what is left of an 8-minute
 # budget, so a hang costs only its own step; a failed step does not stop the next ones, but the
 # script exits non-zero if any failed.
+#
+# A short lease trims the steps through these variables (each replaces its step's pytest arguments;
+# an empty one skips the step):
+#   TEST_ARGS           default: tests -x -q -p no:cacheprovider
+#   BENCH_KERNELS_ARGS  default: every kernel benchmark file
+#   BENCH_BLOCKS_ARGS   default: the block, network, training-step and inference benchmark files
 set -u
 
 OUTDIR=${1:?usage: bash bench/gpu_check.sh OUTDIR}
@@ -127,17 +133,28 @@ ensure_test_tools
 run_step build 180 env MAX_JOBS=16 CUDA_HOME=/usr/local/cuda TORCH_CUDA_ARCH_LIST=9.0 CULTUREGAN_BUILD_CUDA=1 \
     "${PY[@]}" -m pip install --no-build-isolation --no-deps .
 run_step doctor 45 "${PY[@]}" -m culturegan doctor
-run_step tests 150 "${PY[@]}" -m pytest tests -x -q -p no:cacheprovider
-run_step hardware 45 "${PY[@]}" -c "$HARDWARE_PY"
+TEST_ARGS=${TEST_ARGS-tests -x -q -p no:cacheprovider}
 # The kernels' benchmarks first: the blocks' and networks' compile with max-autotune (minutes)
 # and take whatever time is left.
-run_step bench_kernels 150 "${PY[@]}" -m pytest bench/test_bias_leaky_relu.py bench/test_feature_stats.py \
-    bench/test_gram.py bench/test_patch_nce_loss.py bench/test_upfirdn2d.py bench/test_modulated_conv2d.py \
-    -q -p no:cacheprovider --gpu-sizes \
+BENCH_KERNELS_ARGS=${BENCH_KERNELS_ARGS-bench/test_bias_leaky_relu.py bench/test_feature_stats.py \
+bench/test_gram.py bench/test_patch_nce_loss.py bench/test_upfirdn2d.py bench/test_modulated_conv2d.py}
+BENCH_BLOCKS_ARGS=${BENCH_BLOCKS_ARGS-bench/test_conv_blocks.py bench/test_networks.py \
+bench/test_training_step.py bench/test_inference.py}
+# The variables hold pytest arguments split at spaces (-k expressions are quoted inside with ''),
+# which eval keeps whole.
+pytest_step() {  # pytest_step NAME MAX_SECONDS ARGS [more pytest arguments]
+    local name=$1 max=$2 args=$3
+    shift 3
+    [[ -n $args ]] || { STEPS+=("$name|skipped (empty arguments)|0"); return; }
+    eval "local argv=($args)"
+    run_step "$name" "$max" "${PY[@]}" -m pytest "${argv[@]}" "$@"
+}
+pytest_step tests 150 "$TEST_ARGS"
+run_step hardware 45 "${PY[@]}" -c "$HARDWARE_PY"
+pytest_step bench_kernels 150 "$BENCH_KERNELS_ARGS" -q -p no:cacheprovider --gpu-sizes \
     --bench-json "$OUTDIR/bench_kernels.json"
-run_step bench_blocks 240 "${PY[@]}" -m pytest bench/test_conv_blocks.py bench/test_networks.py bench/test_training_step.py \
-    bench/test_inference.py -q \
-    -p no:cacheprovider --gpu-sizes --bench-json "$OUTDIR/bench_blocks.json"
+pytest_step bench_blocks 240 "$BENCH_BLOCKS_ARGS" -q -p no:cacheprovider --gpu-sizes \
+    --bench-json "$OUTDIR/bench_blocks.json"
 write_results
 
 if ((${#FAILED[@]})); then

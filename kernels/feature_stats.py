@@ -13,12 +13,12 @@ import torch
 import triton
 import triton.language as tl
 
-from culturegan.kernels.common import PlaneTiling, compute_dtype
+from culturegan.kernels.common import PlaneTiling, compute_dtype, join, split
 
 
 @triton.jit
-def _stats_kernel(X, MEAN, STD, spatial, channels, stride_n, stride_c, stride_s, eps, correction,
-                  COMPUTE: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_C: tl.constexpr):
+def _stats_kernel(X, MEAN, STD, spatial, channels, stride_n, stride_c, stride_s, eps_hi, eps_lo,
+                  correction, COMPUTE: tl.constexpr, BLOCK_S: tl.constexpr, BLOCK_C: tl.constexpr):
     n = tl.program_id(0).to(tl.int64)
     c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     c_mask = c < channels
@@ -41,7 +41,7 @@ def _stats_kernel(X, MEAN, STD, spatial, channels, stride_n, stride_c, stride_s,
         mean += delta * weight
         m2 += tile_m2 + delta * delta * count * weight
         count = total
-    std = tl.sqrt(m2 / (count - correction) + eps)
+    std = tl.sqrt(m2 / (count - correction) + join(eps_hi, eps_lo, COMPUTE))
     out = n * channels + c
     tl.store(MEAN + out, (shift + mean).to(MEAN.dtype.element_ty), mask=c_mask)
     tl.store(STD + out, std.to(STD.dtype.element_ty), mask=c_mask)
@@ -53,5 +53,5 @@ def forward(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, channels_inn
     channels_innermost."""
     tiling = PlaneTiling(x, channels_innermost)
     _stats_kernel[tiling.grid](x, mean, std, tiling.spatial, tiling.channels, tiling.channels * tiling.spatial,
-                               tiling.stride_c, tiling.stride_s, eps, 1.0 if unbiased else 0.0,
+                               tiling.stride_c, tiling.stride_s, *split(eps), 1.0 if unbiased else 0.0,
                                COMPUTE=compute_dtype(x), BLOCK_S=tiling.block_s, BLOCK_C=tiling.block_c)

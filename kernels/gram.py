@@ -16,14 +16,14 @@ import torch
 import triton
 import triton.language as tl
 
-from culturegan.kernels.common import compute_dtype
+from culturegan.kernels.common import compute_dtype, join, split
 
 BLOCK_C = 32  # tile edge: tl.dot needs >= 16 on GPUs
 BLOCK_K = 32
 
 
 @triton.jit
-def _gram_kernel(X, G, MEAN, STD, channels, spatial, stride_n, stride_c, stride_s, eps, correction,
+def _gram_kernel(X, G, MEAN, STD, channels, spatial, stride_n, stride_c, stride_s, eps_hi, eps_lo, correction,
                  COMPUTE: tl.constexpr, DOT_PRECISION: tl.constexpr, UPCAST: tl.constexpr, STATS: tl.constexpr,
                  BLOCK_C: tl.constexpr, BLOCK_K: tl.constexpr):
     n = tl.program_id(0).to(tl.int64)
@@ -66,7 +66,7 @@ def _gram_kernel(X, G, MEAN, STD, channels, spatial, stride_n, stride_c, stride_
             if STATS:
                 out = n * channels + rows_i
                 tl.store(MEAN + out, (shift + mean).to(MEAN.dtype.element_ty), mask=row_mask)
-                std = tl.sqrt(m2 / (count - correction) + eps)
+                std = tl.sqrt(m2 / (count - correction) + join(eps_hi, eps_lo, COMPUTE))
                 tl.store(STD + out, std.to(STD.dtype.element_ty), mask=row_mask)
         out = G + n * channels * channels
         mask = row_mask[:, None] & (rows_j < channels)[None, :]
@@ -88,6 +88,6 @@ def forward(features: torch.Tensor, gram: torch.Tensor, stats: tuple | None = No
     precision = "ieee" if features.dtype in (torch.float32, torch.float64) or upcast else None
     mean, std, unbiased, eps = stats if stats is not None else (gram, gram, False, 0.0)
     _gram_kernel[(samples, tiles, tiles)](features, gram, mean, std, channels, spatial, features.stride(0),
-                                          features.stride(1), features.stride(2), eps, 1.0 if unbiased else 0.0,
+                                          features.stride(1), features.stride(2), *split(eps), 1.0 if unbiased else 0.0,
                                           COMPUTE=compute_dtype(features), DOT_PRECISION=precision, UPCAST=upcast,
                                           STATS=stats is not None, BLOCK_C=BLOCK_C, BLOCK_K=BLOCK_K)

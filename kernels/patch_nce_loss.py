@@ -248,6 +248,17 @@ def _key_kernel(Q, K, Q_NORMS, K_NORMS, LSE, GRAD, OUT, patches, channels,
                               out_stride_n, out_stride_p, out_stride_c, ONE_CHUNK)
 
 
+def _loadable(features: torch.Tensor) -> torch.Tensor:
+    """features, copied to contiguous when they are 16-bit and strided on a GPU. On an H200
+    (Triton 3.6, 2026-11-30) the key gradient of float16 and bfloat16 features (2, 40, 33) viewed
+    from (2, 33, 40) memory came out wrong in two whole rows, deterministically; the same values
+    contiguous, float32 ones, and the (2, 17, 9) and (1, 65, 70) views were right. The cause was not
+    found in the time the GPU was lent, so such inputs take the layout that was seen right."""
+    if features.device.type == "cuda" and features.element_size() == 2 and not features.is_contiguous():
+        return features.contiguous()
+    return features
+
+
 class _Tiles:
     """Tile sizes and the grid's C split for (N, P, C) features."""
 
@@ -283,6 +294,7 @@ def forward(query: torch.Tensor, key: torch.Tensor, temperature: float,
     """(loss (N, P) in query's dtype, lse (N, P) in the math dtype, and d loss_i / d query_i
     (N, P, C) in the math dtype when query_grad, else an empty (0,) tensor) for query and key
     (N, P, C) of any strides."""
+    query, key = _loadable(query), _loadable(key)
     math = math_dtype(query)
     tiles = _Tiles(query)
     rows = (tiles.images, tiles.patches)
@@ -310,7 +322,7 @@ def backward(grad: torch.Tensor, query: torch.Tensor, key: torch.Tensor, lse: to
     grad_query, grad_key = query.new_empty((0,)), key.new_empty((0,))
     if not (query_grad or key_grad):
         return grad_query, grad_key
-    grad, lse = grad.contiguous(), lse.contiguous()
+    grad, lse, query, key = grad.contiguous(), lse.contiguous(), _loadable(query), _loadable(key)
     tiles = _Tiles(query)
     eps, scalars = split(NORM_EPS), (*split(temperature), *split(NORM_EPS))
     q_norms, k_norms = _norms(query, tiles, eps, lse), _norms(key, tiles, eps, lse)

@@ -11,6 +11,12 @@ import torch
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
+# The tests hold float32 results to float32's precision. By default torch lets cuDNN, and with it
+# the Triton convolution (kernels/conv2d.py follows torch.backends.cudnn.allow_tf32), multiply in
+# TF32 (10-bit mantissas): on a GPU the float32 comparisons would measure TF32, not the kernels.
+torch.backends.cudnn.allow_tf32 = False
+torch.backends.cuda.matmul.allow_tf32 = False
+
 import pytest  # noqa: E402
 
 import culturegan  # noqa: E402

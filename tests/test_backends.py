@@ -33,6 +33,28 @@ def test_call_block_and_environment_choose_in_that_order(monkeypatch):
     assert _backends._select("cpu", None) == "reference"
 
 
+TRITON_FIRST = ("triton", "cuda", "reference")
+
+
+@pytest.mark.parametrize("name", ["upfirdn2d", "conv2d_resample", "modulated_conv2d"])
+def test_resampling_ops_prefer_triton_on_cuda_tensors(name):
+    """Measured on an H200: upfirdn2d's Triton kernel beat its CUDA one (README, GPU table)."""
+    assert importlib.import_module(f"culturegan.ops.{name}").OP.auto_order == {"cuda": TRITON_FIRST}
+
+
+def test_an_ops_own_auto_order_comes_first_and_a_request_still_wins(monkeypatch):
+    usable = {"cuda", "triton", "reference"}
+    monkeypatch.setattr(_backends, "unavailable_reason", lambda backend, device: None if backend in usable else "no")
+    monkeypatch.setattr(_backends._libraries, "require", lambda library: True)
+    assert _backends._select("cuda", None) == "cuda"
+    assert _backends._select("cuda", None, TRITON_FIRST) == "triton"
+    assert _backends._select("cuda", "cuda", TRITON_FIRST) == "cuda"
+    with ops.use_backend("reference"):
+        assert _backends._select("cuda", None, TRITON_FIRST) == "reference"
+    usable.remove("triton")  # triton not installed: the next in the op's order
+    assert _backends._select("cuda", None, TRITON_FIRST) == "cuda"
+
+
 UNKNOWN_BACKEND = r"unknown backend 'cuda_fast'; expected one of cuda, triton, cpu, reference"
 # Arguments each registered op accepts, to call it with a backend name it does not know.
 EXAMPLE_ARGUMENTS = {

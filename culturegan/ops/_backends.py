@@ -20,7 +20,7 @@ import functools
 import importlib.util
 import os
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -99,14 +99,16 @@ def unavailable_reason(backend: str, device_type: str) -> str | None:
     return None
 
 
-def _select(device_type: str, backend: str | None) -> str:
+def _select(device_type: str, backend: str | None, auto_order: tuple[str, ...] | None = None) -> str:
+    """The backend to run: the one requested, else the first usable one of auto_order (the op's
+    own preference for this device type) or AUTO_ORDER."""
     requested = requested_backend(backend)
     if requested != AUTO:
         reason = unavailable_reason(requested, device_type)
         if reason is not None:
             raise BackendUnavailableError(f"backend {requested!r} cannot run here: {reason}")
         return requested
-    for candidate in AUTO_ORDER.get(device_type, ("reference",)):
+    for candidate in auto_order or AUTO_ORDER.get(device_type, ("reference",)):
         if candidate in ("cpu", "cuda"):
             if not _libraries.require(_compiled_library(candidate)):  # warns once, or raises in strict mode
                 continue
@@ -115,8 +117,8 @@ def _select(device_type: str, backend: str | None) -> str:
     return "reference"
 
 
-# The choice depends only on the device type, the request, the enclosing use_backend block and
-# the environment. Under torch.compile it is made once while tracing and is a constant of the
+# The choice depends only on the device type, the request, the op's preference, the enclosing
+# use_backend block and the environment. Under torch.compile it is made once while tracing and is a constant of the
 # compiled graph (change the backend before compiling, not after).
 _select_constant = torch.compiler.assume_constant_result(_select)
 
@@ -216,6 +218,9 @@ class Op:
     check: Callable[..., tuple]
     reference: Callable
     fast: Variants | Callable
+    # "auto"'s order per device type where this op's measurements say another backend is
+    # faster than AUTO_ORDER's first (the README's benchmark tables give the reason per op)
+    auto_order: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     def implementation(self, backend: str) -> Callable:
         if backend == "reference":
@@ -226,7 +231,9 @@ class Op:
 
     def __call__(self, *arguments, backend: str | None = None):
         arguments = self.check(*arguments)
-        return _OPS[self.name][_select_constant(arguments[0].device.type, backend)](*arguments)
+        device_type = arguments[0].device.type
+        chosen = _select_constant(device_type, backend, self.auto_order.get(device_type))
+        return _OPS[self.name][chosen](*arguments)
 
 
 _OPS: dict[str, Mapping[str, Callable]] = {}

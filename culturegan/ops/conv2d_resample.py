@@ -31,7 +31,8 @@ import torch
 import torch.nn.functional as F
 
 from culturegan.ops import _autocast, _backends, _checks, _conv
-from culturegan.ops.upfirdn2d import _check_filter, _padding, filter_size, upfirdn2d, upfirdn2d_reference
+from culturegan.ops.upfirdn2d import (TRITON_FIRST_ON_CUDA, _check_filter, _padding, filter_size, upfirdn2d,
+                                      upfirdn2d_reference)
 
 Padding = tuple[int, int, int, int]  # (x0, x1, y0, y1), NVlabs' order
 
@@ -174,7 +175,8 @@ def conv2d_resample_fast(backend: str, x, weight, f, up, down, padding, groups, 
     return _convolve(backend, upfirdn2d(x, None, 1, 1, padding, backend=backend), weight, groups, flip_weight)
 
 
-OP = _backends.declare(_backends.Op("conv2d_resample", _check, conv2d_resample_reference, conv2d_resample_fast))
+OP = _backends.declare(_backends.Op("conv2d_resample", _check, conv2d_resample_reference, conv2d_resample_fast,
+                                    auto_order=TRITON_FIRST_ON_CUDA))
 
 
 @_autocast.lowered

@@ -40,6 +40,7 @@ import torch
 
 from culturegan.ops import _autocast, _backends, _checks
 from culturegan.ops._layout import math_dtype
+from culturegan.ops.upfirdn2d import TRITON_FIRST_ON_CUDA
 from culturegan.ops.conv2d_resample import (check_resampling, conv2d_resample_fast, conv2d_resample_reference,
                                             output_size)
 
@@ -163,7 +164,8 @@ def _folded(backend: str, x, weight, styles, noise, up, down, padding, resample_
     return y * output_scale if noise is None else torch.addcmul(noise, y, output_scale)
 
 
-OP = _backends.declare(_backends.Op("modulated_conv2d", _check, modulated_conv2d_reference, _folded))
+OP = _backends.declare(_backends.Op("modulated_conv2d", _check, modulated_conv2d_reference, _folded,
+                                    auto_order=TRITON_FIRST_ON_CUDA))
 
 
 @_autocast.lowered

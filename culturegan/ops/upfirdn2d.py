@@ -215,7 +215,12 @@ def _on_backend(backend: str, x, f, up, down, padding, flip_filter, gain):
     return kernel(rows, f[:, None], [1, upy], [1, downy], [0, 0, pady0, pady1], flip_filter, gain ** 0.5)
 
 
-OP = _backends.declare(_backends.Op("upfirdn2d", _check, upfirdn2d_reference, _on_backend))
+# "auto" on CUDA tensors runs Triton first, here and in the ops built on upfirdn2d: on an H200
+# (bench/results/gpu-h200-2026-11-30.md) the CUDA kernel ran StyleGAN2's resamplings at 0.46-1.2x
+# torch eager, Triton at 1.8-5.5x (forward, NCHW, float32 and float16).
+TRITON_FIRST_ON_CUDA = {"cuda": ("triton", "cuda", "reference")}
+OP = _backends.declare(_backends.Op("upfirdn2d", _check, upfirdn2d_reference, _on_backend,
+                                    auto_order=TRITON_FIRST_ON_CUDA))
 
 
 # ----------------------------------------------------------------------------- public API
