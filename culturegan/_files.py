@@ -49,10 +49,12 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
 
 
 @contextlib.contextmanager
-def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
+def atomic_directory(path: str | os.PathLike, only_if_empty: bool = False) -> Iterator[Path]:
     """Yields a temporary folder beside `path` for the caller to fill; when the block ends
     without error every file in it is flushed and the folder replaces `path` (an existing
-    `path` is removed first: the one moment a reader finds neither)."""
+    `path` is removed first: the one moment a reader finds neither). only_if_empty: an existing
+    `path` is replaced only while it is an empty folder, as the caller checked before a long
+    computation; if files appeared in it meanwhile, FileExistsError and nothing is replaced."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = _temporary_beside(path)
@@ -65,12 +67,26 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
                 os.chmod(file, file_mode)
                 _sync(file)
         _sync(temporary)
-        shutil.rmtree(path, ignore_errors=True)
+        if only_if_empty:
+            _remove_empty_folder(path)
+        else:
+            shutil.rmtree(path, ignore_errors=True)
         os.replace(temporary, path)
     except BaseException:
         shutil.rmtree(temporary, ignore_errors=True)
         raise
     _sync(path.parent)
+
+
+def _remove_empty_folder(path: Path) -> None:
+    if path.is_symlink() or (path.exists() and not path.is_dir()):
+        raise FileExistsError(f"{path} is no longer an empty folder: nothing replaced")
+    try:
+        path.rmdir()
+    except FileNotFoundError:
+        pass
+    except OSError:  # not empty (ENOTEMPTY or EEXIST, by platform)
+        raise FileExistsError(f"files appeared in {path} while this ran: nothing replaced, nothing removed") from None
 
 
 def _temporary_beside(path: Path) -> Path:

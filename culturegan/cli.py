@@ -8,6 +8,11 @@ import logging
 
 from culturegan import __version__  # (culturegan's __init__ imports no torch: --help stays instant)
 
+# `transfer`'s options for --input images (argparse dests), which --latents refuses
+IMAGE_OPTIONS = ("target_culture", "reference", "strength", "source_culture", "size", "keep_size", "tile", "overlap",
+                 "dtype", "batch_size", "side_by_side", "quality")
+LATENT_NOISE_DEFAULT = "projected"
+
 
 def _add_global_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--version", action="version", version=f"culturegan {__version__}")
@@ -81,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
                             "same as --set freeze=PARTS")
     _add_model_commands(commands)
     _add_blend_command(commands)
+    _add_project_command(commands)
     _add_evaluation_commands(commands)
     _add_serve_command(commands)
     args = parser.parse_args(argv)
@@ -105,6 +111,8 @@ def main(argv: list[str] | None = None) -> int:
         return _generate(args, parser)
     if args.command == "blend":
         return _blend(args, parser)
+    if args.command == "project":
+        return _project(args, parser)
     if args.command == "serve":
         return _serve(args, parser)
     if args.command == "data":
@@ -117,8 +125,15 @@ def _add_model_commands(commands) -> None:
     transfer = commands.add_parser("transfer", help="transfer images or folders of images with a trained generator")
     transfer.add_argument("--checkpoint", required=True,
                           help="a generator: CycleGAN .pth, converted .safetensors, or a culturegan run/checkpoint")
-    transfer.add_argument("--input", required=True, help="an image file or a folder of images (recursively)")
-    transfer.add_argument("--output", required=True, help="the folder to write to (never the input folder)")
+    inputs = transfer.add_mutually_exclusive_group(required=True)
+    inputs.add_argument("--input", help="an image file or a folder of images (recursively)")
+    inputs.add_argument("--latents", metavar="DIR",
+                        help="a folder of codes `culturegan project` wrote: render each with --checkpoint, a StyleGAN2 "
+                             "generator of the base model's num_ws and w_dim (e.g. a blend of it), into a new or "
+                             "empty --output folder; the image options below do not apply")
+    transfer.add_argument("--latent-noise", choices=("projected", "const"), default=LATENT_NOISE_DEFAULT,
+                          help="with --latents: the codes' own noise maps (default) or the generator's (NVlabs')")
+    transfer.add_argument("--output", "--out", required=True, help="the folder to write to (never the input folder)")
     transfer.add_argument("--target-culture", help="the culture to transfer to (multi-culture generators; or a "
                                                    "two-culture run's source, to go backwards)")
     transfer.add_argument("--reference", metavar="IMAGE|FOLDER",
@@ -142,6 +157,8 @@ def _add_model_commands(commands) -> None:
     transfer.add_argument("--side-by-side", action="store_true", help="write input and output side by side")
     transfer.add_argument("--quality", type=int, default=95, help="JPEG and lossy WebP quality, 1-100 (JPEG also "
                                                                   "keeps full-resolution colour)")
+    # what --latents refuses: any image option not at its default
+    transfer.set_defaults(image_option_defaults={dest: transfer.get_default(dest) for dest in IMAGE_OPTIONS})
     convert = commands.add_parser("convert", help="convert a CycleGAN .pth, an NVlabs StyleGAN2 .pkl (or a culturegan "
                                                   "run) to culturegan's format: .safetensors with a JSON model card")
     convert.add_argument("input", help="the weights file, NVlabs snapshot, run or checkpoint")
@@ -188,6 +205,28 @@ def _add_blend_command(commands) -> None:
                             "(default: those of 8,16,32,64 below the generators' resolution)")
     blend.add_argument("--class", dest="class_index", type=int, metavar="IDX",
                        help="the class the grid shows, for conditional generators")
+
+
+def _add_project_command(commands) -> None:
+    project = commands.add_parser("project", help="find the StyleGAN2 codes (W or W+) of photos, NVlabs' projector "
+                                                  "with an offline distance; `transfer --latents` renders them")
+    project.add_argument("--checkpoint", required=True, help="the base StyleGAN2 generator: .pkl, .safetensors")
+    project.add_argument("--input", required=True, nargs="+", metavar="PATH",
+                         help="photos: image files and folders (searched recursively); each is centre-cropped to a "
+                              "square and resized to the generator's resolution")
+    project.add_argument("--out", required=True, help="the folder to write, new or empty: per photo its code "
+                                                      "(.safetensors) and image (.png), and grid.png")
+    project.add_argument("--steps", type=int, default=1000, help="optimisation steps per photo (default 1000)")
+    project.add_argument("--w-plus", action="store_true", help="one w per layer (W+) instead of one for all (W)")
+    project.add_argument("--perceptual", metavar="FILE",
+                         help="a TorchScript feature network (torch.jit.save), e.g. NVlabs' vgg16.pt, added to the "
+                              "distance; nothing is downloaded. A TorchScript file is a program and is run: give "
+                              "only files you trust")
+    project.add_argument("--culture-weight", type=float, default=1.0,
+                         help="weight of the culture-feature distance (default 1; 0: none, a faster search)")
+    project.add_argument("--seed", type=int, default=303, help="the seed of the noise maps and the jitter (default "
+                                                               "303, NVlabs')")
+    project.add_argument("--device", choices=("cuda", "cpu"), help="default: cuda when available")
 
 
 def _add_serve_command(commands) -> None:
@@ -291,6 +330,10 @@ def _transfer(args, parser: argparse.ArgumentParser) -> int:
     from culturegan.transfer import Stylizer, transfer_files
     from culturegan.transfer.writing import check_quality
 
+    if args.latents is not None:
+        return _render_latents(args, parser)
+    if args.latent_noise != LATENT_NOISE_DEFAULT:
+        parser.exit(2, "culturegan transfer: --latent-noise applies to --latents, not to --input images\n")
     try:
         check_quality(args.quality)  # before the model loads
         stylizer = Stylizer(args.checkpoint, args.target_culture, args.device, args.dtype, args.tile, args.overlap,
@@ -326,6 +369,33 @@ def _blend(args, parser: argparse.ArgumentParser) -> int:
     except (FileNotFoundError, ValueError) as error:
         parser.exit(2, f"culturegan blend: {error}\n")
     print(f"wrote the blend to {model} (card {model.with_suffix('.json')}) and its grid to {grid}")
+    return 0
+
+
+def _project(args, parser: argparse.ArgumentParser) -> int:
+    from culturegan.transfer.project import project_files
+
+    try:
+        codes = project_files(args.checkpoint, args.input, args.out, args.steps, args.w_plus, args.perceptual,
+                              args.seed, args.device, culture_weight=args.culture_weight)
+    except (OSError, ValueError) as error:  # OSError: the output folder changed during the search
+        parser.exit(2, f"culturegan project: {error}\n")
+    print(f"wrote {len(codes)} code(s), their images and grid.png to {args.out}")
+    return 0
+
+
+def _render_latents(args, parser: argparse.ArgumentParser) -> int:
+    from culturegan.transfer.project import render_codes
+
+    given = ["--" + dest.replace("_", "-") for dest, default in args.image_option_defaults.items()
+             if getattr(args, dest) != default]
+    try:
+        if given:
+            raise ValueError(f"{', '.join(given)} apply to --input images, not to --latents")
+        paths = render_codes(args.checkpoint, args.latents, args.output, args.latent_noise, args.device)
+    except (OSError, ValueError) as error:  # OSError: the output folder changed while rendering
+        parser.exit(2, f"culturegan transfer: {error}\n")
+    print(f"rendered {len(paths)} code(s) to {args.output}")
     return 0
 
 

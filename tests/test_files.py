@@ -48,6 +48,20 @@ def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
     assert path.read_text() == "old" and hidden(tmp_path) == []
 
 
+def test_atomic_directory_only_if_empty_keeps_files_that_appeared_meanwhile(tmp_path):
+    out = tmp_path / "codes"
+    out.mkdir()
+    with atomic_directory(out, only_if_empty=True) as temporary:  # still empty at the end: replaced
+        (temporary / "a.png").write_text("a")
+    assert sorted(p.name for p in out.iterdir()) == ["a.png"] and hidden(tmp_path) == []
+    (tmp_path / "later").mkdir()
+    with pytest.raises(FileExistsError, match="files appeared in .*later while this ran"):
+        with atomic_directory(tmp_path / "later", only_if_empty=True) as temporary:
+            (temporary / "a.png").write_text("a")
+            (tmp_path / "later" / "precious.txt").write_text("written by someone else meanwhile")
+    assert [p.name for p in (tmp_path / "later").iterdir()] == ["precious.txt"] and hidden(tmp_path) == []
+
+
 def test_atomic_directory_replaces_a_folder_whole(tmp_path):
     final = tmp_path / "step-00000002"
     final.mkdir()

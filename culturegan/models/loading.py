@@ -336,6 +336,8 @@ class Run:
         config = self.meta["config"]
         if config.get("mode") == "multi":
             return {"G": {"all": list(self.meta["cultures"])}}
+        if config.get("mode") == "stylegan2":  # from noise to the culture: G_ema (NVlabs' to sample), then G
+            return {"G_ema": {"target": config["target"]}, "G": {"target": config["target"]}}
         source, target = config["source"], config["target"]
         if config.get("mode") == "contrastive":  # CUT: one generator, one way
             return {"G": {"source": source, "target": target}}

@@ -286,7 +286,8 @@ class MappingNetwork(nn.Module):
         for index in range(self.num_layers):
             x = getattr(self, f"fc{index}")(x)
         if self.tracks_w_avg and self.training and not skip_w_avg_update:
-            self.w_avg.copy_(x.detach().mean(dim=0).lerp(self.w_avg, self.w_avg_beta))
+            # (under autocast x is in half precision; the average stays in the buffer's)
+            self.w_avg.copy_(x.detach().mean(dim=0).to(self.w_avg.dtype).lerp(self.w_avg, self.w_avg_beta))
         if self.num_ws is not None:
             x = x.unsqueeze(1).repeat([1, self.num_ws, 1])
         if check_number(truncation_psi, "truncation_psi", minimum=-math.inf) != 1:

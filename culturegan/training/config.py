@@ -2,11 +2,17 @@
 overrides, checked against TrainConfig's fields: an unknown key or a value of the wrong type is
 an error that names it. Every run saves its resolved configuration beside its checkpoints.
 
-Keys of one mode only (the contrastive ones, CONTRASTIVE_KEYS) default to None, which says "not
-given": another mode refuses them by name, and mode "contrastive" fills each one left None from
-its preset (PRESETS: "cut" unless `preset` says otherwise), then from CONTRASTIVE_DEFAULTS; a key
-given explicitly always wins over the preset. `pool_size` left None is 50 (CycleGAN's) in the
-pair and multi modes and 0 in the contrastive one (CUT trains without an image pool)."""
+Keys of one mode only (MODE_KEYS: the contrastive ones, the stylegan2 ones) default to None,
+which says "not given": another mode refuses them by name. Mode "contrastive" fills each one left
+None from its preset (PRESETS: "cut" unless `preset` says otherwise), then from
+CONTRASTIVE_DEFAULTS; a key given explicitly always wins over the preset. Mode "stylegan2" fills
+them from STYLEGAN2_DEFAULTS and NVlabs' rules that depend on other keys (_fill_stylegan2_defaults).
+
+Some shared keys default by mode too (None: not given): `pool_size` is 50 (CycleGAN's) in the pair
+and multi modes and 0 in the others (CUT and StyleGAN2 train without an image pool); `lr`,
+`beta1`, `beta2`, `decay_steps` and `r1_gamma` are CycleGAN's (2e-4, 0.5, 0.999, 5000, 0) except
+in mode "stylegan2", which takes NVlabs' (0.0025, 0, 0.99, a constant rate, R1 0.0002 * resolution^2
+/ batch_size: their --cfg=auto)."""
 
 from __future__ import annotations
 
@@ -22,8 +28,9 @@ from culturegan.losses.structure import SCALES as STRUCTURE_SCALES
 from culturegan.losses.structure import check_scales
 from culturegan.models.cyclegan import UPSAMPLING
 from culturegan.models.loading import FIRST_BLOCK
+from culturegan.training.ada import PRESETS as AUGMENT_PIPE_PRESETS
 
-MODES = ("pair", "multi", "contrastive")
+MODES = ("pair", "multi", "contrastive", "stylegan2")
 WEIGHTS = ("lambda_cycle", "lambda_identity", "lambda_culture", "lambda_structure", "lambda_class", "lambda_reference",
            "r1_gamma")
 CONTRASTIVE_KEYS = ("preset", "lambda_nce", "nce_idt", "flip_equivariance", "nce_layers", "nce_patches",
@@ -36,7 +43,22 @@ PRESETS = {"cut": {"lambda_nce": 1.0, "nce_idt": True, "flip_equivariance": Fals
 # CUT's nce_layers (of resnet_9blocks): the input, the two downsamplings, residual blocks 2 and 6
 CUT_NCE_LAYERS = (0, 4, 8, 12, 16)
 CONTRASTIVE_DEFAULTS = {"preset": "cut", "nce_patches": 256, "nce_temperature": 0.07}
-POOL_SIZES = {"contrastive": 0}  # pool_size by mode, when not given; CycleGAN's 50 otherwise
+# mode "stylegan2": StyleGAN2-ADA fine-tuning (or training from scratch) on one culture folder,
+# `target` (culturegan.training.stylegan2 has the math and NVlabs' sources of every default)
+STYLEGAN2_KEYS = ("resolution", "z_dim", "w_dim", "mapping_layers", "channel_base", "channel_max", "r1_interval",
+                  "pl_weight", "pl_interval", "style_mixing", "ema_kimg", "ema_rampup", "freeze_d", "augment",
+                  "augment_p", "ada_target", "ada_interval", "ada_kimg")
+MODE_KEYS = {"contrastive": CONTRASTIVE_KEYS, "stylegan2": STYLEGAN2_KEYS}
+# the network's size from scratch (with init_from it is the imported network's): NVlabs' defaults
+STYLEGAN2_SIZE_KEYS = ("z_dim", "w_dim", "mapping_layers", "channel_base", "channel_max")
+STYLEGAN2_SIZES = {"z_dim": 512, "w_dim": 512, "mapping_layers": 8, "channel_max": 512}
+STYLEGAN2_DEFAULTS = {"r1_interval": 16, "pl_weight": 2.0, "pl_interval": 4, "style_mixing": 0.9, "freeze_d": 0,
+                      "augment": "bgc", "ada_target": 0.6, "ada_interval": 4}
+AUGMENT_PRESETS = ("none",) + tuple(AUGMENT_PIPE_PRESETS)
+# shared keys whose default depends on the mode (None: not given): CycleGAN's, or NVlabs' in mode stylegan2
+SHARED_DEFAULTS = {"pool_size": 50, "lr": 2e-4, "beta1": 0.5, "beta2": 0.999, "decay_steps": 5000, "r1_gamma": 0.0}
+MODE_SHARED_DEFAULTS = {"contrastive": {"pool_size": 0},
+                        "stylegan2": {"pool_size": 0, "lr": 0.0025, "beta1": 0.0, "beta2": 0.99, "decay_steps": 0}}
 FREEZABLE = ("encoder", "blocks", "blocks:K", "decoder", "style")
 
 
@@ -44,7 +66,10 @@ FREEZABLE = ("encoder", "blocks", "blocks:K", "decoder", "style")
 class TrainConfig:
     # mode "pair": CycleGAN between `source` and `target`; "multi": one AdaIN-conditioned
     # generator for all `cultures` (comma-separated; empty: every culture folder); "contrastive":
-    # CUT, one generator from `source` to `target` trained with PatchNCE instead of a cycle
+    # CUT, one generator from `source` to `target` trained with PatchNCE instead of a cycle;
+    # "stylegan2": StyleGAN2-ADA learns to draw the culture `target` from noise (always with NVlabs'
+    # logistic loss: gan_mode, the cycle, identity and structure weights and the CycleGAN network keys
+    # do not apply; images are resized and cropped to `resolution`, not load_size and crop_size)
     mode: str = "pair"
     # data: ROOT/<culture>/<images>
     data_root: str = ""
@@ -65,7 +90,8 @@ class TrainConfig:
     style_dim: int = 64  # multi: the culture style code's length
     discriminator_features: bool = True  # multi: the discriminator's projection head sees culture features
     # transfer learning: a culturegan checkpoint (run or step directory) or a generator weights
-    # file (.safetensors/.pth) for G_AB (pair) or G (multi); G_BA from `init_from_reverse`
+    # file (.safetensors/.pth) for G_AB (pair) or G (multi); G_BA from `init_from_reverse`.
+    # stylegan2: an NVlabs snapshot (.pkl: G, G_ema and D) or a converted StyleGAN2 generator file
     init_from: str = ""
     init_from_reverse: str = ""
     init_discriminators: bool = False  # also take the discriminators from an init_from checkpoint
@@ -81,7 +107,7 @@ class TrainConfig:
     lambda_structure: float = 10.0
     structure_scales: tuple[int, ...] = STRUCTURE_SCALES
     profile_size: int = 128  # images are resized to this to fit the culture profiles
-    r1_gamma: float = 0.0  # R1 penalty on real images; 0 is off
+    r1_gamma: float | None = None  # R1 penalty on real images; 0 is off (the module docstring has the default)
     lambda_class: float = 1.0  # multi: the discriminator's auxiliary culture classification
     # multi: the generator's reference projection (culture features -> style code, what `culturegan
     # transfer --reference` steers with) is trained on half the images of every step
@@ -101,13 +127,38 @@ class TrainConfig:
     nce_layers: tuple[int, ...] | None = None
     nce_patches: int | None = None  # locations sampled per layer and image (256)
     nce_temperature: float | None = None  # (0.07)
+    # stylegan2 (None: not given; the defaults are NVlabs', see the module docstring). The network:
+    resolution: int | None = None  # images' side, a power of 2 (the imported network's, with init_from)
+    z_dim: int | None = None  # the size keys come from init_from's network, or from scratch: z and w 512,
+    w_dim: int | None = None  # 8 mapping layers, channels min(channel_base / r, channel_max) at resolution r
+    mapping_layers: int | None = None  # with channel_base 32768 from 512 px up, else 16384 (NVlabs' auto),
+    channel_base: int | None = None  # and channel_max 512
+    channel_max: int | None = None
+    # lazy regularisation: R1 (r1_gamma) every r1_interval steps, path length every pl_interval steps
+    # (pl_weight 0: off), each in its own optimiser step, scaled by its interval
+    r1_interval: int | None = None  # 16
+    pl_weight: float | None = None  # 2
+    pl_interval: int | None = None  # 4
+    style_mixing: float | None = None  # the probability that a batch mixes two ws at a random cutoff (0.9)
+    ema_kimg: float | None = None  # G_ema's half-life in thousands of images (10 per 32 images of batch)
+    ema_rampup: float | None = None  # the half-life is at most this times the images seen (0.05 from scratch; 0:
+    # no ramp, the default with init_from)
+    freeze_d: int | None = None  # Freeze-D: the first N discriminator layers from the image side are fixed (0)
+    # ADA: every discriminator input goes through `augment` ("bgc", or "none") with probability p; p is
+    # tuned every ada_interval steps towards E[sign(D(real))] = ada_target (0.6), at most 1 per ada_kimg
+    # thousand images (500 from scratch, 100 with init_from, as NVlabs), unless augment_p fixes it
+    augment: str | None = None
+    augment_p: float | None = None
+    ada_target: float | None = None
+    ada_interval: int | None = None
+    ada_kimg: float | None = None
     # optimisation
     steps: int = 10000
-    decay_steps: int = 5000  # the last `decay_steps` decay the learning rate linearly to 0
-    lr: float = 2e-4
-    beta1: float = 0.5
-    beta2: float = 0.999
-    pool_size: int | None = None  # 50, or 0 in mode "contrastive" (see the module docstring)
+    decay_steps: int | None = None  # the last `decay_steps` decay the learning rate linearly to 0 (5000)
+    lr: float | None = None  # (these four: see the module docstring)
+    beta1: float | None = None
+    beta2: float | None = None
+    pool_size: int | None = None
     amp: str = "none"  # "none", "bf16" or "fp16" (with a gradient scaler)
     channels_last: bool = True
     compile: bool = False  # torch.compile the networks
@@ -137,8 +188,11 @@ class TrainConfig:
 
     def _fill_mode_defaults(self) -> None:
         """Sets the keys left None (not given) to their mode's defaults (the module docstring)."""
-        if self.pool_size is None:
-            self.pool_size = POOL_SIZES.get(self.mode, 50)
+        if self.mode == "stylegan2":
+            self._fill_stylegan2_defaults()
+        for name, value in {**SHARED_DEFAULTS, **MODE_SHARED_DEFAULTS.get(self.mode, {})}.items():
+            if getattr(self, name) is None:
+                setattr(self, name, value)
         if self.mode != "contrastive":
             return
         if self.preset is None:
@@ -149,10 +203,28 @@ class TrainConfig:
             if getattr(self, name) is None:
                 setattr(self, name, value)
 
+    def _fill_stylegan2_defaults(self) -> None:
+        """NVlabs' defaults (train.py, --cfg=auto): the network's size from scratch only (with init_from
+        it is the imported network's); the ADA keys only where p is tuned (augment_p fixes it)."""
+        fine_tuning = bool(self.init_from)
+        self.augment = "bgc" if self.augment is None else self.augment
+        defaults = {**STYLEGAN2_DEFAULTS, "ema_kimg": 10 * self.batch_size / 32,
+                    "ema_rampup": 0.0 if fine_tuning else 0.05, "ada_kimg": 100.0 if fine_tuning else 500.0}
+        if self.augment == "none" or self.augment_p is not None:
+            defaults = {k: v for k, v in defaults.items() if not k.startswith("ada_")}
+        if not fine_tuning and self.resolution is not None:
+            defaults.update(STYLEGAN2_SIZES, channel_base=32768 if self.resolution >= 512 else 16384)
+        if self.r1_gamma is None and self.resolution is not None:
+            self.r1_gamma = 0.0002 * self.resolution ** 2 / self.batch_size
+        for name, value in defaults.items():
+            if getattr(self, name) is None:
+                setattr(self, name, value)
+
     def validate(self) -> TrainConfig:
         self._fill_mode_defaults()
         if not self.data_root:
             raise ValueError("data_root must be set (the dataset folder, one sub-folder per culture)")
+        self._refuse_other_modes_keys()
         two_cultures = self.mode in ("pair", "contrastive")
         if two_cultures and (not self.source or not self.target):
             raise ValueError(f"mode {self.mode!r} needs source and target (the two culture names)")
@@ -161,6 +233,7 @@ class TrainConfig:
         self.freeze_parts()
         self._check_weights()
         self._check_contrastive()
+        self._check_stylegan2()
         self._check_evaluation()
         checks = {"mode": self.mode in MODES, "pretrained_lr": self.pretrained_lr >= 0,
                   "sample_every": self.sample_every >= 0, "sample_count": self.sample_count >= 1,
@@ -212,13 +285,10 @@ class TrainConfig:
                              "the direction the held-out evaluation measures")
 
     def _check_contrastive(self) -> None:
-        """Contrastive keys: refused by name in another mode; checked in mode "contrastive" (whether
-        the generator has every nce_layers index, and nce_patches positions at each, is checked
-        when the objective builds it: culturegan.training.objectives.ContrastiveObjective)."""
+        """The contrastive keys, in mode "contrastive" (whether the generator has every nce_layers
+        index, and nce_patches positions at each, is checked when the objective builds it:
+        culturegan.training.objectives.ContrastiveObjective)."""
         if self.mode != "contrastive":
-            given = [name for name in CONTRASTIVE_KEYS if getattr(self, name) is not None]
-            if given:
-                raise ValueError(f"{', '.join(given)}: only for mode 'contrastive', this run's mode is {self.mode!r}")
             return
         if self.preset not in PRESETS:
             raise ValueError(f"unknown preset {self.preset!r}; expected one of {', '.join(PRESETS)}")
@@ -231,6 +301,61 @@ class TrainConfig:
         if not self.nce_layers or min(self.nce_layers) < 0 or len(set(self.nce_layers)) != len(self.nce_layers):
             raise ValueError(f"nce_layers must be distinct indices >= 0 into the generator's layers, got "
                              f"{self.nce_layers!r}")
+
+    def _refuse_other_modes_keys(self) -> None:
+        for mode, keys in MODE_KEYS.items():
+            given = [name for name in keys if getattr(self, name) is not None]
+            if self.mode != mode and given:
+                raise ValueError(f"{', '.join(given)}: only for mode {mode!r}, this run's mode is {self.mode!r}")
+
+    def _check_stylegan2(self) -> None:
+        """The stylegan2 keys, in mode "stylegan2" (freeze_d against the discriminator's depth, and
+        resolution against an imported network's, are checked when the objective builds them:
+        culturegan.training.objectives.StyleGAN2Objective)."""
+        if self.mode != "stylegan2":
+            return
+        if self.source or not self.target:
+            raise ValueError("mode 'stylegan2' learns one culture, `target` (the culture folder's name), from noise; "
+                             f"it takes no source (got source={self.source!r}, target={self.target!r})")
+        if self.resolution is None or self.resolution < 4 or self.resolution & (self.resolution - 1):
+            raise ValueError(f"mode 'stylegan2' needs resolution, the images' side: a power of 2 >= 4, got "
+                             f"{self.resolution!r}")
+        if self.init_from:
+            given = [name for name in STYLEGAN2_SIZE_KEYS if getattr(self, name) is not None]
+            if given:
+                raise ValueError(f"{', '.join(given)}: with init_from the network's size is the imported network's; "
+                                 "leave them out")
+        for name, given in (("freeze", self.freeze), ("eval_every", self.eval_every)):
+            if given:
+                raise ValueError(f"{name}: not for mode 'stylegan2' (Freeze-D is freeze_d; the held-out evaluation "
+                                 "transfers source images, which a StyleGAN2 generator does not take)")
+        if self.augment not in AUGMENT_PRESETS:
+            raise ValueError(f"augment {self.augment!r} is not one of {', '.join(AUGMENT_PRESETS)}")
+        ada = [name for name in ("ada_target", "ada_interval", "ada_kimg") if getattr(self, name) is not None]
+        if ada and (self.augment == "none" or self.augment_p is not None):
+            raise ValueError(f"{', '.join(ada)}: ADA tunes p, but " + ("augment is 'none'" if self.augment == "none"
+                                                                          else "augment_p fixes it"))
+        if self.augment_p is not None and (self.augment == "none" or not 0 <= self.augment_p <= 1):
+            raise ValueError(f"augment_p must be in [0, 1] with augment {', '.join(AUGMENT_PIPE_PRESETS)}, got "
+                             f"augment_p={self.augment_p!r}, augment={self.augment!r}")
+        if self.ada_target is not None and not 0 < self.ada_target < 1:
+            raise ValueError(f"ada_target must be in (0, 1), the wanted mean sign of D(real), got {self.ada_target!r}")
+        self._check_stylegan2_ranges()
+
+    def _check_stylegan2_ranges(self) -> None:
+        checks = {"z_dim": (1, math.inf), "w_dim": (1, math.inf), "mapping_layers": (1, math.inf),
+                  "channel_base": (1, math.inf), "channel_max": (1, math.inf), "r1_interval": (1, math.inf),
+                  "pl_interval": (1, math.inf), "ada_interval": (1, math.inf), "freeze_d": (0, math.inf),
+                  "pl_weight": (0, math.inf), "style_mixing": (0, 1), "ema_rampup": (0, math.inf)}
+        for name, (low, high) in checks.items():
+            value = getattr(self, name)
+            if value is not None and not (math.isfinite(value) and low <= value <= high):
+                bound = f">= {low}" if high == math.inf else f"in [{low}, {high}]"
+                raise ValueError(f"{name} must be a finite number {bound}, got {value!r}")
+        for name in ("ema_kimg", "ada_kimg"):
+            value = getattr(self, name)
+            if value is not None and not (math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
 
     def culture_list(self) -> list[str]:
         return [name.strip() for name in self.cultures.split(",") if name.strip()]

@@ -29,7 +29,7 @@ PANEL_SIZE = (3.2, 2.4)  # inches per panel, titles and ticks included
 HEADER = 0.4  # inches above the panels, for the legend
 DPI = 100
 # the training record's numbers that are not losses, in the order drawn after the losses
-RATES = {"lr": "learning rate", "images_per_s": "images/s"}
+RATES = {"lr": "learning rate", "images_per_s": "images/s", "augment_p": "ADA p"}
 
 
 def smoothed(values, window: int) -> np.ndarray:

@@ -13,8 +13,13 @@ AMP, optimisers, gradient averaging, checkpoints, logging).
   source -> target: one ResNet generator and one PatchGAN, no cycle; the PatchNCE loss keeps
   each output patch closer to its input's patch at the same place than to the input's others.
 
-All add the culture loss of every generated image against its target culture's profile, and
-the line-structure loss of every generated image against the image it was made from.
+- ``stylegan2`` (StyleGAN2Objective): StyleGAN2-ADA (Karras et al. 2020) learns one culture from
+  noise, fine-tuning an imported network or from scratch: G, D, G_ema, the adaptive augmentation of
+  every D input and the path-length regulariser's state (culturegan.training.stylegan2).
+
+All add the culture loss of every generated image against its target culture's profile; the
+translating modes add the line-structure loss of every generated image against the image it was
+made from.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ from culturegan.losses import (
 from culturegan.models import (CultureDiscriminator, MultiCultureGenerator, NLayerDiscriminator, PatchHeads,
                                ResnetGenerator, layer_features)
 from culturegan.models.contrastive import feature_shapes
+from culturegan.training import pretrained, stylegan2
 from culturegan.training.config import TrainConfig
 from culturegan.training.state import ImagePool
 
@@ -57,6 +63,10 @@ class Objective:
     # networks trained with the generators' optimiser that are not generators (never frozen,
     # initialised or sampled as one): the contrastive mode's PatchNCE heads
     heads: tuple[str, ...] = ()
+    # lazy regularisation (StyleGAN2, Karras et al. 2020 section 3.1): every how many steps each
+    # optimiser's regularisers run; 1 adds them to every step's loss, k > 1 gives them an update of
+    # their own every k-th step, scaled by k (and that optimiser's lr and betas to the power k / (k + 1))
+    regularisation_intervals = {"optim_G": 1, "optim_D": 1}
 
     def __init__(self, config: TrainConfig, culture_loss: CultureLoss, rng: random.Random,
                  profiles: dict[str, CultureProfile] | None = None):
@@ -83,6 +93,22 @@ class Objective:
 
     def _augment(self) -> Augment:
         return Augment(load_size=self.config.load_size, crop_size=self.config.crop_size)
+
+    def initialise(self, models: dict[str, torch.nn.Module]) -> None:
+        """A fresh run's networks from config.init_from (culturegan.training.pretrained)."""
+        pretrained.initialise(self.config, models, self.generators, self.discriminators)
+
+    def regularisers(self, optimizer: str, m: dict[str, torch.nn.Module], batch: Batch) -> dict[str, torch.Tensor]:
+        """The regularisation losses of `optimizer`'s networks ("optim_G" or "optim_D"): R1 on the
+        real images when r1_gamma > 0."""
+        if optimizer == "optim_D" and self.config.r1_gamma > 0:
+            return {"R1": self.r1(m, batch)}
+        return {}
+
+    def end_step(self, models: dict[str, torch.nn.Module], images_seen: int, batch_images: int) -> dict[str, float]:
+        """Updates what follows the optimisers after a step of `batch_images` images (over all
+        processes), `images_seen` before it; returns numbers to log with the step."""
+        return {}
 
     def _culture(self, images: torch.Tensor, cultures: list[str], targets: torch.Tensor | None = None):
         """The culture loss in float32 (outside autocast: its statistics need the precision)."""
@@ -381,6 +407,95 @@ class ContrastiveObjective(TwoCultureObjective):
         return rows
 
 
+class StyleGAN2Objective(Objective):
+    """StyleGAN2-ADA on one culture, config.target (NVlabs' training/loss.py): the non-saturating
+    logistic loss, every D input through the adaptive augmentation, lazy R1 on augmented reals
+    and the path-length regulariser, style mixing; G_ema, the augmentation's p and the path-length
+    mean follow the optimisers after each step (culturegan.training.stylegan2). Unlike CycleGAN's
+    modes, D judges fakes made afresh after G's update, from other latents (as NVlabs)."""
+
+    generators = ("G",)
+    discriminators = ("D",)
+    pool_names = ()
+
+    def __init__(self, config: TrainConfig, culture_loss: CultureLoss, rng: random.Random,
+                 profiles: dict[str, CultureProfile] | None = None):
+        super().__init__(config, culture_loss, rng, profiles)
+        self.regularisation_intervals = {"optim_G": config.pl_interval if config.pl_weight > 0 else 1,
+                                         "optim_D": config.r1_interval if config.r1_gamma > 0 else 1}
+        # the imported networks' shapes build the networks on resume too, so init_from must stay in place
+        self.imported = stylegan2.read_import(config.init_from) if config.init_from else None
+
+    @property
+    def cultures(self) -> list[str]:
+        return [self.config.target]
+
+    def datasets(self) -> dict[str, CultureImages]:
+        c = self.config
+        images = Augment(load_size=c.resolution, crop_size=c.resolution)
+        return {"real": CultureImages(c.data_root, [c.target], c.manifest or None, images, seed=c.seed)}
+
+    def build_models(self) -> dict[str, torch.nn.Module]:
+        c = self.config
+        tuning = {} if c.ada_target is None else dict(target=c.ada_target, interval=c.ada_interval, kimg=c.ada_kimg)
+        augment = stylegan2.AdaptiveAugment(c.augment, c.augment_p or 0.0, **tuning)
+        return {**stylegan2.build_networks(c, self.imported), "augment": augment,
+                "path_length": stylegan2.PathLengthPenalty(c.pl_weight)}
+
+    def initialise(self, models: dict[str, torch.nn.Module]) -> None:
+        stylegan2.load_imported(models, self.imported, self.config.init_from)
+
+    def _fakes(self, generator, count: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """(images, their ws) from fresh latents, style-mixed."""
+        ws = stylegan2.mixed_ws(generator, stylegan2.latents(count, generator.z_dim, device), self.config.style_mixing)
+        return generator.synthesis(ws), ws
+
+    def _judge(self, m: dict[str, torch.nn.Module], images: torch.Tensor) -> torch.Tensor:
+        return m["D"](m["augment"](images), None)
+
+    def generator_losses(self, m: dict[str, torch.nn.Module], batch: Batch):
+        real = batch["real"]["image"]
+        fake, _ = self._fakes(m["G"], len(real), real.device)
+        return {"G_adv": F.softplus(-self._judge(m, fake)).mean(),
+                "culture": self._culture(fake, [self.config.target])}, {}
+
+    def discriminator_loss(self, m: dict[str, torch.nn.Module], batch: Batch, fakes) -> torch.Tensor:
+        real = batch["real"]["image"]
+        with torch.no_grad():
+            fake, _ = self._fakes(m["G"], len(real), real.device)
+        real_logits = self._judge(m, real)  # (separate calls: the minibatch-std layer mixes a batch's images)
+        m["augment"].observe(real_logits)
+        return F.softplus(self._judge(m, fake)).mean() + F.softplus(-real_logits).mean()
+
+    def r1(self, m: dict[str, torch.nn.Module], batch: Batch) -> torch.Tensor:
+        """R1 on the augmented reals, differentiated through the augmentation to the reals (NVlabs')."""
+        return r1_penalty(functools.partial(self._judge, m), batch["real"]["image"], self.config.r1_gamma)
+
+    def regularisers(self, optimizer: str, m: dict[str, torch.nn.Module], batch: Batch) -> dict[str, torch.Tensor]:
+        losses = super().regularisers(optimizer, m, batch)
+        if optimizer == "optim_G" and self.config.pl_weight > 0:
+            real = batch["real"]["image"]
+            images, ws = self._fakes(m["G"], max(1, len(real) // stylegan2.PL_BATCH_SHRINK), real.device)
+            losses["path_length"] = m["path_length"](images, ws)
+        return losses
+
+    def end_step(self, models: dict[str, torch.nn.Module], images_seen: int, batch_images: int) -> dict[str, float]:
+        """G_ema follows G; ADA's p moves on its interval (and is logged)."""
+        c = self.config
+        stylegan2.update_ema(models["G_ema"], models["G"], images_seen, batch_images, c.ema_kimg, c.ema_rampup)
+        models["augment"].step(batch_images)
+        return {"augment_p": models["augment"].p}
+
+    @torch.no_grad()
+    def samples(self, m: dict[str, torch.nn.Module], batch: Batch, count: int) -> list[list[torch.Tensor]]:
+        """count rows of count G_ema images, from the same latents at every step (seeded by config.seed)
+        and the networks' constant noise."""
+        generator = m["G_ema"]
+        z = torch.randn(count * count, generator.z_dim, generator=torch.Generator().manual_seed(self.config.seed))
+        images = generator(z.to(batch["real"]["image"].device), None, noise_mode="const")
+        return [list(row) for row in images.split(count)]
+
+
 def _render(generator: MultiCultureGenerator, images: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
     """The multi-culture generator's output for `images` under (N, style_dim) style `codes`."""
     return generator(images, style=codes)
@@ -400,4 +515,5 @@ def _batched(network, *inputs):
     return tuple(zip(*(result.split(counts) for result in results)))
 
 
-OBJECTIVES = {"pair": CycleObjective, "multi": MultiCultureObjective, "contrastive": ContrastiveObjective}
+OBJECTIVES = {"pair": CycleObjective, "multi": MultiCultureObjective, "contrastive": ContrastiveObjective,
+              "stylegan2": StyleGAN2Objective}

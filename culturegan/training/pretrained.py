@@ -87,6 +87,8 @@ def pretrained_models(config: TrainConfig, generators: tuple[str, ...]) -> tuple
 def freeze(config: TrainConfig, models: dict[str, torch.nn.Module], generators: tuple[str, ...]) -> int:
     """Turns off the gradients of the generator parts config.freeze names; returns how many
     parameters (elements) are frozen."""
+    if not config.freeze_parts():  # (then a generator without parts, StyleGAN2's, is not asked for them)
+        return 0
     frozen = 0
     for name in generators:
         model = models[name]

@@ -1,15 +1,19 @@
 """The culture-aware training loop, for every mode of culturegan.training.objectives: CycleGAN
-between two cultures ("pair"), one AdaIN generator for K cultures ("multi") or CUT's one-way
-contrastive translation ("contrastive").
+between two cultures ("pair"), one AdaIN generator for K cultures ("multi"), CUT's one-way
+contrastive translation ("contrastive") or StyleGAN2-ADA on one culture ("stylegan2").
 
 All networks are built on culturegan's fused blocks and trained with the adversarial, cycle,
 identity and culture losses (culturegan.losses) against culture profiles fitted on the training
 folders; Adam(2e-4, 0.5, 0.999), a constant then linearly decaying learning rate, image pools,
 optional AMP, torch.compile and R1; optionally from pretrained weights with frozen parts
-(culturegan.training.pretrained). One device, or many with torchrun (data parallel: each rank
-its share of every batch, gradients averaged with one all-reduce per optimiser step; rank 0
-logs, samples and checkpoints). Resuming restores everything, so an interrupted run ends with
-the parameters of an uninterrupted one; SIGTERM stops after the current step with a checkpoint.
+(culturegan.training.pretrained). Mode "stylegan2" takes NVlabs' settings instead, with lazy
+regularisation (an objective's regularisers every k steps, in updates of their own) and networks
+that follow the optimisers after each step (G_ema, ADA's p: Objective.end_step).
+
+One device, or many with torchrun (data parallel: each rank its share of every batch, gradients
+averaged with one all-reduce per optimiser update; rank 0 logs, samples and checkpoints).
+Resuming restores everything, so an interrupted run ends with the parameters of an uninterrupted
+one; SIGTERM stops after the current step with a checkpoint.
 """
 
 from __future__ import annotations
@@ -102,7 +106,7 @@ class Trainer:
         memory = torch.channels_last if c.channels_last else torch.contiguous_format
         self.models = o.build_models()
         if c.init_from and initialise:  # (a resumed run gets everything from its checkpoint)
-            pretrained.initialise(c, self.models, o.generators, o.discriminators)
+            o.initialise(self.models)
         self.frozen = pretrained.freeze(c, self.models, o.generators)
         for model in self.models.values():
             model.to(self.device, memory_format=memory)
@@ -118,7 +122,14 @@ class Trainer:
                                                          [False] * len(o.discriminators), c.lr, c.pretrained_lr)}
         if not groups["optim_G"]:
             raise ValueError(f"freeze={c.freeze!r} leaves the generators nothing to train")
-        self.optimizers = {name: adam(g, (c.beta1, c.beta2)) for name, g in groups.items()}
+        self.optimizers = {}
+        for name, optimizer_groups in groups.items():
+            # lazy regularisation's update every k-th step: the main and regularisation updates of k
+            # steps together then move like k plain ones (NVlabs' training_loop.py)
+            ratio = _lazy_ratio(o.regularisation_intervals[name])
+            for group in optimizer_groups:
+                group["lr"] *= ratio
+            self.optimizers[name] = adam(optimizer_groups, (c.beta1 ** ratio, c.beta2 ** ratio))
         constant = c.steps - c.decay_steps
         factor = (lambda s: 1.0 if s < constant else max(0.0, (c.steps - s) / max(1, c.decay_steps)))
         self.schedulers = {name: torch.optim.lr_scheduler.LambdaLR(opt, factor)
@@ -156,29 +167,52 @@ class Trainer:
             self.models[name].requires_grad_(flag)
 
     def train_step(self, batch: Batch) -> dict[str, float] | None:
-        """One generator and one discriminator update; None when a loss was not finite (skipped)."""
+        """One generator and one discriminator update, each with its regularisers (lazy ones on
+        their steps), then the objective's end of step; None when a loss was not finite (skipped)."""
         o, m = self.objective, self.forward
         self._train_discriminators(False)
         with self._autocast():
             losses, fakes = o.generator_losses(m, batch)
-        loss_g = sum(losses.values())
-        if not self._finite(loss_g):
+        generator = self._optimise("optim_G", losses, batch)
+        if generator is None:
             return None
-        self._update("optim_G", loss_g)
         self._train_discriminators(True)
         with self._autocast():
             loss_d = o.discriminator_loss(m, batch, fakes)
-        if self.config.r1_gamma > 0:
-            loss_d = loss_d + o.r1(m, batch)
-        if not self._finite(loss_d):
+        discriminator = self._optimise("optim_D", {"D": loss_d}, batch)
+        if discriminator is None:
             return None
-        self._update("optim_D", loss_d)
         self.scaler.update()
         for scheduler in self.schedulers.values():
             scheduler.step()
         self.bad_steps = 0
-        return {**{k: float(v.detach()) for k, v in losses.items()}, "G": float(loss_g.detach()),
-                "D": float(loss_d.detach())}
+        batch_images = next(iter(batch.values()))["image"].shape[0] * self.world
+        followers = o.end_step(self.models, self.step * batch_images, batch_images)
+        (loss_g, regularised_g), (loss_d, regularised_d) = generator, discriminator
+        return {**{k: float(v.detach()) for k, v in {**losses, **regularised_g, **regularised_d}.items()},
+                "G": float(loss_g.detach()), "D": float(loss_d.detach()), **followers}
+
+    def _optimise(self, optimizer: str, losses: dict[str, torch.Tensor], batch: Batch):
+        """Updates `optimizer`'s networks on the sum of `losses` and their regularisers: in the same
+        update when they run every step, else in an update of their own on their steps, scaled by
+        their interval (lazy regularisation; the regularisers run outside autocast). Returns (the
+        update's loss, the regularisers' losses), or None when a loss was not finite."""
+        o = self.objective
+        interval = o.regularisation_intervals[optimizer]
+        regularisers = o.regularisers(optimizer, self.forward, batch) if interval == 1 else {}
+        loss = sum({**losses, **regularisers}.values())
+        if not self._finite(loss):
+            return None
+        self._update(optimizer, loss)
+        if interval > 1 and self.step % interval == 0:
+            regularisers = o.regularisers(optimizer, self.forward, batch)
+            if regularisers:
+                regularisation = sum(regularisers.values()) * interval
+                if not self._finite(regularisation):
+                    return None
+                self.scaler.update()  # (a gradient scaler steps each optimiser once between updates)
+                self._update(optimizer, regularisation)
+        return loss, regularisers
 
     def _update(self, optimizer: str, loss: torch.Tensor) -> None:
         self.optimizers[optimizer].zero_grad(set_to_none=True)
@@ -361,6 +395,11 @@ def _tensorboard_writer(folder: Path):
     except ImportError:
         raise ValueError("tensorboard=true needs the tensorboard package: pip install tensorboard") from None
     return SummaryWriter(str(folder))
+
+
+def _lazy_ratio(interval: int) -> float:
+    """k / (k + 1) for regularisers every k > 1 steps, else 1 (see Trainer._build_models)."""
+    return interval / (interval + 1) if interval > 1 else 1.0
 
 
 def adam(groups, betas: tuple[float, float]) -> torch.optim.Adam:

@@ -124,6 +124,12 @@ def render(generator: torch.nn.Module, seed: int, truncation_psi: float = 1.0, n
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)  # the noise of noise_mode 'random'
         image = generator(z, labels, truncation_psi=truncation_psi, noise_mode=noise_mode)
+    return to_pixels(image)
+
+
+def to_pixels(image: torch.Tensor) -> np.ndarray:
+    """The (H, W) or (H, W, C) uint8 pixels of a generator's image (1, C, H, W): NVlabs' x * 127.5 +
+    128, clamped and truncated."""
     pixels = (image.permute(0, 2, 3, 1) * 127.5 + 128).clamp(0, 255).to(torch.uint8)[0].cpu().numpy()
     return pixels[..., 0] if pixels.shape[-1] == 1 else pixels
 
@@ -192,4 +198,4 @@ def default_device() -> str:
 
 
 __all__ = ["GRID_TILES", "check_seeds", "class_labels", "default_device", "generate_images", "parse_seeds", "render",
-           "seed_file_name"]
+           "seed_file_name", "to_pixels"]
