@@ -11,8 +11,9 @@ them from STYLEGAN2_DEFAULTS and NVlabs' rules that depend on other keys (_fill_
 Some shared keys default by mode too (None: not given): `pool_size` is 50 (CycleGAN's) in the pair
 and multi modes and 0 in the others (CUT and StyleGAN2 train without an image pool); `lr`,
 `beta1`, `beta2`, `decay_steps` and `r1_gamma` are CycleGAN's (2e-4, 0.5, 0.999, 5000, 0) except
-in mode "stylegan2", which takes NVlabs' (0.0025, 0, 0.99, a constant rate, R1 0.0002 * resolution^2
-/ batch_size: their --cfg=auto)."""
+in mode "stylegan2", which takes NVlabs' --cfg=auto (lr 0.0025, or 0.002 from 1024 px; betas 0 and
+0.99; a constant rate; R1 0.0002 * resolution^2 / batch_size), except mapping_layers: 8, their
+paper configurations' (auto takes 2)."""
 
 from __future__ import annotations
 
@@ -216,6 +217,8 @@ class TrainConfig:
             defaults.update(STYLEGAN2_SIZES, channel_base=32768 if self.resolution >= 512 else 16384)
         if self.r1_gamma is None and self.resolution is not None:
             self.r1_gamma = 0.0002 * self.resolution ** 2 / self.batch_size
+        if self.lr is None and self.resolution is not None and self.resolution >= 1024:
+            self.lr = 0.002
         for name, value in defaults.items():
             if getattr(self, name) is None:
                 setattr(self, name, value)

@@ -81,7 +81,7 @@ def build_networks(config: TrainConfig, imported: dict | None) -> dict[str, nn.M
         raise ValueError(f"freeze_d={config.freeze_d} is beyond the discriminator's depth: it has {depth} layers "
                          f"above its 4x4 epilogue (which is never frozen)")
     generator = stylegan2.Generator(**generator_kwargs)
-    average = stylegan2.Generator(**generator_kwargs).eval().requires_grad_(False)
+    average = copy.deepcopy(generator).eval().requires_grad_(False)  # G_ema starts as G (NVlabs)
     return {"G": generator, "G_ema": average, "D": discriminator}
 
 
@@ -109,7 +109,8 @@ class AdaptiveAugment(nn.Module):
     p is the pipe's buffer (NVlabs' augment_pipe.p). The controller's step count and the signs of
     D(real) it has counted since its last update are copied into the buffer `counts` at the end
     of every step (step()), and handed back to it when a state_dict is loaded, so a checkpoint
-    saved between two of its updates resumes exactly."""
+    saved between two of its updates resumes exactly (in one process: under torchrun the counts
+    are each process's, and rank 0's are saved, so only a step that ends an interval resumes exactly)."""
 
     def __init__(self, preset: str, p: float = 0.0, target: float | None = None, interval: int = 4,
                  kimg: float = 500.0):

@@ -57,6 +57,8 @@ def test_defaults_are_nvlabs():
         ("bgc", None, 0.6, 4, 500)
     assert (scratch.z_dim, scratch.w_dim, scratch.mapping_layers, scratch.channel_base, scratch.channel_max) == \
         (512, 512, 8, 16384, 512)
+    large = load_config(None, ["data_root=data", "mode=stylegan2", "target=kente", "resolution=1024", "batch_size=4"])
+    assert (large.lr, large.channel_base) == (0.002, 32768)  # --cfg=auto from 1024 px (and 512 px for the base)
     tuned = load_config(None, BASE + ["init_from=ffhq.pkl"])  # fine-tuning: NVlabs' --resume settings
     assert (tuned.ada_kimg, tuned.ema_rampup, tuned.z_dim, tuned.channel_base) == (100, 0, None, None)
     fixed = load_config(None, BASE + ["augment_p=0.2"])
@@ -310,7 +312,9 @@ def test_two_gloo_processes_keep_the_same_networks_and_state(dataset, tmp_path):
     assert own and all(not torch.equal(first[key], second[key]) for key in own)
     for key in first.keys() - set(own):
         assert torch.equal(first[key], second[key]), key
-    assert float(first["augment.pipe.p"]) != 0.5 and float(first["path_length.pl_mean"]) > 0
+    # p moved on the summed signs (two updates may bring it back to where it started)
+    assert any(record["augment_p"] != 0.5 for record in _records(tmp_path) if "augment_p" in record)
+    assert float(first["path_length.pl_mean"]) > 0
 
 
 def test_g_ema_moves_by_nvlabs_beta_and_copies_buffers():
