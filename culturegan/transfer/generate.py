@@ -96,7 +96,8 @@ def generate_images(checkpoint: str | os.PathLike, seeds: Iterable[int], out: st
     _check_settings(truncation_psi, noise_mode)
     out = Path(out)
     _check_output(out)
-    generator = _stylegan2_generator(checkpoint, network, device or default_device())
+    generator, _ = load_stylegan2(checkpoint, device, "generate renders StyleGAN2 generators", network)
+    check_image_channels(generator, checkpoint)
     labels = class_labels(generator, class_index)
     with atomic_directory(out) as folder:
         canvas = _grid_canvas(generator, len(seeds)) if grid else None
@@ -142,16 +143,26 @@ def _grid_canvas(generator: torch.nn.Module, count: int) -> TileGrid:
     return TileGrid.near_square(min(count, GRID_TILES), shape)
 
 
-def _stylegan2_generator(checkpoint: str | os.PathLike, network: str | None, device: str) -> torch.nn.Module:
+def load_stylegan2(checkpoint: str | os.PathLike, device: str | None, refusal: str,
+                   network: str | None = None) -> tuple[torch.nn.Module, dict]:
+    """(generator, card) of the StyleGAN2 generator in `checkpoint` (a file or run load_generator
+    reads; `network` G_ema or G of a snapshot) on `device` (None: default_device()). Any other
+    generator has no mapping network, hence no latent space: ValueError ending in `refusal`
+    ("<command> takes StyleGAN2 generators")."""
+    device = device or default_device()
     if device == "cuda" and not torch.cuda.is_available():
         raise ValueError("device 'cuda' was asked for, but no CUDA device is available")
     generator, card = load_generator(checkpoint, network, device=device)
     if card["architecture"]["kind"] != STYLEGAN2_GENERATOR:
-        raise ValueError(f"{checkpoint} holds a {card['description']}; generate renders StyleGAN2 generators")
+        raise ValueError(f"{checkpoint} holds a {card['description']}, which has no mapping network; {refusal}")
+    return generator, card
+
+
+def check_image_channels(generator: torch.nn.Module, checkpoint: str | os.PathLike) -> None:
+    """The generator's images can be written: grey or RGB."""
     if generator.img_channels not in IMAGE_CHANNELS:
-        raise ValueError(f"{checkpoint} makes {generator.img_channels}-channel images; generate writes 1 (grey) or "
-                         "3 (RGB) channels")
-    return generator
+        raise ValueError(f"{checkpoint} makes {generator.img_channels}-channel images; images are written with 1 "
+                         "(grey) or 3 (RGB) channels")
 
 
 def _check_settings(truncation_psi: float, noise_mode: str) -> None:
@@ -197,5 +208,5 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-__all__ = ["GRID_TILES", "check_seeds", "class_labels", "default_device", "generate_images", "parse_seeds", "render",
-           "seed_file_name", "to_pixels"]
+__all__ = ["GRID_TILES", "check_image_channels", "check_seeds", "class_labels", "default_device", "generate_images",
+           "load_stylegan2", "parse_seeds", "render", "seed_file_name", "to_pixels"]

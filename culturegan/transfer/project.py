@@ -76,10 +76,9 @@ from culturegan._progress import progress_bar
 from culturegan.culture import CultureFeatureExtractor, GROUPS
 from culturegan.culture.features import MIN_SIDE as CULTURE_MIN_SIDE
 from culturegan.data.images import ImageReadError, TileGrid, open_rgb, to_tensor
-from culturegan.models.loading import load_generator
 from culturegan.models.stylegan2 import RESAMPLE_FILTER, Generator
 from culturegan.transfer.files import list_inputs
-from culturegan.transfer.generate import IMAGE_CHANNELS, default_device, to_pixels
+from culturegan.transfer.generate import check_image_channels, load_stylegan2, to_pixels
 
 CODE_FORMAT = "culturegan.projection"
 CODE_VERSION = "1"
@@ -344,19 +343,6 @@ def _project_one(generator: Generator, target: torch.Tensor, w_avg: torch.Tensor
 
 # ------------------------------------------------------------------------------------- files
 
-def load_stylegan2(checkpoint: str | os.PathLike, device: str | None, command: str) -> tuple[Generator, dict]:
-    """(generator, card) of a file load_generator reads, refused unless it is a StyleGAN2
-    generator (a CycleGAN generator has no mapping network, hence no latent space)."""
-    device = device or default_device()
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' was asked for, but no CUDA device is available")
-    generator, card = load_generator(checkpoint, device=device)
-    if not isinstance(generator, Generator):
-        raise ValueError(f"{checkpoint} holds a {card['description']}, which has no mapping network; {command} "
-                         "takes StyleGAN2 generators")
-    return generator, card
-
-
 def check_new_folder(out: Path) -> None:
     """`out` is new or empty. (Its images are named after the photos, so a folder of earlier results
     cannot be told from a folder of photos, which replacing it would delete.)"""
@@ -416,7 +402,7 @@ def project_files(checkpoint: str | os.PathLike, inputs: Iterable[str | os.PathL
     out = Path(out)
     check_new_folder(out)
     photos = list_photos([inputs] if isinstance(inputs, (str, os.PathLike)) else inputs)
-    generator, card = load_stylegan2(checkpoint, device, "project")
+    generator, card = load_stylegan2(checkpoint, device, "project takes StyleGAN2 generators")
     check_projectable(generator)
     perceptual = None if perceptual is None else load_perceptual(perceptual, next(generator.parameters()).device)
     targets = [read_photo(path, generator.img_resolution) for path in photos.values()]
@@ -522,10 +508,8 @@ def render_codes(checkpoint: str | os.PathLike, latents: str | os.PathLike, out:
     paths = sorted(latents.glob(f"*{CODE_SUFFIX}"))
     if not paths:
         raise ValueError(f"{latents} holds no projection codes (*{CODE_SUFFIX})")
-    generator, _ = load_stylegan2(checkpoint, device, "transfer --latents")
-    if generator.img_channels not in IMAGE_CHANNELS:
-        raise ValueError(f"{checkpoint} makes {generator.img_channels}-channel images; images are written with 1 "
-                         "(grey) or 3 (RGB) channels")
+    generator, _ = load_stylegan2(checkpoint, device, "transfer --latents takes StyleGAN2 generators")
+    check_image_channels(generator, checkpoint)
     codes = [read_code(path) for path in paths]
     device = next(generator.parameters()).device
     for path, code in zip(paths, codes):
