@@ -20,7 +20,7 @@ e.g. C = 1, cancels to exactly zero). With C split (below) it comes from the til
 <q^_i, sum_j D_ij k^_j> = sum_j D_ij cos_ij, a row sum of D times the cosine tile already
 made, so a program needs only its own columns of u.
 
-Features (C): up to MAX_BLOCK_C (256, CUT's MLP head width) one tile holds whole rows
+Features (C): up to MAX_BLOCK_C (256, CUT's MLP head width; 128 in float64) one tile holds whole rows
 (BLOCK_C = next_power_of_2(C), >= 16 for tl.dot): the program's own rows stay in registers
 for the whole key loop, every row's norm is a row reduction of the tile loaded anyway (no
 separate pass over the inputs), and the one key tile serves both the logits and D k^. Beyond
@@ -264,7 +264,10 @@ class _Tiles:
 
     def __init__(self, features: torch.Tensor):
         self.images, self.patches, self.channels = features.shape
-        self.block_c = max(16, min(triton.next_power_of_2(self.channels), MAX_BLOCK_C))
+        # float64 tiles take twice the bytes: at 256 wide they needed 256 KiB of shared memory, more
+        # than an H200 has (227 KiB; compiled Triton refused them, the CPU interpreter does not)
+        widest = MAX_BLOCK_C // 2 if features.dtype == torch.float64 else MAX_BLOCK_C
+        self.block_c = max(16, min(triton.next_power_of_2(self.channels), widest))
         self.chunks = triton.cdiv(self.channels, self.block_c)
         # registers hold the rows' tile, a key tile and the accumulator: fewer rows as C grows
         rows = 64 if self.block_c <= 64 else 32

@@ -185,8 +185,44 @@ def _resample(images: torch.Tensor, g_inv: torch.Tensor, filter_: torch.Tensor) 
                          align_corners=False)
     # Zeros only reach the output where a transform needs more than one reflection (the margin is
     # capped at the image size, as NVlabs'); 'bgc' strengths almost never get there.
-    images = F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    images = _BilinearGridSample.apply(images, grid)
     return ops.downsample2d(images, filter_, down=2, padding=-pad * 2, flip_filter=True)
+
+
+class _BilinearGridSample(torch.autograd.Function):
+    """F.grid_sample (bilinear, zero padding, align_corners False) differentiable to any order in
+    the images on every torch culturegan supports: torch 2.11's CUDA grid_sampler_2d_backward
+    has no derivative, so R1's double backward through the augmentations failed there (NVlabs'
+    grid_sample_gradfix, for the same reason). The grid, drawn and not learned, gets no gradient."""
+
+    @staticmethod
+    def forward(ctx, images: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(images, grid)
+        return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+    @staticmethod
+    def backward(ctx, grad_output: torch.Tensor):
+        images, grid = ctx.saved_tensors
+        return _BilinearGridSampleBackward.apply(grad_output, images, grid), None
+
+
+class _BilinearGridSampleBackward(torch.autograd.Function):
+    """The images' gradient of _BilinearGridSample: linear in grad_output, its weights set by the
+    grid alone, so its own gradient is the forward sampling of the incoming gradient, and none
+    flows to the images."""
+
+    @staticmethod
+    def forward(ctx, grad_output: torch.Tensor, images: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(grid)
+        # 0, 0: bilinear, zero padding; the grid's gradient is not computed
+        grad_images, _ = torch.ops.aten.grid_sampler_2d_backward(grad_output, images, grid, 0, 0, False,
+                                                                 [True, False])
+        return grad_images
+
+    @staticmethod
+    def backward(ctx, grad2: torch.Tensor):
+        grid, = ctx.saved_tensors
+        return _BilinearGridSample.apply(grad2, grid), None, None
 
 
 # ----------------------------------------------------------------------------- the pipe

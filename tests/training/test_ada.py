@@ -190,6 +190,26 @@ def test_whole_bgc_jacobian_matches_finite_differences():
     assert torch.autograd.gradcheck(lambda x: pipe(x, _generator(3)), (images,))
 
 
+def test_bilinear_grid_sample_matches_torch_to_the_second_derivative():
+    """ADA's own grid_sample (double backward on torch 2.11's CUDA too) gives torch's values, its
+    images' gradient, and the gradient of that gradient, which R1 takes (native on this torch)."""
+    torch.manual_seed(0)
+    images = torch.randn(2, 3, 5, 7, dtype=torch.float64, requires_grad=True)
+    grid = torch.rand(2, 4, 6, 2, dtype=torch.float64) * 2.4 - 1.2  # beyond the border too: zeros
+    upstream = torch.randn(2, 3, 4, 6, dtype=torch.float64, requires_grad=True)
+    weights = torch.randn_like(images)
+    found = []
+    for sample in (ada._BilinearGridSample.apply,
+                   lambda x, g: F.grid_sample(x, g, mode="bilinear", padding_mode="zeros", align_corners=False)):
+        output = sample(images, grid)
+        (gradient,) = torch.autograd.grad((output * upstream).sum(), images, create_graph=True)
+        (second,) = torch.autograd.grad((gradient * weights).sum(), upstream)
+        found.append((output, gradient, second))
+    for mine, torchs in zip(*found):
+        torch.testing.assert_close(mine, torchs)
+    assert torch.autograd.gradgradcheck(lambda x: ada._BilinearGridSample.apply(x, grid), (images,))
+
+
 def test_r1_double_backward_through_the_augmentation():
     torch.manual_seed(0)
     discriminator = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.Softplus(),
