@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+import signal
 import warnings
 from pathlib import Path
 
@@ -98,6 +99,16 @@ def load_images(root, culture: str, size: int, count: int | None = None) -> torc
     return torch.cat([batch["image"] for batch in batches])
 
 
+def ignore_stop_signals(worker_id: int) -> None:
+    """A DataLoader worker's init: ignore SIGTERM and SIGINT. A batch scheduler sends SIGTERM to
+    every process of a job, a terminal's Ctrl-C sends SIGINT to its whole process group, and
+    `timeout` signals its group: a worker killed by one makes the main process fail ("DataLoader
+    worker is killed by signal") before it can save the checkpoint the signal asks for. The main
+    process shuts its workers down itself, and they exit when it is gone."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def make_loader(dataset: Dataset, batch_size: int, workers: int = 4, shuffle: bool = True, seed: int = 0,
                 drop_last: bool = True, shard: bool = True) -> DataLoader:
     """A DataLoader with worker processes, pinned memory when CUDA is there, and, with `shard`, a
@@ -110,4 +121,4 @@ def make_loader(dataset: Dataset, batch_size: int, workers: int = 4, shuffle: bo
     generator = torch.Generator().manual_seed(seed)
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, sampler=sampler, num_workers=workers,
                       pin_memory=torch.cuda.is_available(), drop_last=drop_last, generator=generator,
-                      persistent_workers=workers > 0)
+                      persistent_workers=workers > 0, worker_init_fn=ignore_stop_signals)

@@ -34,6 +34,7 @@ from torch.utils.data import DataLoader
 from culturegan import _files
 from culturegan._progress import progress_bar
 from culturegan.culture import CultureProfile
+from culturegan.data import ignore_stop_signals
 from culturegan.losses import CultureLoss, CultureLossWeights
 from culturegan.models import checkpoints
 from culturegan.training import pretrained, state
@@ -144,7 +145,7 @@ class Trainer:
         # a resumed run would do at another point of the RNG stream
         return DataLoader(self.data[name], batch_size=c.batch_size, sampler=stream, num_workers=c.workers,
                           pin_memory=self.device.type == "cuda", persistent_workers=c.workers > 0,
-                          generator=torch.Generator().manual_seed(c.seed + index))
+                          generator=torch.Generator().manual_seed(c.seed + index), worker_init_fn=ignore_stop_signals)
 
     def _batches(self):
         """Endless batches: {stream name: {"image", "culture"}} on the device."""

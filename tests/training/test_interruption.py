@@ -3,6 +3,7 @@ SIGKILL (the last periodic checkpoint), then resumed, ends with the parameters o
 was never interrupted; a file that turns corrupt during training is skipped, not a crash."""
 
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -32,12 +33,15 @@ def straight(dataset, tmp_path_factory):  # noqa: F811
     return parameters(trainer)
 
 
-def _start(dataset, output):  # noqa: F811
-    config = tiny(dataset, output, steps=STEPS, decay_steps=STEPS // 2, checkpoint_every=5, log_every=1)
+def _start(dataset, output, workers: int = 0):  # noqa: F811
+    config = tiny(dataset, output, steps=STEPS, decay_steps=STEPS // 2, checkpoint_every=5, log_every=1,
+                  workers=workers)
     output.mkdir(parents=True)
     (output / "run.toml").write_text(_toml(config))
+    # a session of its own: the group-wide signal test signals the run's process group only
     return subprocess.Popen([sys.executable, "-m", "culturegan", "train", "--config", str(output / "run.toml")],
-                            cwd=output, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            cwd=output, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
 
 
 def _wait_for(condition, process, what: str, timeout: float = 120.0) -> None:
@@ -79,6 +83,21 @@ def test_sigterm_saves_a_checkpoint_and_the_resumed_run_matches(dataset, tmp_pat
     assert stopped_at < STEPS
     assert (output / "checkpoints" / f"step-{stopped_at:08d}" / "state.json").is_file()  # the step it stopped at
     _resume_and_compare(dataset, output, straight)
+
+
+@pytest.mark.slow
+def test_sigterm_to_the_whole_process_group_still_checkpoints(dataset, tmp_path):  # noqa: F811
+    """A batch scheduler, `timeout` or Ctrl-C signals the data workers too: they must not die of
+    it before the main process saves its checkpoint."""
+    output = tmp_path / "run"
+    process = _start(dataset, output, workers=2)
+    _wait_for(lambda: _logged_steps(output) >= 2, process, "two logged steps")
+    os.killpg(process.pid, signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 128 + signal.SIGTERM, stderr
+    assert "stopped by SIGTERM" in stderr and "killed by signal" not in stderr
+    stopped_at = json.loads((output / "metrics.jsonl").read_text().splitlines()[-1])["step"]
+    assert (output / "checkpoints" / f"step-{stopped_at:08d}" / "state.json").is_file()
 
 
 @pytest.mark.slow
