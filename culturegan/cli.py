@@ -249,16 +249,25 @@ def _add_serve_command(commands) -> None:
 def _add_evaluation_commands(commands) -> None:
     evaluate = commands.add_parser("evaluate", help="transfer a culture's held-out images and measure their cultural "
                                                     "consistency; writes an HTML report, PNGs and report.json")
-    evaluate.add_argument("--checkpoint", required=True, help="a culturegan run or checkpoint, or a generator file")
+    evaluate.add_argument("--checkpoint", required=True, nargs="+", metavar="CHECKPOINT",
+                          help="a culturegan run or checkpoint, or a generator file (a StyleGAN2 model too); several: "
+                               "one setting's seeds, reported as mean and spread")
     evaluate.add_argument("--data", required=True, help="the held-out culture folders (ROOT/<culture>/...)")
     evaluate.add_argument("--source", required=True, help="the culture whose images are transferred")
     evaluate.add_argument("--target", required=True, help="the culture they are transferred to")
     evaluate.add_argument("--out", required=True, help="the report folder")
     evaluate.add_argument("--reference", help="the culture folders the culture classifiers are fitted on (the "
                                               "training folders; default: --data)")
-    evaluate.add_argument("--size", type=int, default=128, help="images are resized and centre-cropped to this")
+    evaluate.add_argument("--size", type=int, help="images are resized and centre-cropped to this (default 128; "
+                                                   "a StyleGAN2 model's resolution)")
     evaluate.add_argument("--count", type=int, help="evaluate the first COUNT source images only")
     evaluate.add_argument("--device", choices=("cuda", "cpu"))
+    stylegan2 = evaluate.add_argument_group("StyleGAN2 models (photos projected into the base model, rendered by "
+                                            "the evaluated one)")
+    stylegan2.add_argument("--base", help="the model to project photos into (default: the run's init_from; a run "
+                                          "from scratch or a file: the model itself)")
+    stylegan2.add_argument("--projection-steps", type=int, help="search steps per photo (default 1000, NVlabs')")
+    stylegan2.add_argument("--w-plus", action="store_true", help="search W+ (a w per layer) instead of W")
     plot = commands.add_parser("plot", help="training curves of one or more runs, overlaid: every loss, the "
                                             "learning rate, images/s and the held-out evaluations, as a PNG")
     plot.add_argument("runs", nargs="+", metavar="RUN", help="a training run folder (holding metrics.jsonl)")
@@ -282,14 +291,18 @@ def _add_evaluation_commands(commands) -> None:
 def _evaluate(args, parser: argparse.ArgumentParser) -> int:
     from culturegan.evaluation import evaluate, write_report
 
+    given = {"base": args.base, "steps": args.projection_steps, "w_plus": args.w_plus or None}
+    projection = {key: value for key, value in given.items() if value is not None} or None
     try:
-        evaluation = evaluate(args.checkpoint, args.data, args.source, args.target, args.reference, args.size,
-                              args.count, args.device)
+        evaluations = [evaluate(checkpoint, args.data, args.source, args.target, args.reference, args.size,
+                                args.count, args.device, projection=projection) for checkpoint in args.checkpoint]
     except (FileNotFoundError, ValueError) as error:
         parser.exit(2, f"culturegan evaluate: {error}\n")
-    report = write_report({f"{args.source} -> {args.target}": [evaluation]}, args.out)
-    for warning in evaluation.results["verdicts"].values():
-        print(f"warning: {warning}")
+    report = write_report({f"{args.source} -> {args.target}": evaluations}, args.out)
+    for index, evaluation in enumerate(evaluations):
+        seed = f" (checkpoint {index + 1})" if len(evaluations) > 1 else ""
+        for warning in evaluation.results["verdicts"].values():
+            print(f"warning{seed}: {warning}")
     print(f"report: {report}")
     return 0
 

@@ -5,6 +5,10 @@ features the culture loss optimises and with judge features it never sees.
 The culture classifiers are fitted on a reference set (the training folders; by default the
 evaluated folders themselves), every culture folder of it taking part, so "recognisably of the
 target culture" means closer to the target than to the source and to every other culture.
+
+StyleGAN2 models transfer by projection (culturegan.transfer.latent_transfer): each photo's code
+in the base model, rendered by the culture model. Their report adds the projections (the base
+model's renderings) and how near they come to the photos, the ceiling of the content measures.
 """
 
 from __future__ import annotations
@@ -21,18 +25,40 @@ from culturegan import metrics
 from culturegan._progress import progress_bar
 from culturegan.data import find_cultures, load_images
 from culturegan.evaluation.verdicts import verdicts
-from culturegan.models.loading import load_run
+from culturegan.models.loading import Run, is_snapshot, load_run
+from culturegan.models.stylegan2 import Discriminator as StyleGAN2Discriminator
 from culturegan.transfer import Stylizer
+from culturegan.transfer.latent_transfer import LatentTransfer, resized
+
+
+DEFAULT_SIZE = 128  # image-to-image generators; StyleGAN2 models are evaluated at their resolution
+DEFAULT_PROJECTION_STEPS = 1000  # NVlabs' projector's
 
 
 @dataclasses.dataclass
 class Evaluation:
-    """What evaluate() measured: `results` (all numbers, JSON-ready) and the images behind them."""
+    """What evaluate() measured: `results` (all numbers, JSON-ready) and the images behind them:
+    the cycle's reconstructions (two-way runs) or the projections into the base model (StyleGAN2)."""
 
     results: dict
     inputs: torch.Tensor
     outputs: torch.Tensor
     reconstructions: torch.Tensor | None
+    projections: torch.Tensor | None = None
+
+
+@dataclasses.dataclass
+class _Transferred:
+    """One checkpoint's transfer of the inputs, whichever way it transfers."""
+
+    inputs: torch.Tensor
+    outputs: torch.Tensor
+    device: torch.device
+    description: str
+    back: Callable[[torch.Tensor], torch.Tensor] | None = None  # outputs back to the source, for the cycle
+    reconstructions: torch.Tensor | None = None  # back(outputs)
+    projections: torch.Tensor | None = None  # the base model's renderings of the photos' codes
+    projection: dict | None = None  # their measures and settings
 
 
 def _transfer(stylizer: Stylizer | None, images: torch.Tensor, batch_size: int = 16, progress: bool = False,
@@ -48,44 +74,91 @@ def _transfer(stylizer: Stylizer | None, images: torch.Tensor, batch_size: int =
     return torch.cat(batches)
 
 
-def evaluate(checkpoint: str | os.PathLike, data: str | os.PathLike, source: str, target: str,
-             reference: str | os.PathLike | None = None, size: int = 128, count: int | None = None,
-             device: str | None = None, progress: bool = True) -> Evaluation:
-    """Transfers data/<source> to `target` with the checkpoint and measures the results against
-    data/<target> (and, for the classifiers, every culture of `reference`); `progress`: bars
-    while transferring and extracting features, on a terminal (culturegan._progress)."""
-    checkpoint = Path(checkpoint)
-    run = load_run(checkpoint)
+def _through_generator(run: Run, data: Path, source: str, target: str, size: int | None, count: int | None,
+                       device: str | None, progress: bool) -> _Transferred:
+    """An image-to-image generator's transfer, and its way back where the run has one."""
     stylizer = Stylizer(run, target, device=device)
     try:
         back = Stylizer(run, source, device=device)
     except ValueError:  # a single-direction file: no cycle to measure
         back = None
+    inputs = load_images(data, source, size or DEFAULT_SIZE, count)
+    outputs = _transfer(stylizer, inputs, progress=progress, desc=f"transferring {source} to {target}")
+    reconstructions = _transfer(back, outputs, progress=progress, desc=f"transferring back to {source}")
+    # the cycle check transfers perturbed outputs back once per perturbation (a bar each)
+    back_again = None if back is None else functools.partial(_transfer, back, progress=progress,
+                                                             desc=f"perturbed, back to {source}")
+    return _Transferred(inputs, outputs, stylizer.device, stylizer.card.get("description", ""), back_again,
+                        reconstructions)
+
+
+def _through_latent_space(checkpoint: Path, data: Path, source: str, size: int | None, count: int | None,
+                          device: str | None, progress: bool, projection: dict) -> _Transferred:
+    """A StyleGAN2 model's transfer: photos projected into the base model, rendered by this one
+    (culturegan.transfer.latent_transfer); `projection`: base, steps, w_plus, seed."""
+    base = projection.get("base")
+    settings = {key: value for key, value in projection.items() if key != "base"}
+    latent = LatentTransfer(checkpoint, base, device, progress=progress, **settings)
+    inputs = load_images(data, source, size or latent.resolution, count)
+    found = latent.run(inputs)
+    measures = {"base": str(latent.base_path), "steps": latent.settings.steps,
+                "space": "W+" if latent.settings.w_plus else "W", "seed": latent.settings.seed,
+                **metrics.measure_projection(found.projections, inputs)}
+    return _Transferred(inputs, found.outputs, latent.device, latent.card.get("description", ""),
+                        projections=found.projections, projection=measures)
+
+
+def evaluate(checkpoint: str | os.PathLike, data: str | os.PathLike, source: str, target: str,
+             reference: str | os.PathLike | None = None, size: int | None = None, count: int | None = None,
+             device: str | None = None, progress: bool = True, projection: dict | None = None) -> Evaluation:
+    """Transfers data/<source> to `target` with the checkpoint and measures the results against
+    data/<target> (and, for the classifiers, every culture of `reference`); `progress`: bars
+    while transferring and extracting features, on a terminal (culturegan._progress).
+
+    Image-to-image generators transfer the images at `size` (default 128). StyleGAN2 models (a
+    stylegan2 run, an NVlabs snapshot, a converted or blended file) transfer by projection
+    (LatentTransfer): `projection` holds its base (default: the run's init_from, else the model
+    itself), steps (default 1000), w_plus and seed; `size` defaults to the model's resolution."""
+    checkpoint = Path(checkpoint)
+    run = None if is_snapshot(checkpoint) else load_run(checkpoint)
     reference = Path(reference or data)
     cultures = [folder.name for folder in find_cultures(reference)]
     missing = [c for c in (source, target) if c not in cultures]
     if missing:
         raise ValueError(f"culture(s) {missing} not in the reference set {reference} (it has {cultures})")
-    inputs = load_images(data, source, size, count)
-    outputs = _transfer(stylizer, inputs, progress=progress, desc=f"transferring {source} to {target}")
+    if run is None or run.makes_images_from_noise:
+        projection = {"steps": DEFAULT_PROJECTION_STEPS, **(projection or {})}
+        done = _through_latent_space(checkpoint, Path(data), source, size, count, device, progress, projection)
+    elif projection:
+        raise ValueError(f"{checkpoint} transfers images itself: projection settings apply to StyleGAN2 models")
+    else:
+        done = _through_generator(run, Path(data), source, target, size, count, device, progress)
+    size = done.inputs.shape[-1]
     real_target = load_images(data, target, size)
     references = {c: load_images(reference, c, size) for c in cultures}
     results = {"checkpoint": str(checkpoint), "data": str(data), "reference": str(reference),
-               "model": stylizer.card.get("description", "")}
-    reconstructions = _transfer(back, outputs, progress=progress, desc=f"transferring back to {source}")
-    # the cycle check transfers perturbed outputs back once per perturbation (a bar each)
-    back_again = None if back is None else functools.partial(_transfer, back, progress=progress,
-                                                             desc=f"perturbed, back to {source}")
-    results.update(measure(inputs, outputs, real_target, references, source, target, back_again, stylizer.device,
-                           reconstructions=reconstructions, progress=progress))
-    judge = run.discriminator_for(target, stylizer.device)
+               "model": done.description}
+    results.update(measure(done.inputs, done.outputs, real_target, references, source, target, done.back,
+                           done.device, reconstructions=done.reconstructions, progress=progress))
+    if done.projection is not None:
+        results["projection"] = done.projection
+        results["verdicts"] = verdicts(results)  # with the projection's own
+    judge = None if run is None else run.discriminator_for(target, done.device)
     if judge is not None:
         discriminator, gan_mode = judge
-        with torch.no_grad():
-            results["deception"] = {
-                "outputs": metrics.deception_rate(discriminator(outputs.to(stylizer.device)), gan_mode),
-                "real": metrics.deception_rate(discriminator(real_target.to(stylizer.device)), gan_mode)}
-    return Evaluation(results, inputs, outputs, reconstructions)
+        results["deception"] = {"outputs": metrics.deception_rate(_logits(discriminator, done.outputs), gan_mode),
+                                "real": metrics.deception_rate(_logits(discriminator, real_target), gan_mode)}
+    return Evaluation(results, done.inputs, done.outputs, done.reconstructions, done.projections)
+
+
+@torch.no_grad()
+def _logits(discriminator: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """The discriminator's logits of images; NVlabs' judges images at its resolution, and takes a
+    class label (None: unconditional)."""
+    images = images.to(next(discriminator.parameters()).device)
+    if isinstance(discriminator, StyleGAN2Discriminator):
+        return discriminator(resized(images, discriminator.img_resolution), None)
+    return discriminator(images)
 
 
 def measure(inputs: torch.Tensor, outputs: torch.Tensor, real_target: torch.Tensor,

@@ -96,6 +96,12 @@ def _metric_rows(runs: list[dict]) -> list[tuple[str, str, str]]:
                   lambda r: max(r["cycle"]["perturbed"].values()), ".3f", ", ".join(first["cycle"]["perturbed"])),
                  ("hidden-signal amplification", lambda r: r["cycle"]["amplification"], ".2f",
                   "error rise / the perturbation's own size; far above 1 = hidden signal")]
+    if "projection" in first:
+        base = f"{first['projection']['space']}, {first['projection']['steps']} steps"
+        rows += [("projections: own photo ranked first by structure", lambda r: r["projection"]["retrieval_top1"],
+                  ".0%", f"the photos' codes rendered by the base model ({base}): the outputs' ceiling"),
+                 ("projections: PSNR to the photos", lambda r: r["projection"]["psnr_db"], ".1f",
+                  f"dB; lowest (seed 1) {first['projection']['psnr_db_min']:.1f}")]
     rows.append(("diversity", lambda r: r["diversity"], ".2f",
                  "spread of outputs / spread of real target images (culture features)"))
     if "deception" in first:
@@ -156,12 +162,15 @@ def _zoomed(images: torch.Tensor) -> list[torch.Tensor]:
 
 
 def _setting_section(name: str, evaluations: list[Evaluation], out: Path, slug: str) -> str:
-    """One setting's grid (inputs, each seed's outputs, the first seed's reconstructions), a 4x
-    zoom, its warnings, its metric table over seeds, and the first seed's curves and config."""
+    """One setting's grid (inputs, each seed's outputs, the first seed's cycle reconstructions or
+    projections), a 4x zoom, its warnings, its metric table over seeds, and the first seed's
+    curves and config."""
     first = evaluations[0]
     columns = [first.inputs[:GRID_ROWS], *(e.outputs[:GRID_ROWS] for e in evaluations)]
-    if first.reconstructions is not None:
-        columns.append(first.reconstructions[:GRID_ROWS])
+    # the first seed's images that explain its outputs: the way back, or where they came from
+    explaining = {"cycle reconstruction": first.reconstructions, "projection into the base model": first.projections}
+    explaining = {label: images for label, images in explaining.items() if images is not None}
+    columns += [images[:GRID_ROWS] for images in explaining.values()]
     grid = out / f"{slug}_grid.png"
     save_grid([list(row) for row in zip(*columns)], grid)
     zoom = out / f"{slug}_zoom.png"
@@ -184,7 +193,7 @@ def _setting_section(name: str, evaluations: list[Evaluation], out: Path, slug: 
              + (" (values: mean ± standard deviation over seeds)" if len(results) > 1 else "") + "</p>",
              _image(grid, f"{name}: input, outputs, reconstruction", wide=True),
              "<p class=note>columns: input, " + ", ".join(f"output (seed {i + 1})" for i in range(len(evaluations)))
-             + (", cycle reconstruction (seed 1)" if first.reconstructions is not None else "") + "</p>",
+             + "".join(f", {label} (seed 1)" for label in explaining) + "</p>",
              _image(zoom, f"{name}: input and output at {ZOOM}x"),
              f"<p class=note>input and output (seed 1) at {ZOOM}x, pixels unsmoothed</p>",
              f"<ul class=warnings>{warning_items}</ul>" if warning_items else "",

@@ -22,7 +22,7 @@ def collapse_ratio(results: dict) -> float:
 
 def verdicts(results: dict) -> dict[str, str]:
     """Plain-language warnings for one evaluation's results, by kind ("retrieval", "collapse",
-    "alike", "hidden_signal", "periodic", "judge"); empty when none applies."""
+    "alike", "hidden_signal", "periodic", "projection", "judge"); empty when none applies."""
     found = {}
     content, target = results["content"], results["target"]
     retrieval = content["retrieval"]
@@ -44,6 +44,11 @@ def verdicts(results: dict) -> dict[str, str]:
     if periodic["ratio"] > MAX_PERIODIC_RATIO:
         found["periodic"] = (f"periodic artifacts: the outputs' spectral peaks are {periodic['ratio']:.1f}x those "
                              f"of real {target} images")
+    projection = results.get("projection")
+    if projection is not None and projection["retrieval_top1"] < MIN_RETRIEVAL:
+        found["projection"] = (f"the base model does not reproduce the photos: {projection['retrieval_top1']:.0%} of "
+                               f"their projections retrieve their own photo ({projection['psnr_db']:.1f} dB), so "
+                               "no transfer through its latent space can keep their content")
     judge = results["recognisability"]["judge"]
     rate, inputs_rate = judge["outputs"]["target_rate"], judge["inputs"]["target_rate"]
     if rate <= inputs_rate:

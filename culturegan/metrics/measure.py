@@ -17,7 +17,7 @@ from culturegan._progress import progress_bar
 from culturegan.culture import GROUPS, CultureFeatureExtractor
 from culturegan.metrics.judge import JUDGE_GROUPS, judge_features
 from culturegan.metrics.scores import (NearestCentroid, confusion, diversity, edge_f1, frechet_distance, kid,
-                                       recognisability, ssim_lowpass, within_culture_scale)
+                                       psnr, recognisability, ssim_lowpass, within_culture_scale)
 from culturegan.metrics.spectrum import periodic_artifact_ratio
 from culturegan.metrics.steganography import hidden_signal
 from culturegan.metrics.structure import collapse_ratio, input_dependence
@@ -95,6 +95,17 @@ def measure_transfer(inputs: torch.Tensor, outputs: torch.Tensor, real_target: t
     results["cycle"] = None if back is None else hidden_signal(back, outputs, inputs, reconstructions)
     results["diversity"] = diversity(output_features["culture"], target_features["culture"], scales["culture"])
     return results
+
+
+def measure_projection(projections: torch.Tensor, inputs: torch.Tensor) -> dict:
+    """How near photos' projections into a StyleGAN2 model come to the photos (N, 3, H, W) in
+    [-1, 1]: PSNR (mean, min), low-pass SSIM and content retrieval. A transfer through the latent
+    space shows its photo no better than the projection does: this is the ceiling of its content
+    measures."""
+    values = psnr(projections, inputs)
+    return {"psnr_db": float(values.mean()), "psnr_db_min": float(values.min()),
+            "ssim_lowpass": float(ssim_lowpass(projections, inputs).mean()),
+            "retrieval_top1": input_dependence(projections, inputs)["retrieval"]["top1"]}
 
 
 def headline(results: dict) -> dict[str, float]:

@@ -132,6 +132,15 @@ def frechet_distance(features: torch.Tensor, reference: torch.Tensor, scale: tor
 
 # ------------------------------------------------------------------- content preservation
 
+def psnr(outputs: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+    """(N,) peak signal-to-noise ratio in dB of images in [-1, 1] (peak-to-peak 2), at most 126 dB
+    (equal images: a finite number, which JSON can hold)."""
+    if outputs.shape != inputs.shape:
+        raise ValueError(f"outputs {tuple(outputs.shape)} and inputs {tuple(inputs.shape)} differ in shape")
+    mse = (outputs.double() - inputs.double()).square().flatten(1).mean(1).clamp_min(1e-12)
+    return (10 * torch.log10(4.0 / mse)).float()
+
+
 def ssim_lowpass(outputs: torch.Tensor, inputs: torch.Tensor, sigma: float = 2.0) -> torch.Tensor:
     """(N,) SSIM of the luminance of outputs and inputs after a Gaussian low-pass (sigma 2): the
     layout of light and dark, not the texture a style changes. 1 for an unchanged image."""

@@ -400,14 +400,22 @@ class Run:
         name, _ = self.generator_for(target)
         return name or next(iter(self.directions))
 
+    @property
+    def makes_images_from_noise(self) -> bool:
+        """Whether the default generator is a StyleGAN2 one (a stylegan2 run, a converted or
+        blended file), which maps latent codes to images rather than transferring images."""
+        if self.checkpoint is None:
+            return self.card.get("architecture", {}).get("kind") == STYLEGAN2_GENERATOR
+        return self.meta["config"].get("mode") == "stylegan2"
+
     def discriminator_name(self, target: str) -> str | None:
         """The name of the discriminator, in this run's checkpoint, that judges images of `target`
-        (D_B the run's target, D_A its source; a contrastive run's D its target only); None for
-        other files and runs."""
+        (D_B the run's target, D_A its source; a contrastive or stylegan2 run's D its target only);
+        None for other files and runs."""
         config = self.meta.get("config", {})
         if self.checkpoint is None or config.get("mode") == "multi":
             return None
-        if config.get("mode") == "contrastive":
+        if config.get("mode") in ("contrastive", "stylegan2"):
             return "D" if target == config["target"] else None
         return "D_B" if target == config["target"] else "D_A"
 
@@ -419,7 +427,9 @@ class Run:
         if name is None:
             return None
         model = build_model(checkpoints.subset(self.tensors, name), f"{self.checkpoint} ({name})")
-        return model.to(device), self.meta["config"].get("gan_mode", "lsgan")
+        # a stylegan2 run's D is trained with the logistic loss, whatever gan_mode its config holds
+        stylegan2_run = self.meta["config"].get("mode") == "stylegan2"
+        return model.to(device), "vanilla" if stylegan2_run else self.meta["config"].get("gan_mode", "lsgan")
 
 
 def load_run(path: str | os.PathLike) -> Run:
@@ -428,7 +438,7 @@ def load_run(path: str | os.PathLike) -> Run:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"model file {path} does not exist")
-    if _is_snapshot(path):
+    if is_snapshot(path):
         raise ValueError(f"{path} is an NVlabs StyleGAN2 snapshot, which makes images from noise (`culturegan "
                          "generate` renders it), not a generator that transfers images")
     checkpoint = checkpoints.checkpoint_directory(path)
@@ -467,12 +477,12 @@ def read_model(path: str | os.PathLike, generator: str | None = None) -> tuple[d
     read from the file's card, the run's configuration, the snapshot's records or the keys.
     ``generator`` names the network: G_AB or G_BA of a two-culture run; G_ema (default), G or D
     of an NVlabs snapshot."""
-    if _is_snapshot(Path(path)):
+    if is_snapshot(Path(path)):
         return _snapshot_network(Path(path), generator or "G_ema")
     return load_run(path).generator_state(generator)
 
 
-def _is_snapshot(path: Path) -> bool:
+def is_snapshot(path: Path) -> bool:
     """Whether `path` is a plain pickle, as NVlabs' snapshots are, however it is named (torch.save's
     files are not); a file named .pkl that is no pickle at all is refused, saying so."""
     if not path.is_file():
@@ -565,9 +575,10 @@ def load_discriminator(path: str | os.PathLike, fused: bool = True) -> tuple[tor
     """(discriminator in eval mode, card) from a CycleGAN ``latest_net_D_A.pth``, an NVlabs
     StyleGAN2 snapshot (its D), a StyleGAN2 discriminator's state_dict or a converted file."""
     path = Path(path)
-    state, card = read_model(path, "D" if _is_snapshot(path) else None)
+    state, card = read_model(path, "D" if is_snapshot(path) else None)
     return _built(path, (state, card), ("patchgan", STYLEGAN2_DISCRIMINATOR), "discriminator", fused)
 
 
 __all__ = ["Architecture", "Run", "StyleGAN2Architecture", "architecture_from_card", "build_model", "convert",
-           "infer_architecture", "load_discriminator", "load_generator", "load_run", "read_model", "save_model"]
+           "infer_architecture", "is_snapshot", "load_discriminator", "load_generator", "load_run", "read_model",
+           "save_model"]

@@ -42,8 +42,10 @@ generators and photos, one of them the tests' small_generator(0) with culture_im
 
 Photos are read with EXIF orientation applied (alpha composited on white), centre-cropped to a
 square of their shorter side and resized to the generator's resolution with Lanczos, as NVlabs'
-projector does. Each photo is projected alone, its random draws seeded by `seed`, so its code
-depends only on the photo, the generator, the settings and the seed, not on the other photos.
+projector does. Photos are searched BATCH_SIZE at a time (one batched pass of the generator a
+step, where NVlabs runs one photo at a time), each with its own random draws seeded by `seed`
+and its own loss terms, so its code depends only on the photo, the generator, the settings and
+the seed, not on the other photos (up to the float rounding of batched arithmetic).
 
 The codes are .safetensors files: ``ws`` (num_ws, w_dim), the w per layer (W: num_ws copies of
 one w), and ``noise/<buffer>`` per noise_const map, with metadata: the format, ``space`` (W or
@@ -92,6 +94,7 @@ DEFAULT_SEED = 303  # NVlabs' projector's CLI default
 FEATURE_SIDE = 256  # NVlabs area-downsamples larger images to 256 px before VGG16
 NOISE_PYRAMID_SIDE = 8  # NVlabs' noise regulariser pools each map down to 8 x 8
 LOWPASS_MIN_SIDE = 4  # the coarsest level of the structure pyramid
+BATCH_SIZE = 8  # photos searched at once
 GRID_NAME = "grid"
 GRID_PHOTOS = 16  # columns of grid.png: the first 16 photos
 GRID_GAP = 2
@@ -202,7 +205,8 @@ def _lowpass_pyramid(images: torch.Tensor, lowpass: torch.Tensor) -> list[torch.
 
 
 class ProjectionDistance:
-    """The distance of images (1, 3, R, R) to one target, term by term, weighted."""
+    """The distance of images (N, 3, R, R) to their targets, term by term, weighted, per image:
+    each term (N,), each image's a mean over its elements (a sum for the perceptual features)."""
 
     def __init__(self, target: torch.Tensor, settings: ProjectionSettings, perceptual: Callable | None = None):
         self.target = target
@@ -217,29 +221,35 @@ class ProjectionDistance:
 
     def __call__(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         settings = self.settings
-        terms = {"pixels": settings.pixel_weight * (images - self.target).square().mean()}
+        terms = {"pixels": settings.pixel_weight * _per_image_mean(images - self.target)}
         if settings.structure_weight > 0:
             levels = zip(_lowpass_pyramid(images, self.lowpass), self.target_pyramid)
-            terms["structure"] = settings.structure_weight * sum((a - b).square().mean() for a, b in levels)
+            terms["structure"] = settings.structure_weight * sum(_per_image_mean(a - b) for a, b in levels)
         if self.culture is not None:
             groups = self.culture(images).groups()
-            terms["culture"] = settings.culture_weight * sum((groups[g] - self.target_culture[g]).square().mean()
+            terms["culture"] = settings.culture_weight * sum(_per_image_mean(groups[g] - self.target_culture[g])
                                                              for g in GROUPS)
         if self.perceptual is not None:
-            terms["perceptual"] = settings.perceptual_weight * (self.perceptual(images)
-                                                                - self.target_features).square().sum()
+            difference = self.perceptual(images) - self.target_features
+            terms["perceptual"] = settings.perceptual_weight * difference.square().flatten(1).sum(1)
         return terms
+
+
+def _per_image_mean(difference: torch.Tensor) -> torch.Tensor:
+    """(N,) mean squared difference of each image's elements."""
+    return difference.square().flatten(1).mean(1)
 
 
 def noise_regularisation(noise_maps: Iterable[torch.Tensor]) -> torch.Tensor:
     """NVlabs' noise regulariser: the squared mean lag-1 products along x and y of each map and of
-    its 2x average-pooled copies down to NOISE_PYRAMID_SIDE, summed."""
+    its 2x average-pooled copies down to NOISE_PYRAMID_SIDE, summed; maps (H, W), or (N, 1, H, W)
+    for N images (each image's maps regularised alone, the N sums summed)."""
     total = 0.0
     for noise in noise_maps:
-        noise = noise[None, None]
+        noise = noise.view(-1, 1, *noise.shape[-2:])
         while True:
-            total = total + (noise * torch.roll(noise, shifts=1, dims=3)).mean() ** 2
-            total = total + (noise * torch.roll(noise, shifts=1, dims=2)).mean() ** 2
+            total = total + (noise * torch.roll(noise, shifts=1, dims=3)).mean(dim=(1, 2, 3)).square().sum()
+            total = total + (noise * torch.roll(noise, shifts=1, dims=2)).mean(dim=(1, 2, 3)).square().sum()
             if noise.shape[2] <= NOISE_PYRAMID_SIDE:
                 break
             noise = F.avg_pool2d(noise, kernel_size=2)
@@ -273,10 +283,15 @@ def w_statistics(generator: Generator) -> tuple[torch.Tensor, float]:
 
 
 def project(generator: Generator, target_images: torch.Tensor, steps: int = 1000, w_plus: bool = False,
-            perceptual: Callable | None = None, progress: bool = True, **settings) -> list[Projection]:
+            perceptual: Callable | None = None, progress: bool = True, batch_size: int = BATCH_SIZE,
+            **settings) -> list[Projection]:
     """The codes of target_images (N, 3, R, R) in [-1, 1], R the generator's resolution (see the
     module docstring); `perceptual` is load_perceptual's function or None; `settings` are
-    ProjectionSettings' other fields (seed, weights, schedule)."""
+    ProjectionSettings' other fields (seed, weights, schedule). Up to `batch_size` photos are
+    searched at once: each has its own code, noise maps, random draws and loss terms, so a batch
+    changes only the float rounding of its photos' codes, not their search."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
     settings = ProjectionSettings(steps=steps, w_plus=w_plus, **settings)
     check_projectable(generator)
     size = (3, generator.img_resolution, generator.img_resolution)
@@ -291,8 +306,9 @@ def project(generator: Generator, target_images: torch.Tensor, steps: int = 1000
     w_avg, w_std = w_statistics(generator)
     bar = progress_bar(total=settings.steps * len(target_images), enabled=progress, unit="step", desc="projecting")
     with bar:
-        return [_project_one(generator, target[None].to(device, torch.float32), w_avg, w_std, settings,
-                             perceptual, bar) for target in target_images]
+        return [projection for start in range(0, len(target_images), batch_size)
+                for projection in _project_batch(generator, target_images[start:start + batch_size].to(
+                    device, torch.float32), w_avg, w_std, settings, perceptual, bar)]
 
 
 def check_projectable(generator) -> None:
@@ -307,38 +323,45 @@ def check_projectable(generator) -> None:
                          "generators (photos and the culture features are RGB)")
 
 
-def _project_one(generator: Generator, target: torch.Tensor, w_avg: torch.Tensor, w_std: float,
-                 settings: ProjectionSettings, perceptual: Callable | None, bar) -> Projection:
-    device = target.device
-    random = torch.Generator(device=device).manual_seed(settings.seed)
-    distance = ProjectionDistance(target, settings, perceptual)
-    noise = {name: torch.randn(buffer.shape, generator=random, device=device).requires_grad_()
-             for name, buffer in noise_buffers(generator).items()}
-    w_opt = w_avg.expand(1, generator.num_ws if settings.w_plus else 1, -1).clone().requires_grad_()
+def _project_batch(generator: Generator, targets: torch.Tensor, w_avg: torch.Tensor, w_std: float,
+                   settings: ProjectionSettings, perceptual: Callable | None, bar) -> list[Projection]:
+    """The codes of targets (B, 3, R, R), searched together, each as it would be alone: its own
+    random stream seeded by settings.seed, its own terms (their sum is minimised; Adam's steps are
+    per element), its noise maps renormalised alone."""
+    device, count = targets.device, len(targets)
+    randoms = [torch.Generator(device=device).manual_seed(settings.seed) for _ in range(count)]
+
+    def draw(shape) -> torch.Tensor:  # one draw per photo from its own stream, stacked
+        return torch.stack([torch.randn(shape, generator=random, device=device) for random in randoms])
+
+    distance = ProjectionDistance(targets, settings, perceptual)
+    noise = {name: draw(buffer.shape)[:, None].requires_grad_() for name, buffer in noise_buffers(generator).items()}
+    w_opt = w_avg.expand(count, generator.num_ws if settings.w_plus else 1, -1).clone().requires_grad_()
     optimizer = torch.optim.Adam([w_opt, *noise.values()], lr=settings.initial_learning_rate, betas=(0.9, 0.999))
     for step in range(settings.steps):
         for group in optimizer.param_groups:
             group["lr"] = settings.learning_rate(step)
         # One jitter for every layer, in W+ too: independent jitter per layer would shake W+ harder than W.
-        jitter = torch.randn(w_avg.shape, generator=random, device=device) * (w_std * settings.w_noise_factor(step))
+        jitter = draw(w_avg.shape)[:, None] * (w_std * settings.w_noise_factor(step))
         images = synthesize(generator, (w_opt + jitter).expand(-1, generator.num_ws, -1), noise)
-        loss = sum(distance(images).values()) + settings.regularize_noise_weight * noise_regularisation(noise.values())
+        loss = (sum(distance(images).values()).sum()
+                + settings.regularize_noise_weight * noise_regularisation(noise.values()))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        with torch.no_grad():  # NVlabs: every map back to zero mean and unit RMS
+        with torch.no_grad():  # NVlabs: every map back to zero mean and unit RMS, each photo's alone
             for buffer in noise.values():
-                buffer -= buffer.mean()
-                buffer *= buffer.square().mean().rsqrt()
-        bar.update()
+                buffer -= buffer.mean(dim=(1, 2, 3), keepdim=True)
+                buffer *= buffer.square().mean(dim=(1, 2, 3), keepdim=True).rsqrt()
+        bar.update(count)
     ws = w_opt.detach().expand(-1, generator.num_ws, -1)
     noise = {name: buffer.detach() for name, buffer in noise.items()}
     with torch.no_grad():
-        image = synthesize(generator, ws, noise)
-        distances = {name: float(value) for name, value in distance(image).items()}
+        images = synthesize(generator, ws, noise)
+        terms = distance(images)
     # off the device: the photos' results are kept until all are written
-    return Projection(ws[0].cpu(), {name: buffer.cpu() for name, buffer in noise.items()}, image[0].cpu(),
-                      distances)
+    return [Projection(ws[i].cpu(), {name: buffer[i, 0].cpu() for name, buffer in noise.items()}, images[i].cpu(),
+                       {name: float(value[i]) for name, value in terms.items()}) for i in range(count)]
 
 
 # ------------------------------------------------------------------------------------- files

@@ -109,7 +109,9 @@ def test_projection_is_deterministic_given_a_seed_and_renormalises_its_noise():
     target = torch.rand(2, 3, 16, 16) * 2 - 1
     first, second = (project(generator, target, steps=4, seed=7, progress=False) for _ in range(2))
     alone, = project(generator, target[1:], steps=4, seed=7, progress=False)
-    assert torch.equal(alone.ws, first[1].ws)  # each photo's code depends on it alone
+    # each photo's code depends on it alone: searched beside another, up to the float rounding of a batch
+    torch.testing.assert_close(alone.ws, first[1].ws, rtol=1e-4, atol=1e-5)
+    assert torch.equal(project(generator, target, steps=4, seed=7, progress=False, batch_size=1)[1].ws, alone.ws)
     other, = project(generator, target[:1], steps=4, seed=8, progress=False)
     assert torch.equal(first[0].ws, second[0].ws) and torch.equal(first[1].image, second[1].image)
     assert not torch.equal(first[0].ws, other.ws)

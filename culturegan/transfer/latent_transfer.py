@@ -1,0 +1,150 @@
+"""Transfer through a StyleGAN2 latent space, toonify's way: each photo is projected into a base
+model (culturegan.transfer.project: NVlabs' projector search with an offline distance) and its
+code is rendered by the culture model, a copy of the base fine-tuned on the culture (`mode =
+"stylegan2"`) or a `culturegan blend` of the two. `culturegan evaluate` transfers this way for
+StyleGAN2 runs and files, as `culturegan project` then `culturegan transfer --latents` do.
+
+    transfer = LatentTransfer("runs/ukiyoe", steps=1000)       # base: the run's init_from
+    result = transfer.run(photos)                               # (N, 3, H, W) in [-1, 1]
+    result.outputs, result.projections                          # the culture's, the base's renderings
+
+The base is the model the culture model was fine-tuned from: by default a stylegan2 run's
+init_from. A run trained from scratch, or a model file without `base`, is its own base: the
+output is then the image of the culture model nearest the photo. An output can show its photo
+no better than the projection does, so the projections (the base model's renderings of the
+codes) are returned with the outputs: a failed projection can be told from a culture model that
+lost the content.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from culturegan.models import checkpoints
+from culturegan.models.loading import load_run
+from culturegan.models.stylegan2 import Generator
+from culturegan.transfer.generate import load_stylegan2
+from culturegan.transfer.project import (BATCH_SIZE, NOISE_MODES, Projection, ProjectionSettings, check_projectable,
+                                         project, synthesize)
+
+REFUSAL = ("latent transfer takes StyleGAN2 generators (a stylegan2 run, an NVlabs snapshot, a converted or "
+           "blended file)")
+
+
+@dataclasses.dataclass
+class LatentResult:
+    """Photos (N, 3, H, W) transferred: the culture model's renderings of their codes, the base
+    model's (the projections), both at the photos' size in [-1, 1], and each projection's final
+    distance terms."""
+
+    outputs: torch.Tensor
+    projections: torch.Tensor
+    distances: list[dict[str, float]]
+
+
+def default_base(checkpoint: str | os.PathLike) -> Path:
+    """The model photos are projected into for `checkpoint`: a stylegan2 run's init_from, or the
+    checkpoint itself (a run from scratch, a model file)."""
+    path = Path(checkpoint)
+    if not path.exists():
+        raise FileNotFoundError(f"model file {path} does not exist")
+    if path.is_file() and checkpoints.checkpoint_directory(path) is None:
+        return path
+    init_from = load_run(path).meta.get("config", {}).get("init_from", "")
+    if not init_from:
+        return path
+    if not Path(init_from).exists():
+        raise FileNotFoundError(f"{path} was fine-tuned from {init_from}, which does not exist (here): give the base "
+                                "model to project photos into")
+    return Path(init_from)
+
+
+class LatentTransfer:
+    """A culture model and its base, loaded once; run() transfers photos.
+
+    Args:
+        checkpoint: the culture model (a stylegan2 run or checkpoint: its G_ema; a snapshot; a
+            converted or blended StyleGAN2 file).
+        base: the model to project into (default_base when None); it must have the culture
+            model's num_ws, w_dim and resolution.
+        device: "cuda", "cpu" or None (CUDA when available).
+        noise: "projected" renders with each code's own noise maps (the base's fit to the photo),
+            "const" with the culture model's noise_const, as render_codes.
+        progress: a bar over the projection steps.
+        settings: ProjectionSettings' fields (steps, w_plus, seed, the distance's weights).
+    """
+
+    def __init__(self, checkpoint: str | os.PathLike, base: str | os.PathLike | None = None,
+                 device: str | None = None, noise: str = "projected", progress: bool = False, **settings):
+        self.settings = ProjectionSettings(**settings)
+        if noise not in NOISE_MODES:
+            raise ValueError(f"noise must be one of {', '.join(NOISE_MODES)}, got {noise!r}")
+        self.model, self.card = load_stylegan2(checkpoint, device, REFUSAL)
+        self.base_path = Path(base) if base is not None else default_base(checkpoint)
+        self.base = self.model if self.base_path == Path(checkpoint) else load_stylegan2(
+            self.base_path, str(self.device), f"the base model: {REFUSAL}")[0]
+        check_projectable(self.base)
+        check_projectable(self.model)
+        _check_same_latent_space(self.base, self.model, self.base_path, checkpoint)
+        self.noise, self.progress = noise, progress
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def resolution(self) -> int:
+        return self.model.img_resolution
+
+    def run(self, photos: torch.Tensor) -> LatentResult:
+        """Photos (N, 3, H, W) in [-1, 1], square, resized to the models' resolution for the search
+        and back to H for the results."""
+        if not isinstance(photos, torch.Tensor) or photos.dim() != 4 or photos.shape[1] != 3:
+            raise ValueError(f"photos must be a tensor (N, 3, H, W), got {getattr(photos, 'shape', type(photos))}")
+        if photos.shape[-1] != photos.shape[-2]:
+            raise ValueError(f"photos must be square (the models' images are), got {tuple(photos.shape[-2:])}")
+        side = photos.shape[-1]
+        targets = resized(photos.to(self.device, torch.float32), self.resolution)
+        found = project(self.base, targets, progress=self.progress, **dataclasses.asdict(self.settings))
+        outputs = torch.cat([self._render(found[start:start + BATCH_SIZE])
+                             for start in range(0, len(found), BATCH_SIZE)])
+        projections = torch.stack([projection.image for projection in found]).float()
+        return LatentResult(resized(outputs, side).clamp(-1, 1), resized(projections, side).clamp(-1, 1),
+                            [projection.distances for projection in found])
+
+    @torch.no_grad()
+    def _render(self, projections: list[Projection]) -> torch.Tensor:
+        """The culture model's images of the projections' codes (and noise maps, unless 'const')."""
+        ws = torch.stack([projection.ws for projection in projections]).to(self.device)
+        noise = None if self.noise == "const" else {
+            name: torch.stack([projection.noise[name] for projection in projections])[:, None].to(self.device)
+            for name in projections[0].noise}
+        return synthesize(self.model, ws, noise).float().cpu()
+
+    def __call__(self, photos: torch.Tensor) -> torch.Tensor:
+        """The outputs of run(photos)."""
+        return self.run(photos).outputs
+
+
+def _check_same_latent_space(base: Generator, model: Generator, base_path: Path, checkpoint) -> None:
+    """A code of `base` means something to `model` only when both have one num_ws, w_dim and
+    resolution (the model fine-tuned from the base, or a blend of it)."""
+    shapes = [(g.num_ws, g.w_dim, g.img_resolution) for g in (base, model)]
+    if shapes[0] != shapes[1]:
+        raise ValueError(f"the base model {base_path} (num_ws, w_dim, resolution {shapes[0]}) and {checkpoint} "
+                         f"({shapes[1]}) do not share a latent space: give the model it was fine-tuned or blended from")
+
+
+def resized(images: torch.Tensor, side: int) -> torch.Tensor:
+    """Square images (N, C, H, H) at side x side (bicubic, antialiased when shrinking); as they are at H."""
+    if images.shape[-1] == side:
+        return images
+    return F.interpolate(images, size=(side, side), mode="bicubic", antialias=True, align_corners=False)
+
+
+__all__ = ["LatentResult", "LatentTransfer", "default_base", "resized"]
