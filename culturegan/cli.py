@@ -226,6 +226,8 @@ def _add_project_command(commands) -> None:
                          help="weight of the culture-feature distance (default 1; 0: none, a faster search)")
     project.add_argument("--seed", type=int, default=303, help="the seed of the noise maps and the jitter (default "
                                                                "303, NVlabs')")
+    project.add_argument("--batch-size", type=int, metavar="N",
+                         help="photos searched at once (default: 8 at 256 px, 2 at 512, 1 at 1024)")
     project.add_argument("--device", choices=("cuda", "cpu"), help="default: cuda when available")
 
 
@@ -268,6 +270,8 @@ def _add_evaluation_commands(commands) -> None:
                                           "from scratch or a file: the model itself)")
     stylegan2.add_argument("--projection-steps", type=int, help="search steps per photo (default 1000, NVlabs')")
     stylegan2.add_argument("--w-plus", action="store_true", help="search W+ (a w per layer) instead of W")
+    stylegan2.add_argument("--projection-batch", type=int, metavar="N",
+                           help="photos searched at once (default: 8 at 256 px, 2 at 512, 1 at 1024)")
     plot = commands.add_parser("plot", help="training curves of one or more runs, overlaid: every loss, the "
                                             "learning rate, images/s and the held-out evaluations, as a PNG")
     plot.add_argument("runs", nargs="+", metavar="RUN", help="a training run folder (holding metrics.jsonl)")
@@ -289,11 +293,18 @@ def _add_evaluation_commands(commands) -> None:
 
 
 def _evaluate(args, parser: argparse.ArgumentParser) -> int:
-    from culturegan.evaluation import evaluate, write_report
+    from culturegan.evaluation import check_evaluable, evaluate, write_report
 
-    given = {"base": args.base, "steps": args.projection_steps, "w_plus": args.w_plus or None}
+    given = {"base": args.base, "steps": args.projection_steps, "w_plus": args.w_plus or None,
+             "batch_size": args.projection_batch}
     projection = {key: value for key, value in given.items() if value is not None} or None
     try:
+        # every checkpoint checked before any is evaluated (an evaluation can take hours), and of one kind:
+        # a setting's seeds are one model trained with several seeds
+        kinds = {check_evaluable(checkpoint, args.target, args.size, projection)[1] for checkpoint in args.checkpoint}
+        if len(kinds) > 1:
+            raise ValueError("the checkpoints are one setting's seeds: give StyleGAN2 models or image-to-image "
+                             "generators, not both")
         evaluations = [evaluate(checkpoint, args.data, args.source, args.target, args.reference, args.size,
                                 args.count, args.device, projection=projection) for checkpoint in args.checkpoint]
     except (FileNotFoundError, ValueError) as error:
@@ -390,7 +401,7 @@ def _project(args, parser: argparse.ArgumentParser) -> int:
 
     try:
         codes = project_files(args.checkpoint, args.input, args.out, args.steps, args.w_plus, args.perceptual,
-                              args.seed, args.device, culture_weight=args.culture_weight)
+                              args.seed, args.device, batch_size=args.batch_size, culture_weight=args.culture_weight)
     except (OSError, ValueError) as error:  # OSError: the output folder changed during the search
         parser.exit(2, f"culturegan project: {error}\n")
     print(f"wrote {len(codes)} code(s), their images and grid.png to {args.out}")

@@ -104,7 +104,8 @@ def ignore_stop_signals(worker_id: int) -> None:
     every process of a job, a terminal's Ctrl-C sends SIGINT to its whole process group, and
     `timeout` signals its group: a worker killed by one makes the main process fail ("DataLoader
     worker is killed by signal") before it can save the checkpoint the signal asks for. The main
-    process shuts its workers down itself, and they exit when it is gone."""
+    process shuts its workers down itself, and they exit when it is gone; a worker that hangs
+    takes SIGKILL (DataLoader's own last resort, SIGTERM, no longer stops it)."""
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 

@@ -25,14 +25,16 @@ from culturegan import metrics
 from culturegan._progress import progress_bar
 from culturegan.data import find_cultures, load_images
 from culturegan.evaluation.verdicts import verdicts
+from culturegan.metrics.spectrum import PATCH
 from culturegan.models.loading import Run, is_snapshot, load_run
 from culturegan.models.stylegan2 import Discriminator as StyleGAN2Discriminator
 from culturegan.transfer import Stylizer
-from culturegan.transfer.latent_transfer import LatentTransfer, resized
+from culturegan.transfer.latent_transfer import LatentTransfer, default_base, resized
 
 
 DEFAULT_SIZE = 128  # image-to-image generators; StyleGAN2 models are evaluated at their resolution
-DEFAULT_PROJECTION_STEPS = 1000  # NVlabs' projector's
+MIN_SIZE = PATCH  # the periodic-artifact measure's patch, the largest any measure needs
+JUDGE_BATCH = 16  # images a discriminator judges at once
 
 
 @dataclasses.dataclass
@@ -108,6 +110,29 @@ def _through_latent_space(checkpoint: Path, data: Path, source: str, size: int |
                         projections=found.projections, projection=measures)
 
 
+def check_evaluable(checkpoint: str | os.PathLike, target: str, size: int | None = None,
+                    projection: dict | None = None) -> tuple[Run | None, bool]:
+    """(the checkpoint's Run (None for an NVlabs snapshot), whether it transfers through a latent
+    space), or the error evaluate() would stop with, before any work: the file, the culture it
+    makes (a StyleGAN2 run's or named file's target must be `target`), the size, the projection
+    settings (only for StyleGAN2 models) and their base."""
+    checkpoint = Path(checkpoint)
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < MIN_SIZE):
+        raise ValueError(f"size must be an integer >= {MIN_SIZE} (the periodic-artifact patch), got {size!r}")
+    run = None if is_snapshot(checkpoint) else load_run(checkpoint)
+    latent = run is None or run.makes_images_from_noise
+    if not latent:
+        if projection:
+            raise ValueError(f"{checkpoint} transfers images itself: projection settings apply to StyleGAN2 models")
+        return run, latent
+    makes = None if run is None else next(iter(run.directions.values())).get("target")
+    if makes is not None and makes != target:
+        raise ValueError(f"{checkpoint} makes {makes!r} images: evaluate it with target {makes!r}, not {target!r}")
+    if (projection or {}).get("base") is None:
+        default_base(checkpoint)  # a fine-tuned run's init_from must still be there
+    return run, latent
+
+
 def evaluate(checkpoint: str | os.PathLike, data: str | os.PathLike, source: str, target: str,
              reference: str | os.PathLike | None = None, size: int | None = None, count: int | None = None,
              device: str | None = None, progress: bool = True, projection: dict | None = None) -> Evaluation:
@@ -118,19 +143,17 @@ def evaluate(checkpoint: str | os.PathLike, data: str | os.PathLike, source: str
     Image-to-image generators transfer the images at `size` (default 128). StyleGAN2 models (a
     stylegan2 run, an NVlabs snapshot, a converted or blended file) transfer by projection
     (LatentTransfer): `projection` holds its base (default: the run's init_from, else the model
-    itself), steps (default 1000), w_plus and seed; `size` defaults to the model's resolution."""
+    itself), steps (default 1000), w_plus, seed and batch_size; `size` defaults to the model's
+    resolution."""
     checkpoint = Path(checkpoint)
-    run = None if is_snapshot(checkpoint) else load_run(checkpoint)
+    run, latent = check_evaluable(checkpoint, target, size, projection)
     reference = Path(reference or data)
     cultures = [folder.name for folder in find_cultures(reference)]
     missing = [c for c in (source, target) if c not in cultures]
     if missing:
         raise ValueError(f"culture(s) {missing} not in the reference set {reference} (it has {cultures})")
-    if run is None or run.makes_images_from_noise:
-        projection = {"steps": DEFAULT_PROJECTION_STEPS, **(projection or {})}
-        done = _through_latent_space(checkpoint, Path(data), source, size, count, device, progress, projection)
-    elif projection:
-        raise ValueError(f"{checkpoint} transfers images itself: projection settings apply to StyleGAN2 models")
+    if latent:
+        done = _through_latent_space(checkpoint, Path(data), source, size, count, device, progress, projection or {})
     else:
         done = _through_generator(run, Path(data), source, target, size, count, device, progress)
     size = done.inputs.shape[-1]
@@ -153,12 +176,33 @@ def evaluate(checkpoint: str | os.PathLike, data: str | os.PathLike, source: str
 
 @torch.no_grad()
 def _logits(discriminator: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
-    """The discriminator's logits of images; NVlabs' judges images at its resolution, and takes a
-    class label (None: unconditional)."""
-    images = images.to(next(discriminator.parameters()).device)
-    if isinstance(discriminator, StyleGAN2Discriminator):
-        return discriminator(resized(images, discriminator.img_resolution), None)
-    return discriminator(images)
+    """The discriminator's logits of images, on the CPU, judged in batches (judge_batches).
+    NVlabs' D judges images at its resolution and takes a class label (None: unconditional)."""
+    device = next(discriminator.parameters()).device
+    nvlabs = isinstance(discriminator, StyleGAN2Discriminator)
+    group = discriminator.b4.mbstd.group_size if nvlabs and discriminator.b4.mbstd is not None else None
+
+    def judge(batch: torch.Tensor) -> torch.Tensor:
+        batch = batch.to(device)
+        return discriminator(resized(batch, discriminator.img_resolution), None) if nvlabs else discriminator(batch)
+
+    return torch.cat([judge(images[start:stop]).float().cpu() for start, stop in judge_batches(len(images), group)])
+
+
+def judge_batches(count: int, group: int | None) -> list[tuple[int, int]]:
+    """(start, stop) of batches of about JUDGE_BATCH images that a minibatch-std layer of group
+    size `group` (None: the whole batch) takes: each a multiple of min(group, its size). A last
+    batch that is not one is split into the multiple and the rest (fewer than a group, which
+    then forms its own)."""
+    size = JUDGE_BATCH if group is None else group * max(1, JUDGE_BATCH // group)
+    bounds = []
+    for start in range(0, count, size):
+        stop = min(start + size, count)
+        rest = 0 if group is None or stop - start <= group else (stop - start) % group
+        if rest:
+            bounds.append((start, stop - rest))
+        bounds.append((stop - rest if rest else start, stop))
+    return bounds
 
 
 def measure(inputs: torch.Tensor, outputs: torch.Tensor, real_target: torch.Tensor,
@@ -174,4 +218,4 @@ def measure(inputs: torch.Tensor, outputs: torch.Tensor, real_target: torch.Tens
     return results
 
 
-__all__ = ["Evaluation", "evaluate", "load_images", "measure"]
+__all__ = ["Evaluation", "check_evaluable", "evaluate", "judge_batches", "load_images", "measure"]

@@ -90,13 +90,14 @@ def _metric_rows(runs: list[dict]) -> list[tuple[str, str, str]]:
             ("SSIM of low-pass luminance to the input", lambda r: r["content"]["ssim_lowpass"], ".3f",
              "1 = same layout"),
             ("edge F1 to the input", lambda r: r["content"]["edge_f1"], ".3f", "1 = same edges (2-pixel tolerance)")]
-    if first.get("cycle") is not None:
+    # rows of measures only some evaluations have are shown when every seed has them
+    if all(r.get("cycle") is not None for r in runs):
         rows += [("cycle error", lambda r: r["cycle"]["clean"], ".3f", "mean |G_back(G(x)) - x|, pixels in [0, 1]"),
                  ("cycle error after an invisible perturbation (worst)",
                   lambda r: max(r["cycle"]["perturbed"].values()), ".3f", ", ".join(first["cycle"]["perturbed"])),
                  ("hidden-signal amplification", lambda r: r["cycle"]["amplification"], ".2f",
                   "error rise / the perturbation's own size; far above 1 = hidden signal")]
-    if "projection" in first:
+    if all("projection" in r for r in runs):
         base = f"{first['projection']['space']}, {first['projection']['steps']} steps"
         rows += [("projections: own photo ranked first by structure", lambda r: r["projection"]["retrieval_top1"],
                   ".0%", f"the photos' codes rendered by the base model ({base}): the outputs' ceiling"),
@@ -104,7 +105,7 @@ def _metric_rows(runs: list[dict]) -> list[tuple[str, str, str]]:
                   f"dB; lowest (seed 1) {first['projection']['psnr_db_min']:.1f}")]
     rows.append(("diversity", lambda r: r["diversity"], ".2f",
                  "spread of outputs / spread of real target images (culture features)"))
-    if "deception" in first:
+    if all("deception" in r for r in runs):
         rows.append(("deception rate", lambda r: r["deception"]["outputs"], ".0%",
                      f"real {target} images: {first['deception']['real']:.0%}"))
     return [(label, _value([read(r) for r in runs], form), note) for label, read, form, note in rows]

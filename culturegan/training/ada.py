@@ -185,7 +185,10 @@ def _resample(images: torch.Tensor, g_inv: torch.Tensor, filter_: torch.Tensor) 
                          align_corners=False)
     # Zeros only reach the output where a transform needs more than one reflection (the margin is
     # capped at the image size, as NVlabs'); 'bgc' strengths almost never get there.
-    images = _BilinearGridSample.apply(images, grid)
+    # in float32 at least (autocast's choice for grid_sample), the casts outside the Function so
+    # that autograd records them and its backward sees one dtype
+    wide = torch.promote_types(images.dtype, torch.float32)
+    images = _BilinearGridSample.apply(images.to(wide), grid.to(wide)).to(images.dtype)
     return ops.downsample2d(images, filter_, down=2, padding=-pad * 2, flip_filter=True)
 
 

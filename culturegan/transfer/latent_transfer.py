@@ -29,8 +29,8 @@ from culturegan.models import checkpoints
 from culturegan.models.loading import load_run
 from culturegan.models.stylegan2 import Generator
 from culturegan.transfer.generate import load_stylegan2
-from culturegan.transfer.project import (BATCH_SIZE, NOISE_MODES, Projection, ProjectionSettings, check_projectable,
-                                         project, synthesize)
+from culturegan.transfer.project import (NOISE_MODES, Projection, ProjectionSettings, check_batch_size,
+                                         check_projectable, default_batch_size, project, synthesize)
 
 REFUSAL = ("latent transfer takes StyleGAN2 generators (a stylegan2 run, an NVlabs snapshot, a converted or "
            "blended file)")
@@ -76,12 +76,17 @@ class LatentTransfer:
         noise: "projected" renders with each code's own noise maps (the base's fit to the photo),
             "const" with the culture model's noise_const, as render_codes.
         progress: a bar over the projection steps.
+        batch_size: photos searched (and rendered) at once (None: project's default for the
+            resolution).
         settings: ProjectionSettings' fields (steps, w_plus, seed, the distance's weights).
     """
 
     def __init__(self, checkpoint: str | os.PathLike, base: str | os.PathLike | None = None,
-                 device: str | None = None, noise: str = "projected", progress: bool = False, **settings):
+                 device: str | None = None, noise: str = "projected", progress: bool = False,
+                 batch_size: int | None = None, **settings):
         self.settings = ProjectionSettings(**settings)
+        if batch_size is not None:
+            check_batch_size(batch_size)
         if noise not in NOISE_MODES:
             raise ValueError(f"noise must be one of {', '.join(NOISE_MODES)}, got {noise!r}")
         self.model, self.card = load_stylegan2(checkpoint, device, REFUSAL)
@@ -92,6 +97,7 @@ class LatentTransfer:
         check_projectable(self.model)
         _check_same_latent_space(self.base, self.model, self.base_path, checkpoint)
         self.noise, self.progress = noise, progress
+        self.batch_size = default_batch_size(self.resolution) if batch_size is None else batch_size
 
     @property
     def device(self) -> torch.device:
@@ -110,9 +116,10 @@ class LatentTransfer:
             raise ValueError(f"photos must be square (the models' images are), got {tuple(photos.shape[-2:])}")
         side = photos.shape[-1]
         targets = resized(photos.to(self.device, torch.float32), self.resolution)
-        found = project(self.base, targets, progress=self.progress, **dataclasses.asdict(self.settings))
-        outputs = torch.cat([self._render(found[start:start + BATCH_SIZE])
-                             for start in range(0, len(found), BATCH_SIZE)])
+        found = project(self.base, targets, progress=self.progress, batch_size=self.batch_size,
+                        **dataclasses.asdict(self.settings))
+        outputs = torch.cat([self._render(found[start:start + self.batch_size])
+                             for start in range(0, len(found), self.batch_size)])
         projections = torch.stack([projection.image for projection in found]).float()
         return LatentResult(resized(outputs, side).clamp(-1, 1), resized(projections, side).clamp(-1, 1),
                             [projection.distances for projection in found])

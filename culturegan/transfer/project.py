@@ -42,10 +42,11 @@ generators and photos, one of them the tests' small_generator(0) with culture_im
 
 Photos are read with EXIF orientation applied (alpha composited on white), centre-cropped to a
 square of their shorter side and resized to the generator's resolution with Lanczos, as NVlabs'
-projector does. Photos are searched BATCH_SIZE at a time (one batched pass of the generator a
-step, where NVlabs runs one photo at a time), each with its own random draws seeded by `seed`
-and its own loss terms, so its code depends only on the photo, the generator, the settings and
-the seed, not on the other photos (up to the float rounding of batched arithmetic).
+projector does. Photos are searched several at a time (default_batch_size: one batched pass
+of the generator a step; NVlabs runs one photo at a time), each with its own random draws
+seeded by `seed` and its own loss terms, so its code depends only on the photo, the generator,
+the settings and the seed, not on the other photos (up to the float rounding of batched
+arithmetic).
 
 The codes are .safetensors files: ``ws`` (num_ws, w_dim), the w per layer (W: num_ws copies of
 one w), and ``noise/<buffer>`` per noise_const map, with metadata: the format, ``space`` (W or
@@ -94,7 +95,9 @@ DEFAULT_SEED = 303  # NVlabs' projector's CLI default
 FEATURE_SIDE = 256  # NVlabs area-downsamples larger images to 256 px before VGG16
 NOISE_PYRAMID_SIDE = 8  # NVlabs' noise regulariser pools each map down to 8 x 8
 LOWPASS_MIN_SIDE = 4  # the coarsest level of the structure pyramid
-BATCH_SIZE = 8  # photos searched at once
+# Photos searched at once: 8 at 256 px, 2 at 512 and 1 (NVlabs' one photo) at 1024, where one photo's
+# search keeps about 2.5 GiB for its backward (config f, the culture term on; measured on the CPU)
+BATCH_PIXELS = 8 * 256 * 256
 GRID_NAME = "grid"
 GRID_PHOTOS = 16  # columns of grid.png: the first 16 photos
 GRID_GAP = 2
@@ -282,18 +285,29 @@ def w_statistics(generator: Generator) -> tuple[torch.Tensor, float]:
     return w_avg, float((w - w_avg).square().sum().div(W_AVG_SAMPLES).sqrt())
 
 
+def default_batch_size(resolution: int) -> int:
+    """Photos searched at once by default at `resolution` (BATCH_PIXELS: 8 at 256 px, 1 at 1024)."""
+    return max(1, BATCH_PIXELS // resolution ** 2)
+
+
+def check_batch_size(batch_size) -> None:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch size must be an integer >= 1, got {batch_size!r}")
+
+
 def project(generator: Generator, target_images: torch.Tensor, steps: int = 1000, w_plus: bool = False,
-            perceptual: Callable | None = None, progress: bool = True, batch_size: int = BATCH_SIZE,
+            perceptual: Callable | None = None, progress: bool = True, batch_size: int | None = None,
             **settings) -> list[Projection]:
     """The codes of target_images (N, 3, R, R) in [-1, 1], R the generator's resolution (see the
     module docstring); `perceptual` is load_perceptual's function or None; `settings` are
-    ProjectionSettings' other fields (seed, weights, schedule). Up to `batch_size` photos are
-    searched at once: each has its own code, noise maps, random draws and loss terms, so a batch
-    changes only the float rounding of its photos' codes, not their search."""
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    ProjectionSettings' other fields (seed, weights, schedule). Up to `batch_size` photos
+    (default_batch_size when None) are searched at once: each has its own code, noise maps,
+    random draws and loss terms, so a batch changes only the float rounding of its photos'
+    codes, not their search; it costs a batch's memory."""
     settings = ProjectionSettings(steps=steps, w_plus=w_plus, **settings)
     check_projectable(generator)
+    batch_size = default_batch_size(generator.img_resolution) if batch_size is None else batch_size
+    check_batch_size(batch_size)
     size = (3, generator.img_resolution, generator.img_resolution)
     if not isinstance(target_images, torch.Tensor) or target_images.dim() != 4 or target_images.shape[1:] != size:
         shape = tuple(target_images.shape) if isinstance(target_images, torch.Tensor) else type(target_images).__name__
@@ -415,13 +429,15 @@ def list_photos(inputs: Iterable[str | os.PathLike]) -> dict[str, Path]:
 def project_files(checkpoint: str | os.PathLike, inputs: Iterable[str | os.PathLike], out: str | os.PathLike,
                   steps: int = 1000, w_plus: bool = False, perceptual: str | os.PathLike | None = None,
                   seed: int = DEFAULT_SEED, device: str | None = None, progress: bool = True,
-                  **settings) -> list[Path]:
+                  batch_size: int | None = None, **settings) -> list[Path]:
     """Projects every photo of `inputs` with the generator in `checkpoint` and writes, into the
     folder `out` (all or none), per photo {name}.safetensors (the code) and {name}.png (its
     image), named as list_photos says, and grid.png (the first GRID_PHOTOS targets above their
     projections); returns the code files. Everything is checked, and every photo read, before
     the search starts."""
     settings = ProjectionSettings(steps=steps, w_plus=w_plus, seed=seed, **settings)
+    if batch_size is not None:
+        check_batch_size(batch_size)
     out = Path(out)
     check_new_folder(out)
     photos = list_photos([inputs] if isinstance(inputs, (str, os.PathLike)) else inputs)
@@ -430,7 +446,8 @@ def project_files(checkpoint: str | os.PathLike, inputs: Iterable[str | os.PathL
     perceptual = None if perceptual is None else load_perceptual(perceptual, next(generator.parameters()).device)
     targets = [read_photo(path, generator.img_resolution) for path in photos.values()]
     projections = project(generator, torch.stack([to_tensor(target) for target in targets]),
-                          perceptual=perceptual, progress=progress, **dataclasses.asdict(settings))
+                          perceptual=perceptual, progress=progress, batch_size=batch_size,
+                          **dataclasses.asdict(settings))
     grid = TileGrid(2 * min(len(photos), GRID_PHOTOS), min(len(photos), GRID_PHOTOS),
                     (generator.img_resolution, generator.img_resolution, 3), gap=GRID_GAP)
     with atomic_directory(out, only_if_empty=True) as folder:
@@ -546,6 +563,6 @@ def render_codes(checkpoint: str | os.PathLike, latents: str | os.PathLike, out:
     return [out / f"{path.stem}.png" for path in paths]
 
 
-__all__ = ["Code", "Projection", "ProjectionDistance", "ProjectionSettings", "check_code", "list_photos",
-           "load_perceptual", "noise_buffers", "noise_regularisation", "project", "project_files", "read_code",
-           "read_photo", "render_codes", "synthesize", "w_statistics"]
+__all__ = ["Code", "Projection", "ProjectionDistance", "ProjectionSettings", "check_batch_size", "check_code",
+           "default_batch_size", "list_photos", "load_perceptual", "noise_buffers", "noise_regularisation", "project",
+           "project_files", "read_code", "read_photo", "render_codes", "synthesize", "w_statistics"]

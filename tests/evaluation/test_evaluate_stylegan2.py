@@ -10,7 +10,8 @@ import torch
 
 from culturegan import cli
 from culturegan.datasets import write_dataset
-from culturegan.evaluation import evaluate, write_report
+from culturegan.evaluation import evaluate, judge_batches, write_report
+from culturegan.evaluation.evaluate import _logits
 from culturegan.models.loading import load_run
 from culturegan.training import TrainConfig, Trainer
 from culturegan.transfer.latent_transfer import LatentTransfer, default_base
@@ -59,13 +60,14 @@ def test_a_fine_tuned_run_transfers_through_its_base_and_is_measured_like_the_ot
 
 
 def test_a_run_from_scratch_is_its_own_base_so_its_outputs_are_its_projections(runs):
-    evaluation = evaluate(runs / "base", runs / "test", "photo", "ukiyoe", reference=runs / "train", count=2,
+    evaluation = evaluate(runs / "base", runs / "test", "kente", "photo", reference=runs / "train", count=2,
                           projection=STEPS, progress=False)
     assert evaluation.results["projection"]["base"] == str(runs / "base")
     torch.testing.assert_close(evaluation.outputs, evaluation.projections)
-    # its discriminator judges its own culture only (photo), not the target asked for
-    assert "deception" not in evaluation.results
+    assert 0 <= evaluation.results["deception"]["outputs"] <= 1
+    # its discriminator judges its own culture only
     assert load_run(runs / "base").discriminator_name("photo") == "D"
+    assert load_run(runs / "base").discriminator_name("ukiyoe") is None
 
 
 def test_another_evaluation_size_resizes_photos_for_the_search_and_back(runs):
@@ -84,6 +86,22 @@ def test_several_checkpoints_are_one_settings_seeds(runs, tmp_path, capsys):
     saved = next(iter(json.loads((out / "report.json").read_text()).values()))
     assert len(saved["seeds"]) == 2 and saved["seeds"][0]["projection"]["space"] == "W+"
     assert saved["summary"]["projection"]["psnr_db"]["std"] == pytest.approx(0.0)  # one run twice: same codes
+
+
+@pytest.mark.parametrize("count, group, batches", [
+    (5, 4, [(0, 4), (4, 5)]), (6, 4, [(0, 4), (4, 6)]), (3, 4, [(0, 3)]), (21, 4, [(0, 16), (16, 20), (20, 21)]),
+    (32, 4, [(0, 16), (16, 32)]), (7, None, [(0, 7)]), (17, 3, [(0, 15), (15, 17)]),
+    (20, 3, [(0, 15), (15, 18), (18, 20)]),
+])
+def test_discriminators_judge_in_batches_their_minibatch_std_layer_takes(count, group, batches):
+    assert judge_batches(count, group) == batches
+
+
+def test_a_stylegan2_discriminator_judges_any_number_of_images(runs):
+    discriminator, gan_mode = load_run(runs / "tuned").discriminator_for("ukiyoe")
+    assert gan_mode == "vanilla"  # the logistic loss: real above 0
+    logits = _logits(discriminator, torch.rand(5, 3, 40, 40) * 2 - 1)  # 5: no multiple of its groups of 4
+    assert logits.shape == (5, 1) and torch.isfinite(logits).all()
 
 
 def test_bad_inputs_name_the_problem(runs, tmp_path, capsys):
@@ -109,9 +127,17 @@ def test_bad_inputs_name_the_problem(runs, tmp_path, capsys):
         state.write_text(json.dumps(meta))
     with pytest.raises(FileNotFoundError, match="was fine-tuned from .*gone, which does not exist"):
         default_base(moved)
-    argv = ["evaluate", "--checkpoint", str(runs / "tuned"), "--data", str(runs / "test"), "--source", "photo",
-            "--target", "ukiyoe", "--out", str(tmp_path / "r"), "--base", str(other / "wide")]
-    with pytest.raises(SystemExit) as error:
-        cli.main(argv)
-    assert error.value.code == 2 and "do not share a latent space" in capsys.readouterr().err
-    assert not (tmp_path / "r").exists()
+    with pytest.raises(ValueError, match="makes 'ukiyoe' images: evaluate it with target 'ukiyoe', not 'kente'"):
+        evaluate(runs / "tuned", runs / "test", "photo", "kente", projection=STEPS, progress=False)
+    with pytest.raises(ValueError, match="size must be an integer >= 32"):
+        evaluate(runs / "tuned", runs / "test", "photo", "ukiyoe", size=16, projection=STEPS, progress=False)
+    argv = ["evaluate", "--data", str(runs / "test"), "--source", "photo", "--target", "ukiyoe",
+            "--out", str(tmp_path / "r")]
+    for checkpoints, message in (([runs / "tuned", "--base", other / "wide"], "do not share a latent space"),
+                                 ([runs / "tuned", tmp_path / "nothing"], "nothing does not exist"),
+                                 ([runs / "tuned", two_way], "give StyleGAN2 models or image-to-image generators, "
+                                                             "not both")):
+        with pytest.raises(SystemExit) as error:
+            cli.main([*argv, "--checkpoint", *map(str, checkpoints)])
+        assert error.value.code == 2 and message in capsys.readouterr().err
+        assert not (tmp_path / "r").exists()  # refused before anything was evaluated or written

@@ -210,6 +210,22 @@ def test_bilinear_grid_sample_matches_torch_to_the_second_derivative():
     assert torch.autograd.gradgradcheck(lambda x: ada._BilinearGridSample.apply(x, grid), (images,))
 
 
+def test_bf16_autocast_differentiates_through_the_geometric_augmentations_twice():
+    """Under autocast grid_sample runs in float32 while its input is bfloat16: the trainer's amp
+    modes take G's gradient and R1's double backward through it."""
+    torch.manual_seed(0)
+    discriminator = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.Flatten(),
+                                        torch.nn.Linear(4 * 16 * 16, 1))
+    reals = _images(4).requires_grad_(True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        augmented = make_augment_pipe("geom", p=1.0)(reals.to(torch.bfloat16), _generator())
+        logits = discriminator(augmented)
+    (gradient,) = torch.autograd.grad(logits.float().sum(), reals, create_graph=True)
+    gradient.square().sum().backward()
+    weight_grad = discriminator[0].weight.grad
+    assert torch.isfinite(gradient).all() and gradient.abs().sum() > 0 and weight_grad.abs().sum() > 0
+
+
 def test_r1_double_backward_through_the_augmentation():
     torch.manual_seed(0)
     discriminator = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.Softplus(),

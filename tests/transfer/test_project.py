@@ -16,8 +16,9 @@ from culturegan import cli
 from culturegan.models import ResnetGenerator
 from culturegan.models.stylegan2 import Generator
 from culturegan.transfer.generate import to_pixels
-from culturegan.transfer.project import (ProjectionSettings, list_photos, load_perceptual, noise_buffers,
-                                         noise_regularisation, project, read_code, synthesize, w_statistics)
+from culturegan.transfer.project import (ProjectionSettings, default_batch_size, list_photos, load_perceptual,
+                                         noise_buffers, noise_regularisation, project, read_code, synthesize,
+                                         w_statistics)
 
 G_KWARGS = dict(z_dim=16, c_dim=0, w_dim=16, img_resolution=16, img_channels=3, mapping_kwargs={"num_layers": 2},
                 synthesis_kwargs={"channel_base": 128, "channel_max": 32})
@@ -125,6 +126,10 @@ def test_projection_is_deterministic_given_a_seed_and_renormalises_its_noise():
     assert all(p.grad is None for p in generator.parameters())
 
 
+def test_photos_searched_at_once_shrink_with_the_resolution():
+    assert [default_batch_size(r) for r in (64, 256, 512, 1024)] == [128, 8, 2, 1]
+
+
 def test_schedules_and_noise_regulariser_are_nvlabs():
     settings = ProjectionSettings(steps=1000)
     assert settings.learning_rate(0) == 0 and settings.learning_rate(25) == pytest.approx(0.05)
@@ -139,7 +144,7 @@ def test_schedules_and_noise_regulariser_are_nvlabs():
 
 @pytest.mark.parametrize("settings, message", [
     (dict(steps=0), "steps must be an integer >= 1"), (dict(culture_weight=-1), "culture_weight must be a finite"),
-    (dict(seed=-3), "seed must be an integer"),
+    (dict(seed=-3), "seed must be an integer"), (dict(batch_size=0), "batch size must be an integer >= 1"),
 ])
 def test_bad_settings_are_refused(settings, message):
     with pytest.raises(ValueError, match=message):
