@@ -42,14 +42,23 @@ def latest_checkpoint(directory: Path) -> Path | None:
 
 
 def load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
+    meta = read_meta(path)
     try:
-        meta = json.loads((path / "state.json").read_text())
         tensors = load_file(str(path / "state.safetensors"))
     except (OSError, ValueError, SafetensorError) as error:
         raise ValueError(f"{path}: not a readable culturegan checkpoint ({error})") from error
+    return tensors, meta
+
+
+def read_meta(path: Path) -> dict:
+    """The checkpoint's state.json (config, step, ...), without its tensors."""
+    try:
+        meta = json.loads((path / "state.json").read_text())
+    except (OSError, ValueError) as error:
+        raise ValueError(f"{path}: not a readable culturegan checkpoint ({error})") from error
     if meta.get("format_version") != FORMAT_VERSION:
         raise ValueError(f"{path}: checkpoint format {meta.get('format_version')}, expected {FORMAT_VERSION}")
-    return tensors, meta
+    return meta
 
 
 def subset(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:

@@ -98,6 +98,10 @@ class Objective:
         """A fresh run's networks from config.init_from (culturegan.training.pretrained)."""
         pretrained.initialise(self.config, models, self.generators, self.discriminators)
 
+    def resume_shapes(self, init_kwargs: dict[str, dict]) -> None:
+        """Before build_models, on resume: the constructor arguments the checkpoint recorded, by
+        network (those that record them). The CycleGAN-family modes build from the config alone."""
+
     def regularisers(self, optimizer: str, m: dict[str, torch.nn.Module], batch: Batch) -> dict[str, torch.Tensor]:
         """The regularisation losses of `optimizer`'s networks ("optim_G" or "optim_D"): R1 on the
         real images when r1_gamma > 0."""
@@ -423,8 +427,7 @@ class StyleGAN2Objective(Objective):
         super().__init__(config, culture_loss, rng, profiles)
         self.regularisation_intervals = {"optim_G": config.pl_interval if config.pl_weight > 0 else 1,
                                          "optim_D": config.r1_interval if config.r1_gamma > 0 else 1}
-        # the imported networks' shapes build the networks on resume too, so init_from must stay in place
-        self.imported = stylegan2.read_import(config.init_from) if config.init_from else None
+        self.recorded = None  # a resumed run's networks' constructor arguments (resume_shapes)
 
     @property
     def cultures(self) -> list[str]:
@@ -435,11 +438,22 @@ class StyleGAN2Objective(Objective):
         images = Augment(load_size=c.resolution, crop_size=c.resolution)
         return {"real": CultureImages(c.data_root, [c.target], c.manifest or None, images, seed=c.seed)}
 
+    @functools.cached_property
+    def imported(self) -> dict | None:
+        """init_from's networks (stylegan2.read_import), read when a fresh run needs them; None
+        from scratch."""
+        return stylegan2.read_import(self.config.init_from) if self.config.init_from else None
+
+    def resume_shapes(self, init_kwargs: dict[str, dict]) -> None:
+        # checkpoints from before culturegan recorded them build from init_from, which must then be in place
+        if {"G", "D"} <= init_kwargs.keys():
+            self.recorded = {name: (None, init_kwargs[name]) for name in ("G", "D")}
+
     def build_models(self) -> dict[str, torch.nn.Module]:
         c = self.config
         tuning = {} if c.ada_target is None else dict(target=c.ada_target, interval=c.ada_interval, kimg=c.ada_kimg)
         augment = stylegan2.AdaptiveAugment(c.augment, c.augment_p or 0.0, **tuning)
-        return {**stylegan2.build_networks(c, self.imported), "augment": augment,
+        return {**stylegan2.build_networks(c, self.recorded or self.imported), "augment": augment,
                 "path_length": stylegan2.PathLengthPenalty(c.pl_weight)}
 
     def initialise(self, models: dict[str, torch.nn.Module]) -> None:

@@ -79,9 +79,13 @@ def pretrained_models(config: TrainConfig, generators: tuple[str, ...]) -> tuple
     """The generators that start from pretrained weights."""
     if not config.init_from:
         return ()
-    if config.init_from_reverse or checkpoints.checkpoint_directory(Path(config.init_from)) is not None:
+    if len(generators) == 1 or config.init_from_reverse:  # (one generator: a resumed run's file may be gone)
         return generators
-    return generators[:1]
+    source = Path(config.init_from)
+    if not source.exists():
+        raise FileNotFoundError(f"init_from: {source} does not exist (whether it held both generators sets their "
+                                "learning rates)")
+    return generators if checkpoints.checkpoint_directory(source) is not None else generators[:1]
 
 
 def freeze(config: TrainConfig, models: dict[str, torch.nn.Module], generators: tuple[str, ...]) -> int:

@@ -74,13 +74,13 @@ class Trainer:
             if self.rank == 0:
                 logger.info("fitting the culture profiles of %s on %s", ", ".join(self.objective.cultures), c.data_root)
             self.objective.fit_profiles(progress=c.progress and self.rank == 0)
+        latest = self._latest_checkpoint() if resume else None
+        if latest is not None:
+            self.objective.resume_shapes(checkpoints.read_meta(latest).get("init_kwargs", {}))
         self._build_models(initialise=not resume)
         self.step, self.bad_steps = 0, 0
         self._writer = None
-        if resume:
-            latest = checkpoints.latest_checkpoint(self.checkpoints)
-            if latest is None:
-                raise FileNotFoundError(f"--resume: no checkpoint in {self.checkpoints}")
+        if latest is not None:
             self.load(latest)
         if self.rank == 0:
             self.output.mkdir(parents=True, exist_ok=True)
@@ -93,6 +93,12 @@ class Trainer:
         return self.objective.profiles
 
     # ------------------------------------------------------------------------------ setup
+
+    def _latest_checkpoint(self) -> Path:
+        latest = checkpoints.latest_checkpoint(self.checkpoints)
+        if latest is None:
+            raise FileNotFoundError(f"--resume: no checkpoint in {self.checkpoints}")
+        return latest
 
     def _held_out_set(self) -> HeldOutSet | None:
         """Rank 0's held-out images (rank 0 alone evaluates). Every rank checks that eval_data

@@ -234,6 +234,20 @@ def test_fine_tuning_a_converted_generator_trains_a_fresh_discriminator_with_a_f
     assert [r["augment_p"] for r in _records(tmp_path / "run")] == [pytest.approx(0.3)] * 2
 
 
+def test_a_fine_tune_resumes_without_the_file_it_started_from(dataset, tmp_path):  # noqa: F811
+    generator = _generator()
+    card = new_card(StyleGAN2Architecture(STYLEGAN2_GENERATOR, generator.init_kwargs), tmp_path, sha256="0" * 64)
+    path = save_model(generator, card, tmp_path / "culture.safetensors")
+    config = tiny(dataset, tmp_path / "run", init_from=str(path), steps=2, **dict.fromkeys(SIZES))
+    Trainer(config).fit()
+    path.unlink()  # the checkpoint recorded the networks' constructor arguments
+    resumed = Trainer(tiny(dataset, tmp_path / "run", init_from=str(path), steps=4, **dict.fromkeys(SIZES)),
+                      resume=True)
+    assert resumed.step == 2 and resumed.models["G"].init_kwargs == generator.init_kwargs
+    resumed.fit()
+    assert resumed.step == 4
+
+
 # ------------------------------------------------------------------------------ resume
 
 def _started(trainer: Trainer) -> Trainer:
