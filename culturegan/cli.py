@@ -301,15 +301,16 @@ def _evaluate(args, parser: argparse.ArgumentParser) -> int:
     try:
         # every checkpoint checked before any is evaluated (an evaluation can take hours), and of one kind:
         # a setting's seeds are one model trained with several seeds
-        kinds = {check_evaluable(checkpoint, args.target, args.size, projection)[1] for checkpoint in args.checkpoint}
+        kinds = {check_evaluable(checkpoint, args.target, args.size, projection, args.count)[1]
+                 for checkpoint in args.checkpoint}
         if len(kinds) > 1:
             raise ValueError("the checkpoints are one setting's seeds: give StyleGAN2 models or image-to-image "
                              "generators, not both")
         evaluations = [evaluate(checkpoint, args.data, args.source, args.target, args.reference, args.size,
                                 args.count, args.device, projection=projection) for checkpoint in args.checkpoint]
-    except (FileNotFoundError, ValueError) as error:
+        report = write_report({f"{args.source} -> {args.target}": evaluations}, args.out)
+    except (OSError, ValueError) as error:  # OSError: --out is a file, or not writable
         parser.exit(2, f"culturegan evaluate: {error}\n")
-    report = write_report({f"{args.source} -> {args.target}": evaluations}, args.out)
     for index, evaluation in enumerate(evaluations):
         seed = f" (checkpoint {index + 1})" if len(evaluations) > 1 else ""
         for warning in evaluation.results["verdicts"].values():

@@ -111,14 +111,16 @@ def _through_latent_space(checkpoint: Path, data: Path, source: str, size: int |
 
 
 def check_evaluable(checkpoint: str | os.PathLike, target: str, size: int | None = None,
-                    projection: dict | None = None) -> tuple[Run | None, bool]:
+                    projection: dict | None = None, count: int | None = None) -> tuple[Run | None, bool]:
     """(the checkpoint's Run (None for an NVlabs snapshot), whether it transfers through a latent
     space), or the error evaluate() would stop with, before any work: the file, the culture it
-    makes (a StyleGAN2 run's or named file's target must be `target`), the size, the projection
-    settings (only for StyleGAN2 models) and their base."""
+    makes (a StyleGAN2 run's or named file's target must be `target`), the size and count, the
+    projection settings (only for StyleGAN2 models) and their base."""
     checkpoint = Path(checkpoint)
     if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < MIN_SIZE):
         raise ValueError(f"size must be an integer >= {MIN_SIZE} (the periodic-artifact patch), got {size!r}")
+    if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 1):
+        raise ValueError(f"count must be an integer >= 1, got {count!r}")
     run = None if is_snapshot(checkpoint) else load_run(checkpoint)
     latent = run is None or run.makes_images_from_noise
     if not latent:
@@ -146,7 +148,7 @@ def evaluate(checkpoint: str | os.PathLike, data: str | os.PathLike, source: str
     itself), steps (default 1000), w_plus, seed and batch_size; `size` defaults to the model's
     resolution."""
     checkpoint = Path(checkpoint)
-    run, latent = check_evaluable(checkpoint, target, size, projection)
+    run, latent = check_evaluable(checkpoint, target, size, projection, count)
     reference = Path(reference or data)
     cultures = [folder.name for folder in find_cultures(reference)]
     missing = [c for c in (source, target) if c not in cultures]

@@ -185,10 +185,7 @@ def _resample(images: torch.Tensor, g_inv: torch.Tensor, filter_: torch.Tensor) 
                          align_corners=False)
     # Zeros only reach the output where a transform needs more than one reflection (the margin is
     # capped at the image size, as NVlabs'); 'bgc' strengths almost never get there.
-    # in float32 at least (autocast's choice for grid_sample), the casts outside the Function so
-    # that autograd records them and its backward sees one dtype
-    wide = torch.promote_types(images.dtype, torch.float32)
-    images = _BilinearGridSample.apply(images.to(wide), grid.to(wide)).to(images.dtype)
+    images = _BilinearGridSample.apply(images, grid)
     return ops.downsample2d(images, filter_, down=2, padding=-pad * 2, flip_filter=True)
 
 
@@ -266,10 +263,14 @@ class AugmentPipe(torch.nn.Module):
         draws from `generator` if given (on its device), else from the global RNG of the images'
         device. Returns a tensor of the same shape, dtype and device."""
         _check_images(images, self._colour_enabled())
-        draw = _Draws(images, self.p, generator)
-        g_inv = self._geometric_matrix(draw, images.shape[2], images.shape[3]).to(images.device)
-        colour = self._colour_matrix(draw, images.shape[1] > 1).to(images.device)
-        return _apply_colour(self._apply_geometric(images, g_inv), colour)
+        # Outside autocast, in float32 at least: under bf16 autocast the 3x3 matrix products and the
+        # sampling grid lost up to 4 px of a 1 k-pixel grid (NVlabs' pipe runs in float32 too).
+        with torch.autocast(images.device.type, enabled=False):
+            wide = images.to(torch.promote_types(images.dtype, torch.float32))
+            draw = _Draws(wide, self.p, generator)
+            g_inv = self._geometric_matrix(draw, wide.shape[2], wide.shape[3]).to(wide.device)
+            colour = self._colour_matrix(draw, wide.shape[1] > 1).to(wide.device)
+            return _apply_colour(self._apply_geometric(wide, g_inv), colour).to(images.dtype)
 
     def _colour_enabled(self) -> bool:
         return any(self.multipliers[name] > 0 for name in GROUPS["color"])

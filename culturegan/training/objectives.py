@@ -98,9 +98,14 @@ class Objective:
         """A fresh run's networks from config.init_from (culturegan.training.pretrained)."""
         pretrained.initialise(self.config, models, self.generators, self.discriminators)
 
-    def resume_shapes(self, init_kwargs: dict[str, dict]) -> None:
-        """Before build_models, on resume: the constructor arguments the checkpoint recorded, by
-        network (those that record them). The CycleGAN-family modes build from the config alone."""
+    def init_from_shapes(self) -> dict[str, dict]:
+        """What build_models took from init_from's networks (their constructor arguments, by
+        name), for checkpoints: a resumed run builds from these, and init_from may be gone by
+        then. The CycleGAN-family modes build from the config alone: {}."""
+        return {}
+
+    def resume_init_from_shapes(self, shapes: dict[str, dict]) -> None:
+        """On resume, before build_models: init_from_shapes() as the checkpoint recorded it."""
 
     def regularisers(self, optimizer: str, m: dict[str, torch.nn.Module], batch: Batch) -> dict[str, torch.Tensor]:
         """The regularisation losses of `optimizer`'s networks ("optim_G" or "optim_D"): R1 on the
@@ -427,7 +432,7 @@ class StyleGAN2Objective(Objective):
         super().__init__(config, culture_loss, rng, profiles)
         self.regularisation_intervals = {"optim_G": config.pl_interval if config.pl_weight > 0 else 1,
                                          "optim_D": config.r1_interval if config.r1_gamma > 0 else 1}
-        self.recorded = None  # a resumed run's networks' constructor arguments (resume_shapes)
+        self.recorded = None  # init_from's networks' constructor arguments, from a resumed run's checkpoint
 
     @property
     def cultures(self) -> list[str]:
@@ -444,10 +449,16 @@ class StyleGAN2Objective(Objective):
         from scratch."""
         return stylegan2.read_import(self.config.init_from) if self.config.init_from else None
 
-    def resume_shapes(self, init_kwargs: dict[str, dict]) -> None:
-        # checkpoints from before culturegan recorded them build from init_from, which must then be in place
-        if {"G", "D"} <= init_kwargs.keys():
-            self.recorded = {name: (None, init_kwargs[name]) for name in ("G", "D")}
+    def init_from_shapes(self) -> dict[str, dict]:
+        networks = self.recorded or self.imported or {}
+        return {name: kwargs for name, (_, kwargs) in networks.items()}
+
+    def resume_init_from_shapes(self, shapes: dict[str, dict]) -> None:
+        # the same networks as from init_from itself (a snapshot's D too; a fresh D's minibatch groups
+        # from the batch size); checkpoints from before they were recorded read init_from, which must
+        # then still be in place
+        if shapes:
+            self.recorded = {name: (None, kwargs) for name, kwargs in shapes.items()}
 
     def build_models(self) -> dict[str, torch.nn.Module]:
         c = self.config

@@ -39,10 +39,7 @@ def save(trainer: Trainer) -> Path:
             "schedulers": {name: s.state_dict() for name, s in trainer.schedulers.items()},
             "python_rng": _jsonable(trainer.rng.getstate()), "scaler": trainer.scaler.state_dict(),
             "bad_steps": trainer.bad_steps, "cultures": objective.cultures, "profiles": profiles,
-            # the constructor arguments of the networks that record them (StyleGAN2's): a resumed run
-            # builds them from these, not from the file it was fine-tuned from
-            "init_kwargs": {name: model.init_kwargs for name, model in trainer.models.items()
-                            if hasattr(model, "init_kwargs")}}
+            "init_from_shapes": objective.init_from_shapes()}
     return checkpoints.save_checkpoint(trainer.checkpoints, trainer.step, tensors, meta, trainer.config.keep_last)
 
 

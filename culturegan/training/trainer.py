@@ -76,7 +76,7 @@ class Trainer:
             self.objective.fit_profiles(progress=c.progress and self.rank == 0)
         latest = self._latest_checkpoint() if resume else None
         if latest is not None:
-            self.objective.resume_shapes(checkpoints.read_meta(latest).get("init_kwargs", {}))
+            self.objective.resume_init_from_shapes(checkpoints.read_meta(latest).get("init_from_shapes", {}))
         self._build_models(initialise=not resume)
         self.step, self.bad_steps = 0, 0
         self._writer = None

@@ -131,6 +131,8 @@ def test_bad_inputs_name_the_problem(runs, tmp_path, capsys):
         evaluate(runs / "tuned", runs / "test", "photo", "kente", projection=STEPS, progress=False)
     with pytest.raises(ValueError, match="size must be an integer >= 32"):
         evaluate(runs / "tuned", runs / "test", "photo", "ukiyoe", size=16, projection=STEPS, progress=False)
+    with pytest.raises(ValueError, match="count must be an integer >= 1, got 0"):
+        evaluate(runs / "tuned", runs / "test", "photo", "ukiyoe", count=0, projection=STEPS, progress=False)
     argv = ["evaluate", "--data", str(runs / "test"), "--source", "photo", "--target", "ukiyoe",
             "--out", str(tmp_path / "r")]
     for checkpoints, message in (([runs / "tuned", "--base", other / "wide"], "do not share a latent space"),

@@ -211,15 +211,19 @@ def test_bilinear_grid_sample_matches_torch_to_the_second_derivative():
 
 
 def test_bf16_autocast_differentiates_through_the_geometric_augmentations_twice():
-    """Under autocast grid_sample runs in float32 while its input is bfloat16: the trainer's amp
-    modes take G's gradient and R1's double backward through it."""
+    """The trainer's amp modes run the pipe under autocast: it augments as in float32, and G's
+    gradient and R1's double backward pass through it."""
     torch.manual_seed(0)
     discriminator = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.Flatten(),
                                         torch.nn.Linear(4 * 16 * 16, 1))
     reals = _images(4).requires_grad_(True)
+    pipe = make_augment_pipe("geom", p=1.0)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        augmented = make_augment_pipe("geom", p=1.0)(reals.to(torch.bfloat16), _generator())
+        augmented = pipe(reals.to(torch.bfloat16), _generator())
         logits = discriminator(augmented)
+    # the pipe runs in float32 under autocast too: its matrices and grid in bf16 moved pixels
+    in_float32 = pipe(reals.detach().to(torch.bfloat16).float(), _generator()).to(torch.bfloat16)
+    assert augmented.dtype == torch.bfloat16 and torch.equal(augmented, in_float32)
     (gradient,) = torch.autograd.grad(logits.float().sum(), reals, create_graph=True)
     gradient.square().sum().backward()
     weight_grad = discriminator[0].weight.grad

@@ -240,10 +240,12 @@ def test_a_fine_tune_resumes_without_the_file_it_started_from(dataset, tmp_path)
     path = save_model(generator, card, tmp_path / "culture.safetensors")
     config = tiny(dataset, tmp_path / "run", init_from=str(path), steps=2, **dict.fromkeys(SIZES))
     Trainer(config).fit()
-    path.unlink()  # the checkpoint recorded the networks' constructor arguments
-    resumed = Trainer(tiny(dataset, tmp_path / "run", init_from=str(path), steps=4, **dict.fromkeys(SIZES)),
-                      resume=True)
+    path.unlink()  # the checkpoint recorded what init_from gave the networks
+    resumed = Trainer(tiny(dataset, tmp_path / "run", init_from=str(path), steps=4, batch_size=4,
+                           **dict.fromkeys(SIZES)), resume=True)
     assert resumed.step == 2 and resumed.models["G"].init_kwargs == generator.init_kwargs
+    # a fresh D (the file had none) takes its minibatch groups from the batch size, as when the run began
+    assert resumed.models["D"].b4.mbstd.group_size == 4
     resumed.fit()
     assert resumed.step == 4
 
