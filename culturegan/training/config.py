@@ -238,6 +238,7 @@ class TrainConfig:
         self._check_contrastive()
         self._check_stylegan2()
         self._check_evaluation()
+        self._check_compile()
         checks = {"mode": self.mode in MODES, "pretrained_lr": self.pretrained_lr >= 0,
                   "sample_every": self.sample_every >= 0, "sample_count": self.sample_count >= 1,
                   "init_from_reverse": not self.init_from_reverse or (self.init_from and self.mode == "pair"),
@@ -269,6 +270,19 @@ class TrainConfig:
         if any(not math.isfinite(w) or w < 0 for w in self.culture_weights):
             raise ValueError(f"culture_weights must be 3 finite numbers >= 0 (colour, texture, line), got "
                              f"{self.culture_weights!r}")
+
+    def _check_compile(self) -> None:
+        """torch.compile's autograd has no double backward ("does not currently support double
+        backward", at the first R1 or path-length step): refused here, before any training."""
+        if not self.compile:
+            return
+        if self.mode == "stylegan2":
+            raise ValueError("compile=true: not for mode 'stylegan2' (its generator runs by parts, mapping then "
+                             "synthesis, outside a compiled forward; R1 and the path length take gradients of "
+                             "gradients, which torch.compile does not support)")
+        if self.r1_gamma:
+            raise ValueError(f"compile=true with r1_gamma={self.r1_gamma}: R1 takes gradients of gradients, which "
+                             "torch.compile does not support; set compile=false, or r1_gamma=0")
 
     def _check_evaluation(self) -> None:
         """The held-out evaluation's keys (whether eval_data holds the two cultures is checked when

@@ -86,10 +86,20 @@ def test_defaults_are_nvlabs():
     (["source=photo"], "mode 'stylegan2' learns one culture, `target`"),
     (["freeze=encoder"], "freeze: not for mode 'stylegan2'"),
     (["eval_every=10", "eval_data=held"], "eval_every: not for mode 'stylegan2'"),
+    (["compile=true", "r1_gamma=0", "pl_weight=0"], "compile=true: not for mode 'stylegan2' .its generator runs by "
+                                                    "parts"),
 ])
 def test_bad_settings_name_their_key(overrides, message):
     with pytest.raises(ValueError, match=message):
         load_config(None, BASE + overrides)
+
+
+def test_other_modes_compile_unless_r1_takes_gradients_of_gradients():
+    """torch.compile has no double backward: R1 would fail at its first step."""
+    pair = ["data_root=data", "source=a", "target=b", "compile=true"]
+    assert load_config(None, pair).compile
+    with pytest.raises(ValueError, match=r"compile=true with r1_gamma=1.0: .* set compile=false, or r1_gamma=0$"):
+        load_config(None, pair + ["r1_gamma=1"])
 
 
 @pytest.mark.parametrize("override", ["pl_weight=2", "freeze_d=4", "augment=bgc", "resolution=64"])
