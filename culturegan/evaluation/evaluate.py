@@ -97,7 +97,7 @@ def _through_generator(run: Run, data: Path, source: str, target: str, size: int
 def _through_latent_space(checkpoint: Path, data: Path, source: str, size: int | None, count: int | None,
                           device: str | None, progress: bool, projection: dict) -> _Transferred:
     """A StyleGAN2 model's transfer: photos projected into the base model, rendered by this one
-    (culturegan.transfer.latent_transfer); `projection`: base, steps, w_plus, seed."""
+    (culturegan.transfer.latent_transfer); `projection`: base, steps, w_plus, seed, batch_size."""
     base = projection.get("base")
     settings = {key: value for key, value in projection.items() if key != "base"}
     latent = LatentTransfer(checkpoint, base, device, progress=progress, **settings)

@@ -26,7 +26,6 @@ import torch
 import torch.nn.functional as F
 
 from culturegan.models import checkpoints
-from culturegan.models.loading import load_run
 from culturegan.models.stylegan2 import Generator
 from culturegan.transfer.generate import load_stylegan2
 from culturegan.transfer.project import (NOISE_MODES, Projection, ProjectionSettings, check_batch_size,
@@ -53,9 +52,11 @@ def default_base(checkpoint: str | os.PathLike) -> Path:
     path = Path(checkpoint)
     if not path.exists():
         raise FileNotFoundError(f"model file {path} does not exist")
-    if path.is_file() and checkpoints.checkpoint_directory(path) is None:
+    directory = checkpoints.checkpoint_directory(path)
+    if directory is None:  # a model file
         return path
-    init_from = load_run(path).meta.get("config", {}).get("init_from", "")
+    # the run's state.json only: its tensors are read once, by whoever loads the model
+    init_from = checkpoints.read_meta(directory).get("config", {}).get("init_from", "")
     if not init_from:
         return path
     if not Path(init_from).exists():
