@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 
 from culturegan import ops
+from culturegan.training import distributed
 
 # Low-pass filter of the sym6 wavelet: orthogonal, so 2x upsampling followed by 2x downsampling
 # with it (flipped) is the identity and the geometric path blurs nothing it does not have to.
@@ -475,7 +476,7 @@ class AdaController:
         self.steps += 1
         if self.steps % self.interval:
             return None
-        signs = _summed_over_processes(self._signs)
+        signs = distributed.summed(self._signs).cpu()
         if signs[1] == 0:
             raise RuntimeError("ADA step without any observed real logits: call observe(D(reals)) each step")
         rt = float(signs[0] / signs[1])
@@ -507,9 +508,3 @@ class AdaController:
         self.steps = int(state["steps"])
         self._signs = torch.tensor([sign_sum, sign_count], dtype=torch.float64)
 
-
-def _summed_over_processes(stats: torch.Tensor) -> torch.Tensor:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        stats = stats.clone()
-        torch.distributed.all_reduce(stats)
-    return stats.cpu()

@@ -12,7 +12,7 @@ Some shared keys default by mode too (None: not given): `pool_size` is 50 (Cycle
 and multi modes and 0 in the others (CUT and StyleGAN2 train without an image pool); `lr`,
 `beta1`, `beta2`, `decay_steps` and `r1_gamma` are CycleGAN's (2e-4, 0.5, 0.999, 5000, 0) except
 in mode "stylegan2", which takes NVlabs' --cfg=auto (lr 0.0025, or 0.002 from 1024 px; betas 0 and
-0.99; a constant rate; R1 0.0002 * resolution^2 / batch_size), except mapping_layers: 8, their
+0.99; a constant rate; R1 0.0002 * resolution^2 / the global batch), except mapping_layers: 8, their
 paper configurations' (auto takes 2)."""
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from culturegan.losses.structure import SCALES as STRUCTURE_SCALES
 from culturegan.losses.structure import check_scales
 from culturegan.models.cyclegan import UPSAMPLING
 from culturegan.models.loading import FIRST_BLOCK
+from culturegan.training import distributed
 from culturegan.training.ada import PRESETS as AUGMENT_PIPE_PRESETS
 
 MODES = ("pair", "multi", "contrastive", "stylegan2")
@@ -63,6 +64,11 @@ MODE_SHARED_DEFAULTS = {"contrastive": {"pool_size": 0},
 FREEZABLE = ("encoder", "blocks", "blocks:K", "decoder", "style")
 
 
+def _absolute(path: str) -> str:
+    """A path key as an absolute path (relative ones are relative to the working directory); "" stays."""
+    return str(Path(path).expanduser().absolute()) if path else ""
+
+
 @dataclasses.dataclass
 class TrainConfig:
     # mode "pair": CycleGAN between `source` and `target`; "multi": one AdaIN-conditioned
@@ -80,7 +86,7 @@ class TrainConfig:
     manifest: str = ""  # a `culturegan data clean` manifest ("" to use every image)
     load_size: int = 286
     crop_size: int = 256
-    batch_size: int = 1
+    batch_size: int = 1  # per process: under torchrun the global batch is batch_size * WORLD_SIZE
     workers: int = 4
     # models (CycleGAN's resnet_9blocks and basic PatchGAN by default)
     ngf: int = 64
@@ -141,7 +147,7 @@ class TrainConfig:
     pl_weight: float | None = None  # 2
     pl_interval: int | None = None  # 4
     style_mixing: float | None = None  # the probability that a batch mixes two ws at a random cutoff (0.9)
-    ema_kimg: float | None = None  # G_ema's half-life in thousands of images (10 per 32 images of batch)
+    ema_kimg: float | None = None  # G_ema's half-life in thousands of images (10 per 32 of the global batch)
     ema_rampup: float | None = None  # the half-life is at most this times the images seen (0.05 from scratch; 0:
     # no ramp, the default with init_from)
     freeze_d: int | None = None  # Freeze-D: the first N discriminator layers from the image side are fixed (0)
@@ -209,14 +215,15 @@ class TrainConfig:
         it is the imported network's); the ADA keys only where p is tuned (augment_p fixes it)."""
         fine_tuning = bool(self.init_from)
         self.augment = "bgc" if self.augment is None else self.augment
-        defaults = {**STYLEGAN2_DEFAULTS, "ema_kimg": 10 * self.batch_size / 32,
+        batch = self.batch_size * distributed.world_size()  # NVlabs' --batch: over all processes
+        defaults = {**STYLEGAN2_DEFAULTS, "ema_kimg": 10 * batch / 32,
                     "ema_rampup": 0.0 if fine_tuning else 0.05, "ada_kimg": 100.0 if fine_tuning else 500.0}
         if self.augment == "none" or self.augment_p is not None:
             defaults = {k: v for k, v in defaults.items() if not k.startswith("ada_")}
         if not fine_tuning and self.resolution is not None:
             defaults.update(STYLEGAN2_SIZES, channel_base=32768 if self.resolution >= 512 else 16384)
         if self.r1_gamma is None and self.resolution is not None:
-            self.r1_gamma = 0.0002 * self.resolution ** 2 / self.batch_size
+            self.r1_gamma = 0.0002 * self.resolution ** 2 / batch
         if self.lr is None and self.resolution is not None and self.resolution >= 1024:
             self.lr = 0.002
         for name, value in defaults.items():
@@ -225,6 +232,9 @@ class TrainConfig:
 
     def validate(self) -> TrainConfig:
         self._fill_mode_defaults()
+        # where the networks came from, as the run records it: read later from other working
+        # directories (evaluate's default projection base, a resume of an older checkpoint)
+        self.init_from, self.init_from_reverse = map(_absolute, (self.init_from, self.init_from_reverse))
         if not self.data_root:
             raise ValueError("data_root must be set (the dataset folder, one sub-folder per culture)")
         self._refuse_other_modes_keys()

@@ -25,6 +25,7 @@ from culturegan.models import stylegan2
 from culturegan.models.loading import STYLEGAN2_GENERATOR, read_model
 from culturegan.models.nvlabs_pickle import file_kind, read_snapshot
 from culturegan.models.weights import load_weights
+from culturegan.training import distributed
 from culturegan.training.ada import AdaController, make_augment_pipe
 from culturegan.training.config import TrainConfig
 
@@ -109,8 +110,10 @@ class AdaptiveAugment(nn.Module):
     p is the pipe's buffer (NVlabs' augment_pipe.p). The controller's step count and the signs of
     D(real) it has counted since its last update are copied into the buffer `counts` at the end
     of every step (step()), and handed back to it when a state_dict is loaded, so a checkpoint
-    saved between two of its updates resumes exactly (in one process: under torchrun the counts
-    are each process's, and rank 0's are saved, so only a step that ends an interval resumes exactly)."""
+    saved between two of its updates resumes exactly. Under torchrun the buffer holds the counts
+    summed over the processes (one small all-reduce a step): rank 0 saves them and takes them
+    back on resume, the other processes start their share from zero, and the next update sums
+    to what it would have been without the interruption."""
 
     def __init__(self, preset: str, p: float = 0.0, target: float | None = None, interval: int = 4,
                  kimg: float = 500.0):
@@ -126,7 +129,9 @@ class AdaptiveAugment(nn.Module):
         return 0.0 if self.pipe is None else float(self.pipe.p)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return images if self.pipe is None else self.pipe(images)
+        # each process its own draws (under torchrun the processes share one seeded stream, and
+        # would otherwise augment their different images by the same transforms)
+        return images if self.pipe is None else self.pipe(images, distributed.own_generator(images.device))
 
     def observe(self, real_logits: torch.Tensor) -> None:
         if self.controller is not None:
@@ -138,12 +143,17 @@ class AdaptiveAugment(nn.Module):
             return
         self.controller.step(batch_images)
         state = self.controller.state_dict()  # (one device sync a step: the counts come to the CPU)
-        self.counts.copy_(torch.tensor([state["steps"], state["sign_sum"], state["sign_count"]], dtype=torch.float64))
+        counts = torch.tensor([state["steps"], state["sign_sum"], state["sign_count"]], dtype=torch.float64,
+                              device=self.counts.device)  # (the buffer's device: the process group's backend's)
+        counts[1:] = distributed.summed(counts[1:])
+        self.counts.copy_(counts)
 
 
 def _restore_controller(module: AdaptiveAugment, incompatible_keys) -> None:
     if module.controller is not None:
         steps, sign_sum, sign_count = module.counts.tolist()
+        if distributed.rank_and_world()[0] != 0:  # rank 0 carries every process's counts
+            sign_sum = sign_count = 0.0
         module.controller.load_state_dict({"p": module.p, "steps": int(steps), "sign_sum": sign_sum,
                                            "sign_count": sign_count})
 
@@ -162,37 +172,24 @@ class PathLengthPenalty(nn.Module):
         self.register_buffer("pl_mean", torch.zeros([]))
 
     def forward(self, images: torch.Tensor, ws: torch.Tensor) -> torch.Tensor:
-        rank, world = rank_and_world()  # each process its own noise, from the stream they share
-        noise = torch.randn((world, *images.shape), device=images.device, dtype=images.dtype)[rank]
+        _, world = distributed.rank_and_world()  # each process its own noise, from the stream they share
+        noise = distributed.share(torch.randn((world * images.shape[0], *images.shape[1:]), device=images.device,
+                                              dtype=images.dtype))
         noise = noise / math.sqrt(images.shape[2] * images.shape[3])
         (gradient,) = torch.autograd.grad((images * noise).sum(), ws, create_graph=True)
         lengths = gradient.square().sum(2).mean(1).sqrt()
         mean = self.pl_mean.lerp(lengths.mean(), self.decay)  # (NVlabs differentiates through the new mean too)
-        shared = _mean_over_processes(mean.detach())
+        shared = distributed.averaged(mean.detach())
         # a non-finite step is skipped by the trainer: it must not poison the mean for good
         self.pl_mean.copy_(torch.where(torch.isfinite(shared), shared, self.pl_mean))
         return self.weight * (lengths - mean).square().mean()
 
 
-def _mean_over_processes(value: torch.Tensor) -> torch.Tensor:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        value = value.clone()
-        torch.distributed.all_reduce(value)
-        value /= torch.distributed.get_world_size()
-    return value
-
-
-def rank_and_world() -> tuple[int, int]:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
-
-
 def latents(count: int, z_dim: int, device: torch.device) -> torch.Tensor:
     """This process's share of world * count latents, drawn from the global CPU RNG (the same
     stream on every process and checkpointed; each process takes other latents)."""
-    rank, world = rank_and_world()
-    return torch.randn(world * count, z_dim)[rank * count:(rank + 1) * count].to(device)
+    _, world = distributed.rank_and_world()
+    return distributed.share(torch.randn(world * count, z_dim)).to(device)
 
 
 def mixed_ws(generator: stylegan2.Generator, z: torch.Tensor, probability: float) -> torch.Tensor:

@@ -19,7 +19,6 @@ one; SIGTERM stops after the current step with a checkpoint.
 from __future__ import annotations
 
 import logging
-import os
 import random
 import signal
 import threading
@@ -37,7 +36,7 @@ from culturegan.culture import CultureProfile
 from culturegan.data import ignore_stop_signals
 from culturegan.losses import CultureLoss, CultureLossWeights
 from culturegan.models import checkpoints
-from culturegan.training import pretrained, state
+from culturegan.training import distributed, pretrained, state
 from culturegan.training.config import TrainConfig
 from culturegan.training.held_out import HeldOutSet, held_out_cultures
 from culturegan.training.history import append_record
@@ -427,8 +426,8 @@ def _device(name: str, rank: int) -> torch.device:
 def _distributed_setup(config: TrainConfig) -> tuple[int, int]:
     """(rank, world size): torchrun's environment starts the process group (NCCL on GPUs, gloo
     on CPUs); a plain run is rank 0 of 1."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
+    world = distributed.world_size()
+    if world == 1:
         return 0, 1
     if not torch.distributed.is_initialized():
         use_cuda = config.device != "cpu" and torch.cuda.is_available()

@@ -69,6 +69,25 @@ def test_defaults_are_nvlabs():
     assert scratch.validate() == scratch
 
 
+def test_under_torchrun_the_defaults_follow_the_global_batch(monkeypatch):
+    """NVlabs' --batch is over all processes: R1's gamma and G_ema's half-life follow it, not one
+    process's share (4 processes of 4 images: NVlabs' batch 16)."""
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    shared = load_config(None, BASE)
+    assert (shared.r1_gamma, shared.ema_kimg) == (0.0002 * 64**2 / 16, 10 * 16 / 32)
+    assert shared.batch_size == 4  # each process's
+    given = load_config(None, BASE + ["r1_gamma=1", "ema_kimg=2"])  # given values stay
+    assert (given.r1_gamma, given.ema_kimg) == (1.0, 2.0)
+
+
+@pytest.mark.parametrize("value, message", [("two", "WORLD_SIZE must be a whole number of processes, got 'two'"),
+                                            ("0", "WORLD_SIZE must be >= 1, got 0")])
+def test_a_bad_world_size_is_named(monkeypatch, value, message):
+    monkeypatch.setenv("WORLD_SIZE", value)
+    with pytest.raises(ValueError, match=message):
+        load_config(None, BASE)
+
+
 @pytest.mark.parametrize("overrides, message", [
     (["ada_target=-0.1"], r"ada_target must be in \(0, 1\), the wanted mean sign of D\(real\), got -0.1"),
     (["ada_target=1.5"], r"ada_target must be in \(0, 1\)"),
@@ -144,6 +163,84 @@ def test_p_rises_when_d_is_over_confident_and_comes_back_with_the_state():
         augment.observe(torch.tensor([[1.0], [-1.0]]))
         augment.step(2)
     assert augment.p == 0
+
+
+def test_augmentations_repeat_with_the_seed_and_advance_the_shared_stream():
+    images = torch.rand(4, 3, 16, 16) * 2 - 1
+    augment = AdaptiveAugment("bgc", p=1.0)
+    outputs, states = [], []
+    for _ in range(2):
+        torch.manual_seed(3)
+        outputs.append(augment(images))
+        states.append(torch.get_rng_state())
+    assert torch.equal(*outputs) and torch.equal(*states)
+    assert not torch.equal(outputs[0], images)  # p = 1: every sample drew transforms
+    torch.manual_seed(3)
+    assert not torch.equal(states[0], torch.get_rng_state())  # the seed came from the shared stream
+
+
+def _augment_worker(rank: int, world: int, port: int, output: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world), RANK=str(rank))
+    torch.distributed.init_process_group("gloo")
+    try:
+        torch.manual_seed(0)  # as the trainer seeds every process
+        images = torch.linspace(-1, 1, 2 * 3 * 16 * 16).view(2, 3, 16, 16)  # the same images in both
+        augmented = AdaptiveAugment("bgc", p=1.0)(images)
+        torch.save({"augmented": augmented, "rng": torch.get_rng_state()}, os.path.join(output, f"rank{rank}.pt"))
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_each_process_augments_with_its_own_draws_from_the_shared_stream(tmp_path):
+    """Under torchrun every process seeds one stream alike: drawn from it directly, the processes
+    would augment their images by the same transforms. Each draws its own, and the stream they
+    share (what a checkpoint saves) stays in step."""
+    mp.spawn(_augment_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    first, second = (torch.load(tmp_path / f"rank{rank}.pt") for rank in (0, 1))
+    assert not torch.equal(first["augmented"], second["augmented"])
+    assert torch.equal(first["rng"], second["rng"])
+
+
+def _observed_steps(augment: AdaptiveAugment, rank: int, steps: range) -> None:
+    for _ in steps:  # rank 0's D sure of every real, rank 1's of none: r_t = 0 over both
+        augment.observe(torch.full((2, 1), 1.0 if rank == 0 else -1.0))
+        augment.step(4)
+
+
+def _ada_resume_worker(rank: int, world: int, port: int, output: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world), RANK=str(rank))
+    torch.distributed.init_process_group("gloo")
+    try:
+        def controlled() -> AdaptiveAugment:
+            return AdaptiveAugment("bgc", p=0.5, target=0.6, interval=4, kimg=0.1)
+
+        straight, interrupted = controlled(), controlled()
+        _observed_steps(straight, rank, range(8))
+        _observed_steps(interrupted, rank, range(3))  # a checkpoint mid-interval: rank 0's is saved
+        saved = [interrupted.state_dict() if rank == 0 else None]
+        torch.distributed.broadcast_object_list(saved, src=0)
+        resumed = controlled()
+        resumed.load_state_dict(saved[0])  # every process loads rank 0's checkpoint
+        _observed_steps(resumed, rank, range(3, 8))
+        torch.save({"straight": straight.state_dict(), "resumed": resumed.state_dict()},
+                   os.path.join(output, f"rank{rank}.pt"))
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_under_torchrun_ada_resumes_exactly_from_any_step(tmp_path):
+    """The counts a checkpoint saves mid-interval are every process's: p after the resumed run's
+    updates is the uninterrupted run's (before, rank 0's own counts were saved, and the other
+    processes' signs of those steps were lost: every process resumed with rank 0's, r_t came to
+    0.75 and p rose where it falls)."""
+    mp.spawn(_ada_resume_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    for rank in (0, 1):
+        runs = torch.load(tmp_path / f"rank{rank}.pt")
+        assert runs["straight"]["pipe.p"] == pytest.approx(0.5 - 2 * 4 * 4 / 100)  # two updates down
+        for key, value in runs["straight"].items():
+            assert torch.equal(runs["resumed"][key], value), (rank, key)
 
 
 # ------------------------------------------------------------------------------ training
