@@ -26,7 +26,7 @@ from culturegan._progress import progress_bar
 from culturegan.data import find_cultures, load_images
 from culturegan.evaluation.verdicts import verdicts
 from culturegan.metrics.spectrum import PATCH
-from culturegan.models.loading import Run, is_snapshot, load_run
+from culturegan.models.loading import Run, is_snapshot, load_run, snapshot_discriminator
 from culturegan.models.stylegan2 import Discriminator as StyleGAN2Discriminator
 from culturegan.transfer import Stylizer
 from culturegan.transfer.latent_transfer import LatentTransfer, default_base, resized
@@ -168,12 +168,22 @@ def evaluate(checkpoint: str | os.PathLike, data: str | os.PathLike, source: str
     if done.projection is not None:
         results["projection"] = done.projection
         results["verdicts"] = verdicts(results)  # with the projection's own
-    judge = None if run is None else run.discriminator_for(target, done.device)
+    judge = _discriminator(checkpoint, run, target, done.device)
     if judge is not None:
         discriminator, gan_mode = judge
         results["deception"] = {"outputs": metrics.deception_rate(_logits(discriminator, done.outputs), gan_mode),
                                 "real": metrics.deception_rate(_logits(discriminator, real_target), gan_mode)}
     return Evaluation(results, done.inputs, done.outputs, done.reconstructions, done.projections)
+
+
+def _discriminator(checkpoint: Path, run: Run | None, target: str,
+                   device: torch.device) -> tuple[torch.nn.Module, str] | None:
+    """(discriminator, its GAN mode) that judges `target` images for the deception rate: a run's
+    (Run.discriminator_for), an NVlabs snapshot's D (trained with the logistic loss), or None."""
+    if run is not None:
+        return run.discriminator_for(target, device)
+    discriminator = snapshot_discriminator(checkpoint)
+    return None if discriminator is None else (discriminator.to(device), "vanilla")
 
 
 @torch.no_grad()

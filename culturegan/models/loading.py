@@ -47,6 +47,7 @@ FIRST_BLOCK = 10  # ResnetGenerator: model.0-9 are the stem and the two downsamp
 GENERATORS = ("resnet_generator", "multi_generator")  # the image-to-image kinds, which Run.generator returns
 STYLEGAN2_GENERATOR, STYLEGAN2_DISCRIMINATOR = "stylegan2_generator", "stylegan2_discriminator"
 STYLEGAN2_CLASSES = {"Generator": STYLEGAN2_GENERATOR, "Discriminator": STYLEGAN2_DISCRIMINATOR}  # NVlabs' names
+STYLEGAN2_NETWORKS = {STYLEGAN2_GENERATOR: stylegan2.Generator, STYLEGAN2_DISCRIMINATOR: stylegan2.Discriminator}
 SNAPSHOT_SUFFIX = ".pkl"  # NVlabs' name for snapshots; they are recognised by their contents (file_kind)
 STYLEGAN3_KEYS = ("synthesis.input.freqs", "synthesis.input.affine.weight")  # its Fourier-feature input
 
@@ -105,8 +106,7 @@ class StyleGAN2Architecture:
 
     def build(self, fused: bool = True) -> torch.nn.Module:
         """The network (it always runs on culturegan's fused ops: `fused` is for the other kinds)."""
-        network = {STYLEGAN2_GENERATOR: stylegan2.Generator, STYLEGAN2_DISCRIMINATOR: stylegan2.Discriminator}.get(
-            self.kind)
+        network = STYLEGAN2_NETWORKS.get(self.kind)
         if network is None:
             raise ValueError(f"unknown architecture kind {self.kind!r}")
         try:
@@ -142,6 +142,14 @@ def architecture_from_card(fields: dict) -> Architecture | StyleGAN2Architecture
     if fields.get("kind") in STYLEGAN2_CLASSES.values():
         return StyleGAN2Architecture(**fields)
     return Architecture(**fields)
+
+
+def recorded_architecture(model: torch.nn.Module) -> dict | None:
+    """The card's "architecture" entry of a StyleGAN2 network as it was built: its constructor
+    arguments, with what its keys do not show (conv_clamp, the float16 blocks, the minibatch-std
+    groups); None for the other networks, whose keys show all (infer_architecture)."""
+    kind = next((kind for kind, network in STYLEGAN2_NETWORKS.items() if type(model) is network), None)
+    return None if kind is None else dataclasses.asdict(StyleGAN2Architecture(kind, model.init_kwargs))
 
 
 def infer_architecture(state: dict[str, torch.Tensor]) -> Architecture | StyleGAN2Architecture:
@@ -354,9 +362,15 @@ class Run:
         state = checkpoints.subset(self.tensors, name) if name in directions else {}
         if not state:
             raise ValueError(f"{self.checkpoint}: no generator {name!r} (this run has {' and '.join(directions)})")
-        card = new_card(infer_architecture(state), self.checkpoint / "state.safetensors", self._state_digest)
+        card = new_card(self._architecture(name, state), self.checkpoint / "state.safetensors", self._state_digest)
         card.update(cultures=directions[name], trained_steps=self.meta["step"])
         return state, card
+
+    def _architecture(self, name: str, state: dict[str, torch.Tensor]) -> Architecture | StyleGAN2Architecture:
+        """Network `name`'s architecture as the run recorded it (its StyleGAN2 networks', since
+        2026-11-30), else read off its keys."""
+        recorded = self.meta.get("architectures", {}).get(name)
+        return infer_architecture(state) if recorded is None else architecture_from_card(recorded)
 
     @functools.cached_property
     def _state_digest(self) -> str:
@@ -426,7 +440,8 @@ class Run:
         name = self.discriminator_name(target)
         if name is None:
             return None
-        model = build_model(checkpoints.subset(self.tensors, name), f"{self.checkpoint} ({name})")
+        state = checkpoints.subset(self.tensors, name)
+        model = build_model(state, f"{self.checkpoint} ({name})", self._architecture(name, state))
         # a stylegan2 run's D is trained with the logistic loss, whatever gan_mode its config holds
         stylegan2_run = self.meta["config"].get("mode") == "stylegan2"
         return model.to(device), "vanilla" if stylegan2_run else self.meta["config"].get("gan_mode", "lsgan")
@@ -494,9 +509,9 @@ def is_snapshot(path: Path) -> bool:
     return kind == "pickle"
 
 
-def _snapshot_network(path: Path, name: str) -> tuple[dict[str, torch.Tensor], dict]:
-    """(state_dict, card) of network `name` of an NVlabs snapshot."""
-    networks = read_snapshot(path)
+def _snapshot_network(path: Path, name: str, networks: dict | None = None) -> tuple[dict[str, torch.Tensor], dict]:
+    """(state_dict, card) of network `name` of an NVlabs snapshot (`networks`: read_snapshot's, when read)."""
+    networks = read_snapshot(path) if networks is None else networks
     network = networks.get(name)
     if network is None:
         raise ValueError(f"{path} has no network {name!r}; it holds {', '.join(networks)}")
@@ -579,6 +594,17 @@ def load_discriminator(path: str | os.PathLike, fused: bool = True) -> tuple[tor
     return _built(path, (state, card), ("patchgan", STYLEGAN2_DISCRIMINATOR), "discriminator", fused)
 
 
+def snapshot_discriminator(path: str | os.PathLike, fused: bool = True) -> torch.nn.Module | None:
+    """An NVlabs snapshot's D in eval mode (built from its recorded arguments), or None when the
+    snapshot holds no D (the file is read once)."""
+    path = Path(path)
+    networks = read_snapshot(path)
+    if "D" not in networks:
+        return None
+    model, _ = _built(path, _snapshot_network(path, "D", networks), (STYLEGAN2_DISCRIMINATOR,), "discriminator", fused)
+    return model
+
+
 __all__ = ["Architecture", "Run", "StyleGAN2Architecture", "architecture_from_card", "build_model", "convert",
            "infer_architecture", "is_snapshot", "load_discriminator", "load_generator", "load_run", "read_model",
-           "save_model"]
+           "recorded_architecture", "save_model", "snapshot_discriminator"]

@@ -20,6 +20,7 @@ from torch.utils.data import Sampler
 
 from culturegan.culture import CultureProfile
 from culturegan.models import checkpoints
+from culturegan.models.loading import recorded_architecture
 
 if TYPE_CHECKING:
     from culturegan.training.trainer import Trainer
@@ -39,7 +40,10 @@ def save(trainer: Trainer) -> Path:
             "schedulers": {name: s.state_dict() for name, s in trainer.schedulers.items()},
             "python_rng": _jsonable(trainer.rng.getstate()), "scaler": trainer.scaler.state_dict(),
             "bad_steps": trainer.bad_steps, "cultures": objective.cultures, "profiles": profiles,
-            "init_from_shapes": objective.init_from_shapes()}
+            "init_from_shapes": objective.init_from_shapes(),
+            # how each StyleGAN2 network was built, for whoever reads the run later (culturegan.models.Run)
+            "architectures": {name: architecture for name, model in trainer.models.items()
+                              if (architecture := recorded_architecture(model)) is not None}}
     return checkpoints.save_checkpoint(trainer.checkpoints, trainer.step, tensors, meta, trainer.config.keep_last)
 
 

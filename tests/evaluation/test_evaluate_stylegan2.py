@@ -7,12 +7,13 @@ import shutil
 
 import pytest
 import torch
+from nvlabs_snapshots import write_snapshot
 
 from culturegan import cli
 from culturegan.datasets import write_dataset
 from culturegan.evaluation import evaluate, judge_batches, write_report
 from culturegan.evaluation.evaluate import _logits
-from culturegan.models.loading import load_run
+from culturegan.models.loading import load_generator, load_run
 from culturegan.training import TrainConfig, Trainer
 from culturegan.transfer.latent_transfer import LatentTransfer, default_base
 
@@ -68,6 +69,34 @@ def test_a_run_from_scratch_is_its_own_base_so_its_outputs_are_its_projections(r
     # its discriminator judges its own culture only
     assert load_run(runs / "base").discriminator_name("photo") == "D"
     assert load_run(runs / "base").discriminator_name("ukiyoe") is None
+
+
+def test_a_run_s_networks_are_rebuilt_as_it_built_them(runs):
+    """Its keys do not show D's minibatch-std groups (gcd(4, batch 2) = 2 here; a D read off its
+    keys groups 4), conv_clamp or the float16 blocks: the run records each StyleGAN2 network's
+    constructor arguments, and its deception rate is judged by the D it trained."""
+    run = load_run(runs / "base")
+    discriminator, _ = run.discriminator_for("photo")
+    assert discriminator.b4.mbstd.group_size == 2
+    assert discriminator.init_kwargs == run.meta["architectures"]["D"]["init_kwargs"]
+    generator, card = load_generator(runs / "base", "G_ema")
+    assert generator.init_kwargs == card["architecture"]["init_kwargs"] == run.meta["architectures"]["G_ema"][
+        "init_kwargs"]
+
+
+def test_an_nvlabs_snapshot_is_judged_by_its_own_discriminator(runs, tmp_path):
+    """The same networks as a run and as an NVlabs snapshot (G, D, G_ema): the same projections,
+    outputs and deception rates."""
+    generator, _ = load_generator(runs / "base", "G_ema")
+    discriminator, _ = load_run(runs / "base").discriminator_for("photo")
+    snapshot = write_snapshot(tmp_path / "network-snapshot.pkl", {"G": generator, "D": discriminator,
+                                                                  "G_ema": generator}, tmp_path / "executed")
+    settings = dict(reference=runs / "train", count=2, projection=STEPS, progress=False)
+    from_snapshot = evaluate(snapshot, runs / "test", "kente", "photo", **settings)
+    from_run = evaluate(runs / "base", runs / "test", "kente", "photo", **settings)
+    torch.testing.assert_close(from_snapshot.outputs, from_run.outputs)
+    assert from_snapshot.results["deception"] == from_run.results["deception"]
+    assert not (tmp_path / "executed").exists()
 
 
 def test_another_evaluation_size_resizes_photos_for_the_search_and_back(runs):
