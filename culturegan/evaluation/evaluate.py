@@ -26,7 +26,7 @@ from culturegan._progress import progress_bar
 from culturegan.data import find_cultures, load_images
 from culturegan.evaluation.verdicts import verdicts
 from culturegan.metrics.spectrum import PATCH
-from culturegan.models.loading import Run, is_snapshot, load_run, snapshot_discriminator
+from culturegan.models.loading import STYLEGAN2_GAN_MODE, Run, is_snapshot, load_run, snapshot_discriminator
 from culturegan.models.stylegan2 import Discriminator as StyleGAN2Discriminator
 from culturegan.transfer import Stylizer
 from culturegan.transfer.latent_transfer import LatentTransfer, default_base, resized
@@ -154,6 +154,9 @@ def evaluate(checkpoint: str | os.PathLike, data: str | os.PathLike, source: str
     missing = [c for c in (source, target) if c not in cultures]
     if missing:
         raise ValueError(f"culture(s) {missing} not in the reference set {reference} (it has {cultures})")
+    # the deception rate's discriminator, before the transfer: a snapshot's D that cannot be built
+    # stops the evaluation before any work
+    judge = _discriminator(checkpoint, run, target)
     if latent:
         done = _through_latent_space(checkpoint, Path(data), source, size, count, device, progress, projection or {})
     else:
@@ -168,22 +171,21 @@ def evaluate(checkpoint: str | os.PathLike, data: str | os.PathLike, source: str
     if done.projection is not None:
         results["projection"] = done.projection
         results["verdicts"] = verdicts(results)  # with the projection's own
-    judge = _discriminator(checkpoint, run, target, done.device)
     if judge is not None:
         discriminator, gan_mode = judge
+        discriminator.to(done.device)
         results["deception"] = {"outputs": metrics.deception_rate(_logits(discriminator, done.outputs), gan_mode),
                                 "real": metrics.deception_rate(_logits(discriminator, real_target), gan_mode)}
     return Evaluation(results, done.inputs, done.outputs, done.reconstructions, done.projections)
 
 
-def _discriminator(checkpoint: Path, run: Run | None, target: str,
-                   device: torch.device) -> tuple[torch.nn.Module, str] | None:
-    """(discriminator, its GAN mode) that judges `target` images for the deception rate: a run's
-    (Run.discriminator_for), an NVlabs snapshot's D (trained with the logistic loss), or None."""
+def _discriminator(checkpoint: Path, run: Run | None, target: str) -> tuple[torch.nn.Module, str] | None:
+    """(discriminator on the CPU, its GAN mode) that judges `target` images for the deception
+    rate: a run's (Run.discriminator_for), an NVlabs snapshot's D, or None."""
     if run is not None:
-        return run.discriminator_for(target, device)
+        return run.discriminator_for(target)
     discriminator = snapshot_discriminator(checkpoint)
-    return None if discriminator is None else (discriminator.to(device), "vanilla")
+    return None if discriminator is None else (discriminator, STYLEGAN2_GAN_MODE)
 
 
 @torch.no_grad()

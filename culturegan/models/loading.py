@@ -47,6 +47,7 @@ FIRST_BLOCK = 10  # ResnetGenerator: model.0-9 are the stem and the two downsamp
 GENERATORS = ("resnet_generator", "multi_generator")  # the image-to-image kinds, which Run.generator returns
 STYLEGAN2_GENERATOR, STYLEGAN2_DISCRIMINATOR = "stylegan2_generator", "stylegan2_discriminator"
 STYLEGAN2_CLASSES = {"Generator": STYLEGAN2_GENERATOR, "Discriminator": STYLEGAN2_DISCRIMINATOR}  # NVlabs' names
+STYLEGAN2_GAN_MODE = "vanilla"  # NVlabs' non-saturating logistic loss: a StyleGAN2 D calls images real above 0
 STYLEGAN2_NETWORKS = {STYLEGAN2_GENERATOR: stylegan2.Generator, STYLEGAN2_DISCRIMINATOR: stylegan2.Discriminator}
 SNAPSHOT_SUFFIX = ".pkl"  # NVlabs' name for snapshots; they are recognised by their contents (file_kind)
 STYLEGAN3_KEYS = ("synthesis.input.freqs", "synthesis.input.affine.weight")  # its Fourier-feature input
@@ -444,7 +445,7 @@ class Run:
         model = build_model(state, f"{self.checkpoint} ({name})", self._architecture(name, state))
         # a stylegan2 run's D is trained with the logistic loss, whatever gan_mode its config holds
         stylegan2_run = self.meta["config"].get("mode") == "stylegan2"
-        return model.to(device), "vanilla" if stylegan2_run else self.meta["config"].get("gan_mode", "lsgan")
+        return model.to(device), STYLEGAN2_GAN_MODE if stylegan2_run else self.meta["config"].get("gan_mode", "lsgan")
 
 
 def load_run(path: str | os.PathLike) -> Run:
@@ -509,9 +510,17 @@ def is_snapshot(path: Path) -> bool:
     return kind == "pickle"
 
 
-def _snapshot_network(path: Path, name: str, networks: dict | None = None) -> tuple[dict[str, torch.Tensor], dict]:
-    """(state_dict, card) of network `name` of an NVlabs snapshot (`networks`: read_snapshot's, when read)."""
-    networks = read_snapshot(path) if networks is None else networks
+def _snapshot_network(path: Path, name: str) -> tuple[dict[str, torch.Tensor], dict]:
+    """(state_dict, card) of network `name` of an NVlabs snapshot."""
+    state, architecture = _snapshot_parts(path, name, read_snapshot(path))
+    card = new_card(architecture, path)
+    card["source_file"]["network"] = name
+    return state, card
+
+
+def _snapshot_parts(path: Path, name: str, networks: dict) -> tuple[dict[str, torch.Tensor], StyleGAN2Architecture]:
+    """(state_dict, architecture from its recorded arguments) of network `name` of the snapshot
+    `path`, whose read_snapshot is `networks`."""
     network = networks.get(name)
     if network is None:
         raise ValueError(f"{path} has no network {name!r}; it holds {', '.join(networks)}")
@@ -520,9 +529,7 @@ def _snapshot_network(path: Path, name: str, networks: dict | None = None) -> tu
     if kind is None:
         raise ValueError(f"{path} ({name}) is NVlabs' {network.class_name}; culturegan builds their "
                          f"{' and '.join(STYLEGAN2_CLASSES)}")
-    card = new_card(StyleGAN2Architecture(kind, network.init_kwargs), path)
-    card["source_file"]["network"] = name
-    return network.state_dict, card
+    return network.state_dict, StyleGAN2Architecture(kind, network.init_kwargs)
 
 
 def new_card(architecture: Architecture | StyleGAN2Architecture, source: Path, sha256: str | None = None) -> dict:
@@ -596,13 +603,13 @@ def load_discriminator(path: str | os.PathLike, fused: bool = True) -> tuple[tor
 
 def snapshot_discriminator(path: str | os.PathLike, fused: bool = True) -> torch.nn.Module | None:
     """An NVlabs snapshot's D in eval mode (built from its recorded arguments), or None when the
-    snapshot holds no D (the file is read once)."""
+    snapshot holds no D. Reads the pickle once and makes no card (no hash of the file)."""
     path = Path(path)
     networks = read_snapshot(path)
     if "D" not in networks:
         return None
-    model, _ = _built(path, _snapshot_network(path, "D", networks), (STYLEGAN2_DISCRIMINATOR,), "discriminator", fused)
-    return model
+    state, architecture = _snapshot_parts(path, "D", networks)
+    return build_model(state, f"{path} (D)", architecture, fused)
 
 
 __all__ = ["Architecture", "Run", "StyleGAN2Architecture", "architecture_from_card", "build_model", "convert",

@@ -64,11 +64,6 @@ MODE_SHARED_DEFAULTS = {"contrastive": {"pool_size": 0},
 FREEZABLE = ("encoder", "blocks", "blocks:K", "decoder", "style")
 
 
-def _absolute(path: str) -> str:
-    """A path key as an absolute path (relative ones are relative to the working directory); "" stays."""
-    return str(Path(path).expanduser().absolute()) if path else ""
-
-
 @dataclasses.dataclass
 class TrainConfig:
     # mode "pair": CycleGAN between `source` and `target`; "multi": one AdaIN-conditioned
@@ -86,7 +81,9 @@ class TrainConfig:
     manifest: str = ""  # a `culturegan data clean` manifest ("" to use every image)
     load_size: int = 286
     crop_size: int = 256
-    batch_size: int = 1  # per process: under torchrun the global batch is batch_size * WORLD_SIZE
+    # per process: under torchrun the global batch is batch_size * WORLD_SIZE (read when the config
+    # is made, for the defaults that follow it: make it in the processes torchrun starts)
+    batch_size: int = 1
     workers: int = 4
     # models (CycleGAN's resnet_9blocks and basic PatchGAN by default)
     ngf: int = 64
@@ -232,9 +229,6 @@ class TrainConfig:
 
     def validate(self) -> TrainConfig:
         self._fill_mode_defaults()
-        # where the networks came from, as the run records it: read later from other working
-        # directories (evaluate's default projection base, a resume of an older checkpoint)
-        self.init_from, self.init_from_reverse = map(_absolute, (self.init_from, self.init_from_reverse))
         if not self.data_root:
             raise ValueError("data_root must be set (the dataset folder, one sub-folder per culture)")
         self._refuse_other_modes_keys()

@@ -1,7 +1,7 @@
 """Data parallelism's few shared facts, in one place: how many processes torchrun started, which
 one this is, and sums and means over them. Every process draws from one random stream (each
 seeds it alike and checkpoints rank 0's), so that a resume is exact; where processes need
-draws of their own they draw the world's and take their share (`share`).
+draws of their own they draw the world's and take their share (`own_draws`).
 
 Outside torchrun every function is the single-process case: world 1, rank 0, sums unchanged.
 """
@@ -9,6 +9,7 @@ Outside torchrun every function is the single-process case: world 1, rank 0, sum
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 import torch
 
@@ -37,22 +38,18 @@ def rank_and_world() -> tuple[int, int]:
     return 0, 1
 
 
-def share(drawn: torch.Tensor) -> torch.Tensor:
-    """This process's share of `drawn`, the world's draws along its first dimension (world * n
-    rows: rows rank * n to (rank + 1) * n)."""
+def own_draws(draw: Callable[[int], torch.Tensor], count: int) -> torch.Tensor:
+    """This process's `count` rows of draw(world * count), the world's draws from the stream the
+    processes share (rows rank * count to (rank + 1) * count): each process gets others, and the
+    stream moves alike in every one."""
     rank, world = rank_and_world()
-    if drawn.shape[0] % world:
-        raise ValueError(f"{drawn.shape[0]} draws do not split into {world} equal shares")
-    count = drawn.shape[0] // world
-    return drawn[rank * count:(rank + 1) * count]
+    return draw(world * count)[rank * count:(rank + 1) * count]
 
 
 def own_generator(device: torch.device | str) -> torch.Generator:
     """A generator on `device` for this process's own draws, seeded from the stream the processes
-    share (one seed per process drawn there): the stream moves alike in every process and is
-    checkpointed, so the draws resume exactly, yet each process gets others."""
-    _, world = rank_and_world()
-    seed = share(torch.randint(2**62, (world,), dtype=torch.int64))
+    share (own_draws of one seed): the draws resume exactly from a checkpoint of that stream."""
+    seed = own_draws(lambda n: torch.randint(2**62, (n,), dtype=torch.int64), 1)
     return torch.Generator(device).manual_seed(int(seed))
 
 

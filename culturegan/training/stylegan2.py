@@ -172,9 +172,9 @@ class PathLengthPenalty(nn.Module):
         self.register_buffer("pl_mean", torch.zeros([]))
 
     def forward(self, images: torch.Tensor, ws: torch.Tensor) -> torch.Tensor:
-        _, world = distributed.rank_and_world()  # each process its own noise, from the stream they share
-        noise = distributed.share(torch.randn((world * images.shape[0], *images.shape[1:]), device=images.device,
-                                              dtype=images.dtype))
+        # each process its own noise, from the stream they share
+        noise = distributed.own_draws(lambda n: torch.randn((n, *images.shape[1:]), device=images.device,
+                                                            dtype=images.dtype), images.shape[0])
         noise = noise / math.sqrt(images.shape[2] * images.shape[3])
         (gradient,) = torch.autograd.grad((images * noise).sum(), ws, create_graph=True)
         lengths = gradient.square().sum(2).mean(1).sqrt()
@@ -188,8 +188,7 @@ class PathLengthPenalty(nn.Module):
 def latents(count: int, z_dim: int, device: torch.device) -> torch.Tensor:
     """This process's share of world * count latents, drawn from the global CPU RNG (the same
     stream on every process and checkpointed; each process takes other latents)."""
-    _, world = distributed.rank_and_world()
-    return distributed.share(torch.randn(world * count, z_dim)).to(device)
+    return distributed.own_draws(lambda n: torch.randn(n, z_dim), count).to(device)
 
 
 def mixed_ws(generator: stylegan2.Generator, z: torch.Tensor, probability: float) -> torch.Tensor:

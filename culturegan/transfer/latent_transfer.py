@@ -56,13 +56,18 @@ def default_base(checkpoint: str | os.PathLike) -> Path:
     if directory is None:  # a model file
         return path
     # the run's state.json only: its tensors are read once, by whoever loads the model
-    init_from = checkpoints.read_meta(directory).get("config", {}).get("init_from", "")
+    meta = checkpoints.read_meta(directory)
+    init_from = meta.get("config", {}).get("init_from", "")
     if not init_from:
         return path
-    if not Path(init_from).exists():
-        raise FileNotFoundError(f"{path} was fine-tuned from {init_from}, which does not exist (here): give the base "
-                                "model to project photos into")
-    return Path(init_from)
+    # where it was when the run trained, else as the config gives it (relative: to here, as after
+    # moving the project along with the run)
+    places = list(dict.fromkeys(Path(p) for p in (meta.get("init_from_path", ""), init_from) if p))
+    found = next((place for place in places if place.exists()), None)
+    if found is None:
+        raise FileNotFoundError(f"{path} was fine-tuned from {' or '.join(map(str, places))}, which does not exist "
+                                "(here): give the base model to project photos into")
+    return found
 
 
 class LatentTransfer:

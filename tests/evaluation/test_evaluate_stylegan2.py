@@ -2,8 +2,10 @@
 rendered by the evaluated one (culturegan.transfer.latent_transfer), measured like every other
 mode, with the projections and their own measures in the report; several checkpoints as seeds."""
 
+import importlib
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -99,6 +101,38 @@ def test_an_nvlabs_snapshot_is_judged_by_its_own_discriminator(runs, tmp_path):
     assert not (tmp_path / "executed").exists()
 
 
+def test_a_snapshot_whose_discriminator_cannot_be_built_stops_before_the_projection(runs, tmp_path, monkeypatch):
+    generator, _ = load_generator(runs / "base", "G_ema")
+    discriminator, _ = load_run(runs / "base").discriminator_for("photo")
+    discriminator.init_kwargs = {**discriminator.init_kwargs, "future_kwarg": 1}  # a newer NVlabs' argument
+    snapshot = write_snapshot(tmp_path / "network-snapshot.pkl", {"G": generator, "D": discriminator,
+                                                                  "G_ema": generator}, tmp_path / "executed")
+
+    def projected(*_):
+        raise AssertionError("the photos were projected before the discriminator was built")
+
+    # (the package's `evaluate` is the function: the module from importlib)
+    monkeypatch.setattr(importlib.import_module("culturegan.evaluation.evaluate"), "_through_latent_space", projected)
+    with pytest.raises(ValueError, match="future_kwarg.* do not fit its constructor"):
+        evaluate(snapshot, runs / "test", "kente", "photo", reference=runs / "train", projection=STEPS,
+                 progress=False)
+
+
+def test_the_base_of_a_run_tuned_from_a_relative_path_is_found_elsewhere_and_after_a_move(runs, tmp_path,
+                                                                                            monkeypatch):
+    project = tmp_path / "project"
+    for folder in ("train", "base"):
+        shutil.copytree(runs / folder, project / folder)
+    monkeypatch.chdir(project)
+    _train(Path("."), "tuned", "ukiyoe", init_from="base")
+    monkeypatch.chdir(tmp_path)  # another working directory: where it trained from
+    assert default_base(project / "tuned") == project / "base"
+    moved = tmp_path / "moved"
+    shutil.move(project, moved)
+    monkeypatch.chdir(moved)  # the project moved: its config's relative path, from its root
+    assert default_base(Path("tuned")) == Path("base")
+
+
 def test_another_evaluation_size_resizes_photos_for_the_search_and_back(runs):
     evaluation = evaluate(runs / "tuned", runs / "test", "photo", "ukiyoe", reference=runs / "train", size=40,
                           count=2, projection=STEPS, progress=False)
@@ -152,7 +186,7 @@ def test_bad_inputs_name_the_problem(runs, tmp_path, capsys):
         config.unlink()
     for state in moved.glob("checkpoints/*/state.json"):
         meta = json.loads(state.read_text())
-        meta["config"]["init_from"] = str(tmp_path / "gone")
+        meta["config"]["init_from"] = meta["init_from_path"] = str(tmp_path / "gone")
         state.write_text(json.dumps(meta))
     with pytest.raises(FileNotFoundError, match="was fine-tuned from .*gone, which does not exist"):
         default_base(moved)

@@ -1,13 +1,11 @@
 """Transfer learning: --init-from a generator file or a run, frozen parts, a lower learning rate
 for pretrained layers, fresh discriminators; and the errors for what does not fit."""
 
-from pathlib import Path
-
 import pytest
 import torch
 
 from culturegan import cli
-from culturegan.training import Trainer, load_config
+from culturegan.training import Trainer
 from test_training import dataset, parameters, tiny  # noqa: F401  (the fixture and helpers)
 
 
@@ -102,16 +100,3 @@ def test_weights_that_do_not_fit_are_refused_with_the_keys(pretrained_run, datas
     torch.save({"model": torch.nn.Linear(2, 2)}, pickled_code)  # a pickled module, not a state_dict
     with pytest.raises(ValueError, match="not a readable weights file"):
         Trainer(tiny(dataset, tmp_path / "small", init_from=str(pickled_code)))
-
-
-def test_a_relative_init_from_is_recorded_as_an_absolute_path(tmp_path, monkeypatch):
-    """A run is read later from other working directories (evaluate's default projection base,
-    the resume of a checkpoint that predates init_from_shapes): it records where it started from."""
-    monkeypatch.chdir(tmp_path)
-    config = load_config(None, ["data_root=data", "source=a", "target=b", "init_from=runs/base",
-                                "init_from_reverse=~/g_ba.safetensors"])
-    assert config.init_from == str(tmp_path / "runs" / "base")
-    assert config.init_from_reverse == str(Path.home() / "g_ba.safetensors")
-    monkeypatch.chdir("/")
-    assert config.validate().init_from == str(tmp_path / "runs" / "base")  # recorded once, then kept
-    assert load_config(None, ["data_root=data", "source=a", "target=b"]).init_from == ""
