@@ -41,9 +41,9 @@ def save(trainer: Trainer) -> Path:
             "python_rng": _jsonable(trainer.rng.getstate()), "scaler": trainer.scaler.state_dict(),
             "bad_steps": trainer.bad_steps, "cultures": objective.cultures, "profiles": profiles,
             "init_from_shapes": objective.init_from_shapes(),
-            # init_from where this run trained: read later from other working directories
+            # init_from where this run started: read later from other working directories
             # (culturegan.transfer.latent_transfer.default_base), whose config keeps it as given
-            "init_from_path": str(Path(trainer.config.init_from).absolute()) if trainer.config.init_from else "",
+            "init_from_path": trainer.init_from_path,
             # how each StyleGAN2 network was built, for whoever reads the run later (culturegan.models.Run)
             "architectures": {name: architecture for name, model in trainer.models.items()
                               if (architecture := recorded_architecture(model)) is not None}}

@@ -24,11 +24,11 @@ NETWORK = dict(z_dim=8, w_dim=8, mapping_layers=2, channel_base=64, channel_max=
 STEPS = {"steps": 3}  # projection steps: the path, not the projections' quality (tests/transfer/test_project.py)
 
 
-def _train(root, name: str, culture: str, **changes) -> None:
-    config = TrainConfig(mode="stylegan2", data_root=str(root / "train"), target=culture, resolution=SIZE,
-                         batch_size=2, workers=0, profile_size=SIZE, steps=2, checkpoint_every=2, sample_every=0,
-                         log_every=1, device="cpu", output=str(root / name), progress=False, **changes)
-    Trainer(config).fit()
+def _train(root, name: str, culture: str, resume: bool = False, **changes) -> None:
+    settings = dict(mode="stylegan2", data_root=str(root / "train"), target=culture, resolution=SIZE, batch_size=2,
+                    workers=0, profile_size=SIZE, steps=2, checkpoint_every=2, sample_every=0, log_every=1,
+                    device="cpu", output=str(root / name), progress=False)
+    Trainer(TrainConfig(**{**settings, **changes}), resume=resume).fit()
 
 
 @pytest.fixture(scope="module")
@@ -126,6 +126,8 @@ def test_the_base_of_a_run_tuned_from_a_relative_path_is_found_elsewhere_and_aft
     monkeypatch.chdir(project)
     _train(Path("."), "tuned", "ukiyoe", init_from="base")
     monkeypatch.chdir(tmp_path)  # another working directory: where it trained from
+    assert default_base(project / "tuned") == project / "base"
+    _train(project, "tuned", "ukiyoe", resume=True, init_from="base", steps=4)  # resumed from here: kept
     assert default_base(project / "tuned") == project / "base"
     moved = tmp_path / "moved"
     shutil.move(project, moved)
