@@ -75,8 +75,7 @@ class Trainer:
             self.objective.fit_profiles(progress=c.progress and self.rank == 0)
         latest = self._latest_checkpoint() if resume else None
         recorded = {} if latest is None else checkpoints.read_meta(latest)
-        if latest is not None:
-            self.objective.resume_init_from_shapes(recorded.get("init_from_shapes", {}))
+        self.objective.resume_init_from_shapes(recorded.get("init_from_shapes", {}))  # ({}: nothing recorded)
         # where init_from was when the run started (its checkpoints' init_from_path): a resume from
         # another working directory keeps it
         self.init_from_path = recorded.get("init_from_path") or (str(Path(c.init_from).absolute()) if c.init_from
