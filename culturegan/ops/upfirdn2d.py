@@ -200,9 +200,10 @@ def _vjp(ctx, grad):
 FORWARD = _backends.register(_backends.Kernel("upfirdn2d", _fake, triton=_triton_forward, vjp=_vjp,
                                               setup_context=_setup_context))
 # From this many taps a 1-D (separable) filter runs as two passes, one per axis, as NVlabs' CUDA
-# op does: n + n taps per output instead of the kernels' n * n. Below it one pass is faster (2-core
-# CPU VM, upsample2d of (4, 64, 64, 64): 5.6x two passes at 8 taps, 2.3x at 16, 0.73x at 32), and
-# it has no intermediate rounding.
+# op does: n + n taps per output instead of the kernels' n * n (the CPU kernel takes two passes
+# within one call in NCHW, for any rank-1 filter). Below it one pass is faster (2-core CPU VM,
+# upsample2d of (4, 64, 64, 64): 5.6x two passes at 8 taps, 2.3x at 16, 0.73x at 32), and it has
+# no intermediate rounding.
 SEPARABLE_PASSES_FROM = 16
 
 

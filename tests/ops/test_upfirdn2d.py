@@ -1,6 +1,7 @@
 """upfirdn2d: every backend against the float64 reference, its autograd to the second order, the
 resampling helpers and setup_filter, and bad input."""
 
+import functools
 import math
 
 import pytest
@@ -46,10 +47,20 @@ def output_hw(shape, up, down, padding, filter_shape):
             (shape[3] * upx + padx0 + padx1 - filter_w) // downx + 1)
 
 
-def inputs(shape, layout, dtype, device, filter_shape, requires_grad=False):
+def inputs(shape, layout, dtype, device, filter_shape, requires_grad=False, make_filter=torch.randn):
     # Made in float32, then cast: the float64 reference sees the same rounded values.
     x = make_layout(torch.randn(shape, device=device).to(dtype), layout).requires_grad_(requires_grad)
-    return x, torch.randn(filter_shape, device=device)
+    return x, make_filter(filter_shape, device=device)
+
+
+def rank_one_filter(filter_shape, device, perturbation=0.0):
+    """An outer product of random taps, as setup_filter makes NVlabs' 4x4 binomial (the CPU kernel
+    runs it as a column pass and a row pass); `perturbation` added to one tap makes it rank 2,
+    too far from rank 1 for the two passes to give the direct sum."""
+    filter_h, filter_w = filter_shape
+    f = torch.outer(torch.randn(filter_h), torch.randn(filter_w))
+    f[filter_h // 2, filter_w // 2] += perturbation * f.abs().max()
+    return f.to(device)
 
 
 def reference64(x, f, *arguments):
@@ -69,7 +80,7 @@ def expected_layout(x):
     return torch.contiguous_format
 
 
-def check_forward(device, backend, dtype, cases, geometry):
+def check_forward(device, backend, dtype, cases, geometry, make_filter=torch.randn):
     """Every case of `cases` whose output is not empty, against the float64 reference, allowing the
     dtype's tolerance relative to the sum of the terms' magnitudes (assert_within): the reference
     backend itself convolves in the half types."""
@@ -78,7 +89,7 @@ def check_forward(device, backend, dtype, cases, geometry):
     for shape, layout in cases:
         if min(output_hw(shape, up, down, padding, filter_shape)) < 1:
             continue  # rejected: see test_bad_input_raises_clear_error
-        x, f = inputs(shape, layout, dtype, device, filter_shape)
+        x, f = inputs(shape, layout, dtype, device, filter_shape, make_filter=make_filter)
         poison_allocator(device, x.numel() * 16, dtype)
         y = ops.upfirdn2d(x, f, up, down, padding, flip, gain, backend=backend)
         what = f"{backend}, x {shape} {layout}"
@@ -107,13 +118,25 @@ def test_forward_matches_reference_on_larger_planes(device, backend, dtype, up, 
     check_forward(device, backend, dtype, LARGE_CASES, (up, down, padding, filter_shape, flip, gain))
 
 
-@pytest.mark.parametrize("device, backend", BACKENDS)
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
-@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
-@pytest.mark.parametrize("up, down, padding, filter_shape, flip, gain",
-                         GEOMETRIES[:2] + GEOMETRIES[5:6] + GEOMETRIES[-1:])
-def test_gradient_matches_reference(device, backend, dtype, layout, up, down, padding, filter_shape, flip, gain):
-    x, f = inputs((2, 3, 6, 5), layout, dtype, device, filter_shape, requires_grad=True)
+# The 2-D geometries, whose filters may be of rank 1 (see rank_one_filter).
+TWO_D_GEOMETRIES = [g for g in GEOMETRIES if len(g.values[3]) == 2 and min(g.values[3]) > 1]
+PERTURBATIONS = [pytest.param(0.0, id="rank-one"), pytest.param(1e-3, id="nearly-rank-one")]
+
+
+@pytest.mark.parametrize("device, backend", NOT_INTERPRETED)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("perturbation", PERTURBATIONS)
+@pytest.mark.parametrize("up, down, padding, filter_shape, flip, gain", TWO_D_GEOMETRIES)
+def test_rank_one_filters_match_reference(device, backend, dtype, perturbation, up, down, padding, filter_shape,
+                                          flip, gain):
+    make_filter = functools.partial(rank_one_filter, perturbation=perturbation)
+    check_forward(device, backend, dtype, CASES + LARGE_CASES, (up, down, padding, filter_shape, flip, gain),
+                  make_filter)
+
+
+def check_gradient(device, backend, dtype, layout, geometry, make_filter=torch.randn):
+    up, down, padding, filter_shape, flip, gain = geometry
+    x, f = inputs((2, 3, 7, 9), layout, dtype, device, filter_shape, requires_grad=True, make_filter=make_filter)
     y = ops.upfirdn2d(x, f, up, down, padding, flip, gain, backend=backend)
     grad = torch.randn_like(y)
     (grad_x,) = torch.autograd.grad(y, x, grad)
@@ -121,6 +144,24 @@ def test_gradient_matches_reference(device, backend, dtype, layout, up, down, pa
     assert grad_x.dtype == dtype
     assert_within(grad_x, vjp64(x, f, grad, *arguments), vjp64(x, f.abs(), grad.abs(), *arguments), dtype,
                   f"{backend} grad x")
+
+
+@pytest.mark.parametrize("device, backend", BACKENDS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("up, down, padding, filter_shape, flip, gain",
+                         GEOMETRIES[:2] + GEOMETRIES[5:6] + GEOMETRIES[-1:])
+def test_gradient_matches_reference(device, backend, dtype, layout, up, down, padding, filter_shape, flip, gain):
+    check_gradient(device, backend, dtype, layout, (up, down, padding, filter_shape, flip, gain))
+
+
+@pytest.mark.parametrize("device, backend", NOT_INTERPRETED)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("up, down, padding, filter_shape, flip, gain", TWO_D_GEOMETRIES)
+def test_rank_one_gradient_matches_reference(device, backend, dtype, layout, up, down, padding, filter_shape, flip,
+                                             gain):
+    check_gradient(device, backend, dtype, layout, (up, down, padding, filter_shape, flip, gain), rank_one_filter)
 
 
 @pytest.mark.parametrize("device, backend", FAST_BACKENDS)  # the reference's autograd is torch's
