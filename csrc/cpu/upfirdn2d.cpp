@@ -11,8 +11,8 @@
 // row of accumulators and interleaved into the output row at the end.
 // Channels_last (NHWC): vectorised along the channels, which are contiguous at every pixel.
 // In NCHW a separable (rank-1) filter takes two passes per output row: its input rows are
-// combined with the filter's column into one row (in the math type, no rounding), which is then
-// filtered along x with the filter's row (factor_rank_one). Channels_last keeps one pass: two
+// combined with the filter's column into one row (in the math type, not rounded to x's dtype),
+// which is then filtered along x with the filter's row (factor_rank_one). Channels_last keeps one pass: two
 // passes there (the row of sums C times longer) measured within this VM's run-to-run noise
 // (filter2d of 4x64x128x128 float32, one thread, three alternating runs: 1.27-1.62x eager
 // against 1.03-1.32x for one pass).
@@ -49,15 +49,17 @@ struct FilterTaps {
   bool separable() const { return !column.empty(); }
 };
 
-// A filter of rank 1 (every 1-D filter, and setup_filter's outer products such as the 4x4
-// binomial) runs in NCHW as two passes per output row: the input rows it reads are combined with
-// the column's taps, then that one row is filtered with the row's taps: fh + fw multiply-adds per
-// output instead of fh * fw. Rank 1 is tested on the taps as given, to a few roundings of the
-// largest (a product's rounding): within that, both passes give the direct sum.
+// A filter of rank 1 (1-D filters, and setup_filter's outer products such as the 4x4 binomial)
+// runs in NCHW as two passes per output row: the input rows it reads are combined with the
+// column's taps, then that one row is filtered with the row's taps: fh + fw multiply-adds per
+// output instead of fh * fw. Rank 1 is tested on the taps as given, each product within a few
+// roundings of its own tap (a tap far below the largest must not be replaced by a product, which
+// an output reading only that tap would show), and never with a non-finite tap.
 template <typename acc_t>
 void factor_rank_one(FilterTaps<acc_t>& taps, int64_t fh, int64_t fw) {
   if (fh == 1 || fw == 1) return;  // one pass is already fh + fw - 1 multiply-adds
   const auto& w = taps.full;
+  if (std::any_of(w.begin(), w.end(), [](acc_t v) { return !std::isfinite(double(v)); })) return;
   const int64_t pivot = std::max_element(w.begin(), w.end(), [](acc_t a, acc_t b) {
                           return std::abs(a) < std::abs(b);
                         }) - w.begin();
@@ -67,10 +69,12 @@ void factor_rank_one(FilterTaps<acc_t>& taps, int64_t fh, int64_t fw) {
   std::vector<acc_t> column(fh), row(fw);
   for (int64_t ky = 0; ky < fh; ++ky) column[ky] = w[ky * fw + px];
   for (int64_t kx = 0; kx < fw; ++kx) row[kx] = acc_t(double(w[py * fw + kx]) / double(w[pivot]));
-  const double tolerance = 4 * std::numeric_limits<acc_t>::epsilon() * largest;
+  constexpr double kRoundings = 8 * std::numeric_limits<acc_t>::epsilon();
   for (int64_t ky = 0; ky < fh; ++ky)
-    for (int64_t kx = 0; kx < fw; ++kx)
-      if (std::abs(double(column[ky]) * double(row[kx]) - double(w[ky * fw + kx])) > tolerance) return;
+    for (int64_t kx = 0; kx < fw; ++kx) {
+      const double tap = double(w[ky * fw + kx]);
+      if (!(std::abs(double(column[ky]) * double(row[kx]) - tap) <= kRoundings * std::abs(tap))) return;
+    }
   taps.column = std::move(column);
   taps.row = std::move(row);
 }
@@ -176,7 +180,7 @@ CG_CPU_CLONES void contiguous_rows(const scalar_t* __restrict__ x, scalar_t* __r
   for (int64_t row = first; row < last; ++row) {
     const int64_t plane = row / g.y.out, oy = row % g.y.out;
     const TapRun rows = clip(taps_of(g.y, oy), g.y);
-    const scalar_t* first_row = x + (plane * g.y.in + rows.first_input) * g.x.in;
+    const scalar_t* first_row = x + (plane * g.y.in + std::min(rows.first_input, g.y.in - 1)) * g.x.in;
     std::fill(sums, sums + g.x.out, acc_t(0));
     if (taps.separable() && rows.count > 0) {
       combine_rows(combined, first_row, g.x.in, taps.column.data(), rows, g.y.up, g.x.in);

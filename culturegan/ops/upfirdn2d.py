@@ -20,9 +20,10 @@ convolution above. The fast backends compute the polyphase form: each output sum
 that meet input samples, read from x in place (contiguous or channels_last; the output keeps
 the layout), with no zero-inserted or padded copy, in float32 (float64 for float64) and one
 rounding per output. They take f in that math dtype (the check casts it; None becomes the 1x1
-identity filter) and expand a 1-D filter to its outer product inside the kernel instead of
-making two passes: no intermediate tensor to write and read back, and no rounding in between;
-the extra taps matter only for long filters, and StyleGAN2's [1, 3, 3, 1] is 2-D already.
+identity filter) and take a 1-D filter as its outer product inside one call: no intermediate
+tensor to write and read back, and no rounding to x's dtype in between (the CPU kernel sums a
+rank-1 filter, 1-D or 2-D like StyleGAN2's [1, 3, 3, 1], in two passes over each NCHW output row
+within that call).
 Their backward is the same registered op (NVlabs' gradient padding), so it is differentiable
 again: double backward needs no code of its own.
 """
@@ -200,10 +201,10 @@ def _vjp(ctx, grad):
 FORWARD = _backends.register(_backends.Kernel("upfirdn2d", _fake, triton=_triton_forward, vjp=_vjp,
                                               setup_context=_setup_context))
 # From this many taps a 1-D (separable) filter runs as two passes, one per axis, as NVlabs' CUDA
-# op does: n + n taps per output instead of the kernels' n * n (the CPU kernel takes two passes
-# within one call in NCHW, for any rank-1 filter). Below it one pass is faster (2-core CPU VM,
-# upsample2d of (4, 64, 64, 64): 5.6x two passes at 8 taps, 2.3x at 16, 0.73x at 32), and it has
-# no intermediate rounding.
+# op does: n + n taps per output instead of the kernels' n * n. Below it one pass is faster (2-core
+# CPU VM, upsample2d of (4, 64, 64, 64): 5.6x two passes at 8 taps, 2.3x at 16, 0.73x at 32), and
+# it has no intermediate rounding. Measured before the CPU kernel summed rank-1 filters in two
+# passes within one call in NCHW, and not measured again since.
 SEPARABLE_PASSES_FROM = 16
 
 

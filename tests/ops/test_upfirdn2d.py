@@ -55,10 +55,11 @@ def inputs(shape, layout, dtype, device, filter_shape, requires_grad=False, make
 
 def rank_one_filter(filter_shape, device, perturbation=0.0):
     """An outer product of random taps, as setup_filter makes NVlabs' 4x4 binomial (the CPU kernel
-    runs it as a column pass and a row pass); `perturbation` added to one tap makes it rank 2,
-    too far from rank 1 for the two passes to give the direct sum."""
+    runs it as a column pass and a row pass), in float64 so that it is of rank 1 to float64's
+    rounding too; `perturbation` added to one tap makes it rank 2, too far from rank 1 for the
+    two passes to give the direct sum."""
     filter_h, filter_w = filter_shape
-    f = torch.outer(torch.randn(filter_h), torch.randn(filter_w))
+    f = torch.outer(torch.randn(filter_h, dtype=torch.float64), torch.randn(filter_w, dtype=torch.float64))
     f[filter_h // 2, filter_w // 2] += perturbation * f.abs().max()
     return f.to(device)
 
@@ -178,10 +179,34 @@ def test_gradcheck_and_gradgradcheck_float64(device, backend, layout, up, down, 
 
 
 @pytest.mark.parametrize("device, backend", FAST_BACKENDS)
-def test_output_does_not_depend_on_the_thread_count(device, backend):
-    x, f = inputs((2, 5, 13, 17), "contiguous", torch.float32, device, (4, 4))
+@pytest.mark.parametrize("make_filter", [torch.randn, rank_one_filter], ids=["any", "rank-one"])
+def test_output_does_not_depend_on_the_thread_count(device, backend, make_filter):
+    x, f = inputs((2, 5, 13, 17), "contiguous", torch.float32, device, (4, 4), make_filter=make_filter)
     first, again, single = three_runs(lambda: ops.upsample2d(x, f, backend=backend))
     assert torch.equal(first, again) and torch.equal(first, single)
+
+
+# Filters that look rank 1 to a test relative to the largest tap only: a diagonal with one tiny
+# tap (with up = 2 every output reads one tap, so an output reading only the tiny one shows it
+# replaced by 0), and non-finite taps (a NaN or an infinity must reach the outputs that read it).
+# The kernels never multiply the zeros that up inserts (the reference does: inf * 0 is NaN), so
+# non-finite taps are checked against the channels_last layout, which takes one pass.
+NOT_RANK_ONE = [pytest.param([[1e-7, 0.0], [0.0, 1.0]], id="tiny-diagonal"),
+                pytest.param([[float("nan"), 1.0], [2.0, 3.0]], id="nan"),
+                pytest.param([[float("inf"), 1.0], [2.0, 3.0]], id="inf")]
+
+
+@pytest.mark.parametrize("device, backend", NOT_INTERPRETED)
+@pytest.mark.parametrize("taps", NOT_RANK_ONE)
+def test_filters_not_of_rank_one_keep_every_tap(device, backend, taps):
+    x = torch.randn(1, 2, 3, 3, device=device)
+    f = torch.tensor(taps, device=device)
+    y = ops.upfirdn2d(x, f, up=2, backend=backend)
+    one_pass = ops.upfirdn2d(x.contiguous(memory_format=torch.channels_last), f, up=2, backend=backend)
+    torch.testing.assert_close(y, one_pass, rtol=1e-6, atol=0, equal_nan=True)
+    if f.isfinite().all():
+        expected = ops.upfirdn2d_reference(x.double(), f.double(), up=2)
+        torch.testing.assert_close(y.double(), expected, rtol=1e-6, atol=0)
 
 
 @pytest.mark.parametrize("device, backend", BACKENDS)
