@@ -12,10 +12,10 @@
 // Channels_last (NHWC): vectorised along the channels, which are contiguous at every pixel.
 // In NCHW a separable (rank-1) filter takes two passes per output row: its input rows are
 // combined with the filter's column into one row (in the math type, not rounded to x's dtype),
-// which is then filtered along x with the filter's row (factor_rank_one). Channels_last keeps one pass: two
-// passes there (the row of sums C times longer) measured within this VM's run-to-run noise
-// (filter2d of 4x64x128x128 float32, one thread, three alternating runs: 1.27-1.62x eager
-// against 1.03-1.32x for one pass).
+// which is then filtered along x with the filter's row (factor_rank_one). Channels_last keeps
+// one pass: two passes there (the row of sums C times longer) measured within this VM's
+// run-to-run noise (filter2d of 4x64x128x128 float32, one thread, three alternating runs:
+// 1.27-1.62x eager against 1.03-1.32x for one pass).
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
@@ -63,8 +63,7 @@ void factor_rank_one(FilterTaps<acc_t>& taps, int64_t fh, int64_t fw) {
   const int64_t pivot = std::max_element(w.begin(), w.end(), [](acc_t a, acc_t b) {
                           return std::abs(a) < std::abs(b);
                         }) - w.begin();
-  const double largest = std::abs(double(w[pivot]));
-  if (largest == 0.0) return;
+  if (w[pivot] == acc_t(0)) return;  // the zero filter
   const int64_t py = pivot / fw, px = pivot % fw;
   std::vector<acc_t> column(fh), row(fw);
   for (int64_t ky = 0; ky < fh; ++ky) column[ky] = w[ky * fw + px];
