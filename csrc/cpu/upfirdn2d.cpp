@@ -9,13 +9,15 @@
 // so each (row tap, column tap) pair is one axpy over a run of a phase's outputs, its run clipped
 // once to the inputs in range (no per-element bounds test). The phases' sums are kept apart in a
 // row of accumulators and interleaved into the output row at the end.
-// Channels_last (NHWC): vectorised along the channels, which are contiguous at every pixel.
-// In NCHW a separable (rank-1) filter takes two passes per output row: its input rows are
-// combined with the filter's column into one row (in the math type, not rounded to x's dtype),
-// which is then filtered along x with the filter's row (factor_rank_one). Channels_last keeps
-// one pass: two passes there (the row of sums C times longer) measured within this VM's
-// run-to-run noise (filter2d of 4x64x128x128 float32, one thread, three alternating runs:
-// 1.27-1.62x eager against 1.03-1.32x for one pass).
+// Channels_last (NHWC): vectorised along the channels, which are contiguous at every pixel; an
+// output pixel's channels are summed over its taps in one pixel of sums, then stored.
+// A separable (rank-1) filter takes two passes per output row in both layouts: its input rows
+// are combined with the filter's column into one row (in the math type, not rounded to x's
+// dtype), which is then filtered along x with the filter's row (factor_rank_one); an output row
+// that reads one input row takes one pass, which then does the same multiply-adds. In
+// channels_last the combined row is C times longer than NCHW's; it still pays (filter2d of
+// 4x64x128x128 float32 on a 2-core VM, four runs: 1.57-1.87x eager forward, 1.59-1.82x with the
+// backward, against 1.29-1.45x and 1.23-1.26x in one pass).
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
@@ -50,7 +52,7 @@ struct FilterTaps {
 };
 
 // A filter of rank 1 (1-D filters, and setup_filter's outer products such as the 4x4 binomial)
-// runs in NCHW as two passes per output row: the input rows it reads are combined with the
+// runs as two passes per output row: the input rows it reads are combined with the
 // column's taps, then that one row is filtered with the row's taps: fh + fw multiply-adds per
 // output instead of fh * fw. Rank 1 is tested on the taps as given, each product within a few
 // roundings of its own tap (a tap far below the largest must not be replaced by a product, which
@@ -181,7 +183,7 @@ CG_CPU_CLONES void contiguous_rows(const scalar_t* __restrict__ x, scalar_t* __r
     const TapRun rows = clip(taps_of(g.y, oy), g.y);
     const scalar_t* first_row = x + (plane * g.y.in + std::min(rows.first_input, g.y.in - 1)) * g.x.in;
     std::fill(sums, sums + g.x.out, acc_t(0));
-    if (taps.separable() && rows.count > 0) {
+    if (taps.separable() && rows.count > 1) {
       combine_rows(combined, first_row, g.x.in, taps.column.data(), rows, g.y.up, g.x.in);
       add_filtered_row<kStride>(sums, combined, taps.row.data(), plan);
     } else {
@@ -215,26 +217,45 @@ void contiguous_planes(const scalar_t* x, scalar_t* out, const FilterTaps<acc_t>
 
 // ---------------------------------------------------------------- channels_last (NHWC)
 
-// Output rows [first, last) of the N images, row index = n * out_h + oy, all channels of a pixel at once.
+// sums[c] += sum over t < taps.count of tap_row[taps.first_tap + t * up] * pixels[(taps.first_input + t) *
+// channels + c]: one output pixel's taps along x in a row of pixels (an input row, or a
+// separable filter's combined rows).
+template <typename source_t, typename acc_t>
+inline void add_filtered_pixels(acc_t* __restrict__ sums, const source_t* __restrict__ pixels, const acc_t* tap_row,
+                                TapRun taps, int64_t up, int64_t channels) {
+  for (int64_t t = 0; t < taps.count; ++t) {
+    const source_t* __restrict__ pixel = pixels + (taps.first_input + t) * channels;
+    const acc_t w = tap_row[taps.first_tap + t * up];
+#pragma omp simd
+    for (int64_t c = 0; c < channels; ++c) sums[c] += w * load(pixel, c);
+  }
+}
+
+// Output rows [first, last) of the N images, row index = n * out_h + oy, all channels of a pixel
+// at once. `columns[ox]` is output column ox's run of taps (clipped); `combined` holds one input
+// row (all its pixels' channels) of a separable filter's combined rows; `sums` one pixel's
+// channels.
 template <typename scalar_t, typename acc_t>
 CG_CPU_CLONES void channels_last_rows(const scalar_t* __restrict__ x, scalar_t* __restrict__ out,
-                                      const acc_t* __restrict__ taps, acc_t* __restrict__ sums, Geometry g,
+                                      const FilterTaps<acc_t>& taps, const TapRun* __restrict__ columns,
+                                      acc_t* __restrict__ sums, acc_t* __restrict__ combined, Geometry g,
                                       int64_t channels, int64_t first, int64_t last) {
+  const int64_t row_length = g.x.in * channels;
   for (int64_t row = first; row < last; ++row) {
     const int64_t n = row / g.y.out, oy = row % g.y.out;
     const TapRun rows = clip(taps_of(g.y, oy), g.y);
+    const scalar_t* first_row = x + (n * g.y.in + std::min(rows.first_input, g.y.in - 1)) * row_length;
+    const bool two_passes = taps.separable() && rows.count > 1;
+    if (two_passes) combine_rows(combined, first_row, row_length, taps.column.data(), rows, g.y.up, row_length);
     for (int64_t ox = 0; ox < g.x.out; ++ox) {
-      const TapRun columns = clip(taps_of(g.x, ox), g.x);
       std::fill(sums, sums + channels, acc_t(0));
-      for (int64_t ty = 0; ty < rows.count; ++ty) {
-        const scalar_t* input_row = x + (n * g.y.in + rows.first_input + ty) * g.x.in * channels;
-        const acc_t* tap_row = taps + (rows.first_tap + ty * g.y.up) * g.x.taps;
-        for (int64_t tx = 0; tx < columns.count; ++tx) {
-          const scalar_t* pixel = input_row + (columns.first_input + tx) * channels;
-          const acc_t w = tap_row[columns.first_tap + tx * g.x.up];
-#pragma omp simd
-          for (int64_t c = 0; c < channels; ++c) sums[c] += w * load(pixel, c);
-        }
+      if (two_passes) {
+        add_filtered_pixels(sums, combined, taps.row.data(), columns[ox], g.x.up, channels);
+      } else {
+        for (int64_t t = 0; t < rows.count; ++t)
+          add_filtered_pixels(sums, first_row + t * row_length,
+                              taps.full.data() + (rows.first_tap + t * g.y.up) * g.x.taps, columns[ox], g.x.up,
+                              channels);
       }
       scalar_t* output_pixel = out + (row * g.x.out + ox) * channels;
 #pragma omp simd
@@ -244,11 +265,14 @@ CG_CPU_CLONES void channels_last_rows(const scalar_t* __restrict__ x, scalar_t* 
 }
 
 template <typename scalar_t, typename acc_t>
-void channels_last_images(const scalar_t* x, scalar_t* out, const std::vector<acc_t>& taps, const Geometry& g,
+void channels_last_images(const scalar_t* x, scalar_t* out, const FilterTaps<acc_t>& taps, const Geometry& g,
                           int64_t images, int64_t channels) {
+  // each output column's taps, found once for all rows (three integer divisions a pixel otherwise)
+  std::vector<TapRun> columns(g.x.out);
+  for (int64_t ox = 0; ox < g.x.out; ++ox) columns[ox] = clip(taps_of(g.x, ox), g.x);
   at::parallel_for(0, images * g.y.out, spans_per_task(g.x.out * channels), [&](int64_t first, int64_t last) {
-    std::vector<acc_t> sums(channels);
-    channels_last_rows(x, out, taps.data(), sums.data(), g, channels, first, last);
+    std::vector<acc_t> sums(channels), combined(taps.separable() ? g.x.in * channels : 0);
+    channels_last_rows(x, out, taps, columns.data(), sums.data(), combined.data(), g, channels, first, last);
   });
 }
 
@@ -266,7 +290,7 @@ at::Tensor forward(const at::Tensor& x, const at::Tensor& f, c10::IntArrayRef up
     const scalar_t* input = L.tensor.const_data_ptr<scalar_t>();
     scalar_t* output = out.mutable_data_ptr<scalar_t>();
     if (channels_last) {
-      channels_last_images(input, output, taps.full, g, x.size(0), x.size(1));
+      channels_last_images(input, output, taps, g, x.size(0), x.size(1));
       return;
     }
     const int64_t planes = x.size(0) * x.size(1), stride = g.x.down / std::gcd(g.x.up, g.x.down);

@@ -22,7 +22,7 @@ the layout), with no zero-inserted or padded copy, in float32 (float64 for float
 rounding per output. They take f in that math dtype (the check casts it; None becomes the 1x1
 identity filter) and take a 1-D filter as its outer product inside one call: no intermediate
 tensor to write and read back, and no rounding to x's dtype in between (the CPU kernel sums a
-rank-1 filter, 1-D or 2-D like StyleGAN2's [1, 3, 3, 1], in two passes over each NCHW output row
+rank-1 filter, 1-D or 2-D like StyleGAN2's [1, 3, 3, 1], in two passes over each output row
 within that call).
 Their backward is the same registered op (NVlabs' gradient padding), so it is differentiable
 again: double backward needs no code of its own.

@@ -24,6 +24,7 @@ GEOMETRIES = [
     pytest.param(2, 3, [-1, 2, 3, -2], (4,), False, 2.5, id="separable-crop-up-down"),
     pytest.param(1, 1, [-2, -1, 0, -1], (2, 3), False, 1.0, id="crop"),
     pytest.param((1, 3), (2, 1), [0, 4, 1, 1], (5,), True, 1.0, id="separable-odd"),
+    pytest.param((1, 3), (3, 1), [2, 1, 0, 3], (3, 4), False, 1.5, id="anisotropic-up-down"),
     # From SEPARABLE_PASSES_FROM taps a 1-D filter runs as two passes, one per axis.
     pytest.param((2, 1), (1, 2), [9, 7, 8, 8], (16,), True, 3.0, id="separable-two-passes"),
 ]
@@ -180,8 +181,9 @@ def test_gradcheck_and_gradgradcheck_float64(device, backend, layout, up, down, 
 
 @pytest.mark.parametrize("device, backend", FAST_BACKENDS)
 @pytest.mark.parametrize("make_filter", [torch.randn, rank_one_filter], ids=["any", "rank-one"])
-def test_output_does_not_depend_on_the_thread_count(device, backend, make_filter):
-    x, f = inputs((2, 5, 13, 17), "contiguous", torch.float32, device, (4, 4), make_filter=make_filter)
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_output_does_not_depend_on_the_thread_count(device, backend, make_filter, layout):
+    x, f = inputs((2, 5, 13, 17), layout, torch.float32, device, (4, 4), make_filter=make_filter)
     first, again, single = three_runs(lambda: ops.upsample2d(x, f, backend=backend))
     assert torch.equal(first, again) and torch.equal(first, single)
 
@@ -190,7 +192,9 @@ def test_output_does_not_depend_on_the_thread_count(device, backend, make_filter
 # tap (with up = 2 every output reads one tap, so an output reading only the tiny one shows it
 # replaced by 0), and non-finite taps (a NaN or an infinity must reach the outputs that read it).
 # The kernels never multiply the zeros that up inserts (the reference does: inf * 0 is NaN), so
-# non-finite taps are checked against the channels_last layout, which takes one pass.
+# for non-finite taps the test finds the outputs that read them with a huge finite tap in their
+# place: exactly those must be non-finite (the reference backend's NaN spreads further). Both
+# layouts must agree.
 NOT_RANK_ONE = [pytest.param([[1e-7, 0.0], [0.0, 1.0]], id="tiny-diagonal"),
                 pytest.param([[float("nan"), 1.0], [2.0, 3.0]], id="nan"),
                 pytest.param([[float("inf"), 1.0], [2.0, 3.0]], id="inf")]
@@ -202,11 +206,15 @@ def test_filters_not_of_rank_one_keep_every_tap(device, backend, taps):
     x = torch.randn(1, 2, 3, 3, device=device)
     f = torch.tensor(taps, device=device)
     y = ops.upfirdn2d(x, f, up=2, backend=backend)
-    one_pass = ops.upfirdn2d(x.contiguous(memory_format=torch.channels_last), f, up=2, backend=backend)
-    torch.testing.assert_close(y, one_pass, rtol=1e-6, atol=0, equal_nan=True)
+    channels_last = ops.upfirdn2d(x.contiguous(memory_format=torch.channels_last), f, up=2, backend=backend)
+    torch.testing.assert_close(y, channels_last, rtol=1e-6, atol=0, equal_nan=True)
     if f.isfinite().all():
         expected = ops.upfirdn2d_reference(x.double(), f.double(), up=2)
         torch.testing.assert_close(y.double(), expected, rtol=1e-6, atol=0)
+    elif backend != "reference":
+        marked = torch.where(f.isfinite(), f, 1e30).double()
+        reads = ops.upfirdn2d_reference(x.double(), marked, up=2).abs() > 1e20
+        assert reads.any() and torch.equal(~y.isfinite(), reads)
 
 
 @pytest.mark.parametrize("device, backend", BACKENDS)
