@@ -462,7 +462,7 @@ def load_run(path: str | os.PathLike) -> Run:
         tensors, meta = checkpoints.load_checkpoint(checkpoint)
         return Run(path, checkpoint, tensors, meta, None)
     state = read_state_dict(path)
-    card = _embedded_card(path)
+    card = embedded_card(path)
     if card is None:
         card = new_card(infer_architecture(state), path)
     return Run(path, None, state, {}, card)
@@ -540,7 +540,9 @@ def new_card(architecture: Architecture | StyleGAN2Architecture, source: Path, s
             "cultures": {}, "licence": ""}
 
 
-def _embedded_card(path: Path) -> dict | None:
+def embedded_card(path: Path) -> dict | None:
+    """The model card in a converted or blended .safetensors file (its metadata only: no tensor is
+    read); None for other files."""
     if path.suffix != ".safetensors":
         return None
     with safe_open(str(path), "pt") as file:

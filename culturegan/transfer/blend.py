@@ -8,12 +8,14 @@ a converted file, with a grid that shows it beside its two sources.
 .safetensors with the model card in it, the card as .json beside it), so load_generator and
 ``culturegan generate`` read it. Its card is the structure model's (the blend shares its mapping,
 hence its W space and its source_file) with a "blend" entry: both sources (file name, SHA-256,
-network), the swap resolution, the width (null: the hard switch) and every layer's rendering
-weight. ``{out stem}_blend_grid.png`` beside it has one row per generator (the structure model,
-the blend at each grid resolution from low to high, the rendering model) and one column per
-seed, each image culturegan.transfer.generate.render's: NVlabs' z for the seed, truncation 0.7,
-noise mode 'const', so each column differs only by the layers swapped. Everything is checked,
-blended and rendered before the first file is written.
+network), where the structure model was (resolved: photos are projected into it to be rendered
+by the blend, culturegan.transfer.latent_transfer.default_base), the swap resolution, the width
+(null: the hard switch) and every layer's rendering weight. ``{out stem}_blend_grid.png``
+beside it has one row per generator (the structure model, the blend at each grid resolution
+from low to high, the rendering model) and one column per seed, each image
+culturegan.transfer.generate.render's: NVlabs' z for the seed, truncation 0.7, noise mode
+'const', so each column differs only by the layers swapped. Everything is checked, blended and
+rendered before the first file is written.
 """
 
 from __future__ import annotations
@@ -80,6 +82,7 @@ def blend_files(structure: str | os.PathLike, rendering: str | os.PathLike, reso
                                 for r in _sorted_resolutions(grid_resolutions)] + [rendering_model]
     grid = Image.fromarray(_grid(rows, seeds, class_labels(structure_model, class_index)).pixels)
     card = _blend_card(structure_card, rendering_card, structure_model.img_resolution, resolution, width)
+    card["blend"]["structure_path"] = str(Path(structure).resolve())
     save_model(blended, card, out)
     with atomic_path(grid_path(out)) as temporary:
         grid.save(temporary, format="PNG")

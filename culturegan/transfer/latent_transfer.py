@@ -9,8 +9,9 @@ StyleGAN2 runs and files, as `culturegan project` then `culturegan transfer --la
     result.outputs, result.projections                          # the culture's, the base's renderings
 
 The base is the model the culture model was fine-tuned from: by default a stylegan2 run's
-init_from. A run trained from scratch, or a model file without `base`, is its own base: the
-output is then the image of the culture model nearest the photo. An output can show its photo
+init_from; for a `culturegan blend` file, its structure model (whose W space the blend shares).
+A run trained from scratch, or another model file without `base`, is its own base: the output
+is then the image of the culture model nearest the photo. An output can show its photo
 no better than the projection does, so the projections (the base model's renderings of the
 codes) are returned with the outputs: a failed projection can be told from a culture model that
 lost the content.
@@ -25,7 +26,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from culturegan.models import checkpoints
+from culturegan.models import checkpoints, loading
 from culturegan.models.stylegan2 import Generator
 from culturegan.transfer.generate import load_stylegan2
 from culturegan.transfer.project import (NOISE_MODES, Projection, ProjectionSettings, check_batch_size,
@@ -47,14 +48,15 @@ class LatentResult:
 
 
 def default_base(checkpoint: str | os.PathLike) -> Path:
-    """The model photos are projected into for `checkpoint`: a stylegan2 run's init_from, or the
-    checkpoint itself (a run from scratch, a model file)."""
+    """The model photos are projected into for `checkpoint`: a stylegan2 run's init_from, a
+    blended file's structure model, or the checkpoint itself (a run from scratch, another model
+    file)."""
     path = Path(checkpoint)
     if not path.exists():
         raise FileNotFoundError(f"model file {path} does not exist")
     directory = checkpoints.checkpoint_directory(path)
     if directory is None:  # a model file
-        return path
+        return _structure_model(path)
     # the run's state.json only: its tensors are read once, by whoever loads the model
     meta = checkpoints.read_meta(directory)
     init_from = meta.get("config", {}).get("init_from", "")
@@ -68,6 +70,23 @@ def default_base(checkpoint: str | os.PathLike) -> Path:
         raise FileNotFoundError(f"{path} was fine-tuned from {' or '.join(map(str, places))}, which does not exist "
                                 "(here): give the base model to project photos into")
     return found
+
+
+def _structure_model(path: Path) -> Path:
+    """A blended file's structure model, where `culturegan blend` found it: the blend shares its
+    mapping, hence its W space (projected into the blend itself, a photo would come back as its
+    own reconstruction, not a transfer); any other model file is its own base."""
+    blend = (loading.embedded_card(path) or {}).get("blend")
+    if blend is None:
+        return path
+    structure = blend["structure"]
+    recorded = blend.get("structure_path")
+    if recorded and Path(recorded).exists():
+        return Path(recorded)
+    where = f"which is no longer at {recorded}" if recorded else "whose place it does not record"
+    raise FileNotFoundError(f"{path} is a layer-swapped blend: photos are projected into its structure model "
+                            f"{structure['name']} (SHA-256 {structure['sha256']}), {where}; give that model as "
+                            "the base")
 
 
 class LatentTransfer:

@@ -17,6 +17,7 @@ from culturegan.evaluation import evaluate, judge_batches, write_report
 from culturegan.evaluation.evaluate import _logits
 from culturegan.models.loading import load_generator, load_run
 from culturegan.training import TrainConfig, Trainer
+from culturegan.transfer.blend import blend_files
 from culturegan.transfer.latent_transfer import LatentTransfer, default_base
 
 SIZE = 32  # the culture features, in the projection's distance, need 16 px or more
@@ -133,6 +134,27 @@ def test_the_base_of_a_run_tuned_from_a_relative_path_is_found_elsewhere_and_aft
     shutil.move(project, moved)
     monkeypatch.chdir(moved)  # the project moved: its config's relative path, from its root
     assert default_base(Path("tuned")) == Path("base")
+
+
+def test_a_blend_transfers_through_its_structure_model_and_says_when_that_is_gone(runs, tmp_path):
+    """A blend shares its structure model's mapping: projected into itself, a photo would come
+    back as its own reconstruction. Its base is the structure model, where blend found it."""
+    structure = tmp_path / "structure"
+    shutil.copytree(runs / "tuned", structure)
+    blend, _ = blend_files(structure, runs / "base", 16, tmp_path / "blend.safetensors", grid_seeds=[0],
+                           device="cpu")
+    assert default_base(blend) == structure.resolve()
+    evaluation = evaluate(blend, runs / "test", "photo", "ukiyoe", reference=runs / "train", count=2,
+                          projection=STEPS, progress=False)
+    assert evaluation.results["projection"]["base"] == str(structure.resolve())
+    assert not torch.allclose(evaluation.outputs, evaluation.projections)  # rendered by the blend
+    shutil.rmtree(structure)
+    with pytest.raises(FileNotFoundError, match="layer-swapped blend.*structure model.*no longer at"):
+        evaluate(blend, runs / "test", "photo", "ukiyoe", reference=runs / "train", projection=STEPS,
+                 progress=False)
+    converted = tmp_path / "converted.safetensors"
+    cli.main(["convert", str(runs / "base"), str(converted)])
+    assert default_base(converted) == converted  # any other file is its own base
 
 
 def test_another_evaluation_size_resizes_photos_for_the_search_and_back(runs):

@@ -283,6 +283,46 @@ def test_training_regularises_on_its_intervals_and_g_ema_follows_g(dataset, tmp_
         assert torch.equal(generator.state_dict()[key], value), key
 
 
+def test_every_discriminator_input_is_augmented(dataset, tmp_path, monkeypatch):  # noqa: F811
+    """ADA augments what D sees everywhere (NVlabs): G's fakes, D's reals and fakes, and R1's reals
+    (step 0 is an R1 step); a D input that skipped the augmentation lets D overfit the few reals."""
+    trainer = _started(Trainer(tiny(dataset, tmp_path / "run", steps=1)))
+    augment, discriminator = trainer.models["augment"], trainer.models["D"]
+    augmented, judged = [], []
+    augment_forward, discriminator_forward = augment.forward, discriminator.forward
+
+    def augment_spy(images, *args, **kwargs):
+        augmented.append(augment_forward(images, *args, **kwargs))
+        return augmented[-1]
+
+    def discriminator_spy(images, *args, **kwargs):
+        judged.append(images)
+        return discriminator_forward(images, *args, **kwargs)
+
+    monkeypatch.setattr(augment, "forward", augment_spy)
+    monkeypatch.setattr(discriminator, "forward", discriminator_spy)
+    trainer.fit()
+    assert len(judged) == 4
+    assert all(any(image is output for output in augmented) for image in judged)
+
+
+def test_style_mixing_takes_the_later_ws_from_other_latents(dataset, tmp_path, monkeypatch):  # noqa: F811
+    generator = _generator()
+    z = torch.randn(3, generator.z_dim)
+    plain = generator.mapping(z, None, skip_w_avg_update=True)
+    assert torch.equal(stylegan2.mixed_ws(generator, z, 0.0), plain)
+    mixed = stylegan2.mixed_ws(generator, z, 1.0)
+    kept = (mixed == plain).all(-1).all(0)  # per w index: every image's w unchanged
+    cutoff = int(kept.logical_not().nonzero()[0])
+    assert 1 <= cutoff and kept[:cutoff].all() and not (mixed[:, cutoff:] == plain[:, cutoff:]).any()
+    assert torch.equal(mixed[:, cutoff:], mixed[:, -1:].expand_as(mixed[:, cutoff:]))  # one other w per image
+    # training mixes with the configured probability, in G's losses and D's fakes alike
+    probabilities, mixing = [], stylegan2.mixed_ws
+    monkeypatch.setattr(stylegan2, "mixed_ws", lambda g, z, p: probabilities.append(p) or mixing(g, z, p))
+    Trainer(tiny(dataset, tmp_path / "run", steps=1, style_mixing=0.5)).fit()
+    assert len(probabilities) >= 2 and set(probabilities) == {0.5}
+
+
 @pytest.mark.parametrize("amp", ["bf16", "fp16"])
 def test_autocast_trains(dataset, tmp_path, amp):  # noqa: F811
     """(fp16: the gradient scaler steps each optimiser twice on the lazy regularisers' steps)"""
