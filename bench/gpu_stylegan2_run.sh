@@ -2,7 +2,11 @@
 # The StyleGAN2 culture-transfer path end to end, time-boxed for a short GPU lease (issue 19):
 # procedural data, a base model trained on the photos, a copy fine-tuned on one culture from it
 # (init_from), then `culturegan evaluate` of the fine-tuned run: each photo projected into the
-# base model and rendered by the fine-tuned one, measured like every other mode.
+# base model and rendered by the fine-tuned one, measured like every other mode. Then the
+# layer swap: `culturegan blend` of the base (structure: layers up to BLEND_AT px) and the
+# fine-tuned run (rendering), evaluated the same way (photos projected into its structure
+# model), and the command-line path a user takes: `culturegan project` of a few photos into the
+# base and `culturegan transfer --latents` of their codes by the blend.
 #
 #   bash bench/gpu_stylegan2_run.sh OUTDIR     (from the repository root, culturegan installed)
 #
@@ -11,8 +15,8 @@
 # RES px, not a finished model. Variables (defaults for a GPU; the CPU check sets them small):
 #   RES 256, IMAGES 100 (per culture), BASE_S 100, TUNE_S 100 (training seconds each),
 #   PROJECTION_STEPS 300, COUNT 8 (photos evaluated), DEVICE cuda, BATCH 16,
-#   SIZES (the networks' size keys), WORK (the folder for data, runs and report; default a new
-#   temporary one).
+#   SIZES (the networks' size keys), BLEND_AT (default RES / 4), WORK (the folder for data, runs
+#   and report; default a new temporary one).
 set -u -o pipefail
 
 OUTDIR=${1:?usage: bash bench/gpu_stylegan2_run.sh OUTDIR}
@@ -24,6 +28,7 @@ PROJECTION_STEPS=${PROJECTION_STEPS:-300}
 COUNT=${COUNT:-8}
 DEVICE=${DEVICE:-cuda}
 BATCH=${BATCH:-16}
+BLEND_AT=${BLEND_AT:-$((RES / 4))}
 SIZES=${SIZES:-z_dim=256 w_dim=256 mapping_layers=2 channel_base=8192 channel_max=256}
 TARGET=ukiyoe
 PY=(python3 -P)
@@ -51,14 +56,17 @@ train_for() {  # train_for SECONDS RUN CULTURE [KEY=VALUE...]: a training stoppe
 
 start=$SECONDS
 "${PY[@]}" -m culturegan data synth "$WORK/data" --n "$IMAGES" --size "$RES" || exit 1
+# held out: the images every evaluation transfers and measures (the classifiers are fitted on data/)
+"${PY[@]}" -m culturegan data synth "$WORK/heldout" --n "$COUNT" --size "$RES" --seed 1 || exit 1
 echo "data: $((SECONDS - start))s"
 # shellcheck disable=SC2086  # SIZES holds several KEY=VALUE words
 train_for "$BASE_S" base photo resolution=$RES $SIZES
 train_for "$TUNE_S" tuned "$TARGET" "init_from=$WORK/base" resolution=$RES
-echo "=== evaluate"
-"${PY[@]}" -m culturegan evaluate --checkpoint "$WORK/tuned" --data "$WORK/data" --source photo --target "$TARGET" \
-    --out "$WORK/report" --count "$COUNT" --projection-steps "$PROJECTION_STEPS" --device "$DEVICE" || exit 1
-"${PY[@]}" - "$WORK/report/report.json" <<'PYTHON_END'
+evaluate() {  # evaluate CHECKPOINT REPORT: the held-out photos transferred and measured; headlines printed
+    "${PY[@]}" -m culturegan evaluate --checkpoint "$1" --data "$WORK/heldout" --reference "$WORK/data" \
+        --source photo --target "$TARGET" --out "$2" --count "$COUNT" --projection-steps "$PROJECTION_STEPS" \
+        --device "$DEVICE" || exit 1
+    "${PY[@]}" - "$2/report.json" <<'PYTHON_END'
 import json
 import sys
 
@@ -71,6 +79,20 @@ print("KID judge outputs/inputs:", seed["distance"]["judge"]["kid_outputs"], see
 print("periodic ratio:", seed["periodic_artifacts"]["ratio"], "deception:", seed.get("deception"))
 print("verdicts:", json.dumps(seed["verdicts"], indent=1))
 PYTHON_END
+}
+echo "=== evaluate the fine-tuned run"
+evaluate "$WORK/tuned" "$WORK/report"
+echo "=== blend: structure base, rendering tuned, at $BLEND_AT px"
+"${PY[@]}" -m culturegan blend --structure "$WORK/base" --rendering "$WORK/tuned" --resolution "$BLEND_AT" \
+    --out "$WORK/report/blend.safetensors" || exit 1
+echo "=== evaluate the blend"
+evaluate "$WORK/report/blend.safetensors" "$WORK/report/blend"
+echo "=== project 4 photos into the base, transfer their codes with the blend"
+mkdir -p "$WORK/photos" && cp $(ls "$WORK/heldout/photo/"* | head -n 4) "$WORK/photos/"
+"${PY[@]}" -m culturegan project --checkpoint "$WORK/base" --input "$WORK/photos" --out "$WORK/report/latents" \
+    --steps "$PROJECTION_STEPS" --device "$DEVICE" || exit 1
+"${PY[@]}" -m culturegan transfer --checkpoint "$WORK/report/blend.safetensors" --latents "$WORK/report/latents" \
+    --out "$WORK/report/transferred" || exit 1
 # what comes back: the report, both runs' logs and last sample grids, in one archive
 samples=()
 for run in base tuned; do

@@ -301,7 +301,7 @@ def _evaluate(args, parser: argparse.ArgumentParser) -> int:
     try:
         # every checkpoint checked before any is evaluated (an evaluation can take hours), and of one kind:
         # a setting's seeds are one model trained with several seeds
-        kinds = {check_evaluable(checkpoint, args.target, args.size, projection, args.count)[1]
+        kinds = {check_evaluable(checkpoint, args.target, args.size, projection, args.count, args.source)[1]
                  for checkpoint in args.checkpoint}
         if len(kinds) > 1:
             raise ValueError("the checkpoints are one setting's seeds: give StyleGAN2 models or image-to-image "

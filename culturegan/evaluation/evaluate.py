@@ -29,7 +29,7 @@ from culturegan.metrics.spectrum import PATCH
 from culturegan.models.loading import STYLEGAN2_GAN_MODE, Run, is_snapshot, load_run, snapshot_discriminator
 from culturegan.models.stylegan2 import Discriminator as StyleGAN2Discriminator
 from culturegan.transfer import Stylizer
-from culturegan.transfer.latent_transfer import LatentTransfer, default_base, resized
+from culturegan.transfer.latent_transfer import BLEND_ROLES, LatentTransfer, blend_cultures, default_base, resized
 
 
 DEFAULT_SIZE = 128  # image-to-image generators; StyleGAN2 models are evaluated at their resolution
@@ -98,7 +98,7 @@ def _through_latent_space(checkpoint: Path, data: Path, source: str, size: int |
                           device: str | None, progress: bool, projection: dict) -> _Transferred:
     """A StyleGAN2 model's transfer: photos projected into the base model, rendered by this one
     (culturegan.transfer.latent_transfer); `projection`: base, steps, w_plus, seed, batch_size."""
-    base = projection.get("base")
+    base = projection.get("base") or default_base(checkpoint, source)
     settings = {key: value for key, value in projection.items() if key != "base"}
     latent = LatentTransfer(checkpoint, base, device, progress=progress, **settings)
     inputs = load_images(data, source, size or latent.resolution, count)
@@ -111,11 +111,13 @@ def _through_latent_space(checkpoint: Path, data: Path, source: str, size: int |
 
 
 def check_evaluable(checkpoint: str | os.PathLike, target: str, size: int | None = None,
-                    projection: dict | None = None, count: int | None = None) -> tuple[Run | None, bool]:
+                    projection: dict | None = None, count: int | None = None,
+                    source: str | None = None) -> tuple[Run | None, bool]:
     """(the checkpoint's Run (None for an NVlabs snapshot), whether it transfers through a latent
     space), or the error evaluate() would stop with, before any work: the file, the culture it
-    makes (a StyleGAN2 run's or named file's target must be `target`), the size and count, the
-    projection settings (only for StyleGAN2 models) and their base."""
+    makes (a StyleGAN2 run's or named file's target must be `target`; a blend's, one of its two
+    models'), the size and count, the projection settings (only for StyleGAN2 models) and their
+    base (for photos of culture `source`)."""
     checkpoint = Path(checkpoint)
     if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < MIN_SIZE):
         raise ValueError(f"size must be an integer >= {MIN_SIZE} (the periodic-artifact patch), got {size!r}")
@@ -127,12 +129,25 @@ def check_evaluable(checkpoint: str | os.PathLike, target: str, size: int | None
         if projection:
             raise ValueError(f"{checkpoint} transfers images itself: projection settings apply to StyleGAN2 models")
         return run, latent
-    makes = None if run is None else next(iter(run.directions.values())).get("target")
-    if makes is not None and makes != target:
-        raise ValueError(f"{checkpoint} makes {makes!r} images: evaluate it with target {makes!r}, not {target!r}")
+    makes = _cultures_made(run)
+    if makes and target not in makes:
+        named = " or ".join(map(repr, sorted(makes)))
+        raise ValueError(f"{checkpoint} makes {named} images: evaluate it with target {named}, not {target!r}")
     if (projection or {}).get("base") is None:
-        default_base(checkpoint)  # a fine-tuned run's init_from must still be there
+        default_base(checkpoint, source)  # a fine-tuned run's init_from, a blend's model, must still be there
     return run, latent
+
+
+def _cultures_made(run: Run | None) -> set[str]:
+    """The cultures a StyleGAN2 model makes, as far as it names them: a run's or file's target; a
+    blend's, either of its two models' (it renders one's layout in the other's manner)."""
+    if run is None:
+        return set()
+    blend = run.card.get("blend") if run.checkpoint is None else None
+    if blend is not None:
+        return set().union(*(blend_cultures(blend, role) for role in BLEND_ROLES))
+    target = next(iter(run.directions.values())).get("target")
+    return {target} if target is not None else set()
 
 
 def evaluate(checkpoint: str | os.PathLike, data: str | os.PathLike, source: str, target: str,
@@ -148,7 +163,7 @@ def evaluate(checkpoint: str | os.PathLike, data: str | os.PathLike, source: str
     itself), steps (default 1000), w_plus, seed and batch_size; `size` defaults to the model's
     resolution."""
     checkpoint = Path(checkpoint)
-    run, latent = check_evaluable(checkpoint, target, size, projection, count)
+    run, latent = check_evaluable(checkpoint, target, size, projection, count, source)
     reference = Path(reference or data)
     cultures = [folder.name for folder in find_cultures(reference)]
     missing = [c for c in (source, target) if c not in cultures]

@@ -8,8 +8,9 @@ a converted file, with a grid that shows it beside its two sources.
 .safetensors with the model card in it, the card as .json beside it), so load_generator and
 ``culturegan generate`` read it. Its card is the structure model's (the blend shares its mapping,
 hence its W space and its source_file) with a "blend" entry: both sources (file name, SHA-256,
-network), where the structure model was (resolved: photos are projected into it to be rendered
-by the blend, culturegan.transfer.latent_transfer.default_base), the swap resolution, the width
+network, the cultures their cards name, and where blend found them, resolved: evaluate projects
+photos into the one that makes them, culturegan.transfer.latent_transfer.default_base), the swap
+resolution, the width
 (null: the hard switch) and every layer's rendering weight. ``{out stem}_blend_grid.png``
 beside it has one row per generator (the structure model, the blend at each grid resolution
 from low to high, the rendering model) and one column per seed, each image
@@ -82,7 +83,8 @@ def blend_files(structure: str | os.PathLike, rendering: str | os.PathLike, reso
                                 for r in _sorted_resolutions(grid_resolutions)] + [rendering_model]
     grid = Image.fromarray(_grid(rows, seeds, class_labels(structure_model, class_index)).pixels)
     card = _blend_card(structure_card, rendering_card, structure_model.img_resolution, resolution, width)
-    card["blend"]["structure_path"] = str(Path(structure).resolve())
+    for role, path in (("structure", structure), ("rendering", rendering)):
+        card["blend"][role]["path"] = str(Path(path).resolve())
     save_model(blended, card, out)
     with atomic_path(grid_path(out)) as temporary:
         grid.save(temporary, format="PNG")
@@ -137,8 +139,9 @@ def _blend_card(structure: dict, rendering: dict, img_resolution: int, resolutio
     switch = "hard switch" if width is None else f"logistic, width {width:g} layer positions"
     card["description"] = (f"{structure['description']}, layer-swapped at {resolution} px ({switch}): structure "
                            f"{structure['source_file']['name']}, rendering {rendering['source_file']['name']}")
-    card["blend"] = {"structure": structure["source_file"], "rendering": rendering["source_file"],
-                     "resolution": resolution, "width": width,
+    sources = {role: {**model["source_file"], "cultures": model.get("cultures", {})}
+               for role, model in (("structure", structure), ("rendering", rendering))}
+    card["blend"] = {**sources, "resolution": resolution, "width": width,
                      "rendering_weights": rendering_weights(img_resolution, resolution, width)}
     return card
 

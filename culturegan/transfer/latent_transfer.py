@@ -47,16 +47,16 @@ class LatentResult:
     distances: list[dict[str, float]]
 
 
-def default_base(checkpoint: str | os.PathLike) -> Path:
-    """The model photos are projected into for `checkpoint`: a stylegan2 run's init_from, a
-    blended file's structure model, or the checkpoint itself (a run from scratch, another model
-    file)."""
+def default_base(checkpoint: str | os.PathLike, source: str | None = None) -> Path:
+    """The model photos (of culture `source`, when known) are projected into for `checkpoint`: a
+    stylegan2 run's init_from, a blended file's source model (_blend_base), or the checkpoint
+    itself (a run from scratch, another model file)."""
     path = Path(checkpoint)
     if not path.exists():
         raise FileNotFoundError(f"model file {path} does not exist")
     directory = checkpoints.checkpoint_directory(path)
     if directory is None:  # a model file
-        return _structure_model(path)
+        return _blend_base(path, source)
     # the run's state.json only: its tensors are read once, by whoever loads the model
     meta = checkpoints.read_meta(directory)
     init_from = meta.get("config", {}).get("init_from", "")
@@ -72,21 +72,32 @@ def default_base(checkpoint: str | os.PathLike) -> Path:
     return found
 
 
-def _structure_model(path: Path) -> Path:
-    """A blended file's structure model, where `culturegan blend` found it: the blend shares its
-    mapping, hence its W space (projected into the blend itself, a photo would come back as its
-    own reconstruction, not a transfer); any other model file is its own base."""
+BLEND_ROLES = ("structure", "rendering")
+
+
+def blend_cultures(blend: dict, role: str) -> set[str]:
+    """The cultures a blend's `role` model makes, as its card named them (empty: not named)."""
+    cultures = blend[role].get("cultures", {})
+    return set(cultures["all"]) if "all" in cultures else {cultures["target"]} if "target" in cultures else set()
+
+
+def _blend_base(path: Path, source: str | None) -> Path:
+    """A blended file's base: of its two models (fine-tunes of one base, as blend requires, so a
+    code found in either renders with the blend), the one whose culture is `source`, else the
+    structure model, whose mapping the blend shares; each where `culturegan blend` found it.
+    Projected into the blend itself, a photo would come back as its own reconstruction, not a
+    transfer. Any other model file is its own base."""
     blend = (loading.embedded_card(path) or {}).get("blend")
     if blend is None:
         return path
-    structure = blend["structure"]
-    recorded = blend.get("structure_path")
+    roles = [role for role in BLEND_ROLES if source is not None and blend_cultures(blend, role) == {source}]
+    role = (roles or ["structure"])[0]
+    model, recorded = blend[role], blend[role].get("path")
     if recorded and Path(recorded).exists():
         return Path(recorded)
     where = f"which is no longer at {recorded}" if recorded else "whose place it does not record"
-    raise FileNotFoundError(f"{path} is a layer-swapped blend: photos are projected into its structure model "
-                            f"{structure['name']} (SHA-256 {structure['sha256']}), {where}; give that model as "
-                            "the base")
+    raise FileNotFoundError(f"{path} is a layer-swapped blend: photos are projected into its {role} model "
+                            f"{model['name']} (SHA-256 {model['sha256']}), {where}; give that model as the base")
 
 
 class LatentTransfer:
@@ -179,4 +190,4 @@ def resized(images: torch.Tensor, side: int) -> torch.Tensor:
     return F.interpolate(images, size=(side, side), mode="bicubic", antialias=True, align_corners=False)
 
 
-__all__ = ["LatentResult", "LatentTransfer", "default_base", "resized"]
+__all__ = ["BLEND_ROLES", "LatentResult", "LatentTransfer", "blend_cultures", "default_base", "resized"]

@@ -136,25 +136,32 @@ def test_the_base_of_a_run_tuned_from_a_relative_path_is_found_elsewhere_and_aft
     assert default_base(Path("tuned")) == Path("base")
 
 
-def test_a_blend_transfers_through_its_structure_model_and_says_when_that_is_gone(runs, tmp_path):
-    """A blend shares its structure model's mapping: projected into itself, a photo would come
-    back as its own reconstruction. Its base is the structure model, where blend found it."""
-    structure = tmp_path / "structure"
-    shutil.copytree(runs / "tuned", structure)
-    blend, _ = blend_files(structure, runs / "base", 16, tmp_path / "blend.safetensors", grid_seeds=[0],
+def test_a_blend_transfers_through_its_photo_model_and_says_when_that_is_gone(runs, tmp_path):
+    """A blend of a photo model and its ukiyoe fine-tune renders one's layout in the other's
+    manner: photos are projected into the photo model, whichever role it plays (projected into
+    the blend itself, a photo would come back as its own reconstruction), and the blend is
+    evaluated as making either culture."""
+    photo_model = tmp_path / "photo_model"
+    shutil.copytree(runs / "base", photo_model)
+    blend, _ = blend_files(photo_model, runs / "tuned", 16, tmp_path / "blend.safetensors", grid_seeds=[0],
                            device="cpu")
-    assert default_base(blend) == structure.resolve()
+    reverse, _ = blend_files(runs / "tuned", photo_model, 16, tmp_path / "reverse.safetensors", grid_seeds=[0],
+                             device="cpu")
+    assert default_base(blend, "photo") == default_base(reverse, "photo") == photo_model.resolve()
+    assert default_base(reverse) == (runs / "tuned").resolve()  # no culture given: the structure model
     evaluation = evaluate(blend, runs / "test", "photo", "ukiyoe", reference=runs / "train", count=2,
                           projection=STEPS, progress=False)
-    assert evaluation.results["projection"]["base"] == str(structure.resolve())
+    assert evaluation.results["projection"]["base"] == str(photo_model.resolve())
     assert not torch.allclose(evaluation.outputs, evaluation.projections)  # rendered by the blend
-    shutil.rmtree(structure)
-    with pytest.raises(FileNotFoundError, match="layer-swapped blend.*structure model.*no longer at"):
+    with pytest.raises(ValueError, match="makes 'photo' or 'ukiyoe' images"):
+        evaluate(blend, runs / "test", "photo", "kente", reference=runs / "train", projection=STEPS, progress=False)
+    shutil.rmtree(photo_model)
+    with pytest.raises(FileNotFoundError, match="layer-swapped blend.*its structure model.*no longer at"):
         evaluate(blend, runs / "test", "photo", "ukiyoe", reference=runs / "train", projection=STEPS,
                  progress=False)
     converted = tmp_path / "converted.safetensors"
     cli.main(["convert", str(runs / "base"), str(converted)])
-    assert default_base(converted) == converted  # any other file is its own base
+    assert default_base(converted, "photo") == converted  # any other file is its own base
 
 
 def test_another_evaluation_size_resizes_photos_for_the_search_and_back(runs):

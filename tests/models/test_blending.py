@@ -223,7 +223,9 @@ def test_cli_writes_a_loadable_blend_its_card_and_its_grid(tmp_path, model_files
     assert blend["resolution"] == 8 and blend["width"] == 0.5
     assert blend["structure"]["name"] == "structure.pth" and blend["rendering"]["name"] == "rendering.pth"
     assert blend["rendering_weights"] == rendering_weights(RESOLUTION, 8, 0.5)
-    assert card["source_file"] == blend["structure"] and "layer-swapped at 8 px" in card["description"]
+    for role in ("structure", "rendering"):  # and where each was, for evaluate's projection
+        assert blend[role]["path"] == str(model_files[role].resolve()) and blend[role]["cultures"] == {}
+    assert card["source_file"].items() <= blend["structure"].items() and "layer-swapped at 8 px" in card["description"]
     assert json.loads(out.with_suffix(".json").read_text()) == card
     assert sorted(p.name for p in out.parent.iterdir()) == ["toon.json", "toon.safetensors", "toon_blend_grid.png"]
 
