@@ -56,8 +56,9 @@ train_for() {  # train_for SECONDS RUN CULTURE [KEY=VALUE...]: a training stoppe
 
 start=$SECONDS
 "${PY[@]}" -m culturegan data synth "$WORK/data" --n "$IMAGES" --size "$RES" || exit 1
-# held out: the images every evaluation transfers and measures (the classifiers are fitted on data/)
-"${PY[@]}" -m culturegan data synth "$WORK/heldout" --n "$COUNT" --size "$RES" --seed 1 || exit 1
+# held out: the images every evaluation transfers (the first COUNT photos) and the real ones it
+# compares them with (the classifiers are fitted on data/)
+"${PY[@]}" -m culturegan data synth "$WORK/heldout" --n "$IMAGES" --size "$RES" --seed 1 || exit 1
 echo "data: $((SECONDS - start))s"
 # shellcheck disable=SC2086  # SIZES holds several KEY=VALUE words
 train_for "$BASE_S" base photo resolution=$RES $SIZES
@@ -83,15 +84,19 @@ PYTHON_END
 echo "=== evaluate the fine-tuned run"
 evaluate "$WORK/tuned" "$WORK/report"
 echo "=== blend: structure base, rendering tuned, at $BLEND_AT px"
+# (the blend itself stays out of the archive: a 256 px generator is tens of MB)
+mkdir -p "$WORK/blend"
 "${PY[@]}" -m culturegan blend --structure "$WORK/base" --rendering "$WORK/tuned" --resolution "$BLEND_AT" \
-    --out "$WORK/report/blend.safetensors" || exit 1
+    --out "$WORK/blend/blend.safetensors" || exit 1
+cp "$WORK/blend/blend.json" "$WORK/blend/blend_blend_grid.png" "$WORK/report/" || exit 1
 echo "=== evaluate the blend"
-evaluate "$WORK/report/blend.safetensors" "$WORK/report/blend"
+evaluate "$WORK/blend/blend.safetensors" "$WORK/report/blend"
 echo "=== project 4 photos into the base, transfer their codes with the blend"
-mkdir -p "$WORK/photos" && cp $(ls "$WORK/heldout/photo/"* | head -n 4) "$WORK/photos/"
+photos=("$WORK/heldout/photo/"*)
+mkdir -p "$WORK/photos" && cp "${photos[@]:0:4}" "$WORK/photos/" || exit 1
 "${PY[@]}" -m culturegan project --checkpoint "$WORK/base" --input "$WORK/photos" --out "$WORK/report/latents" \
     --steps "$PROJECTION_STEPS" --device "$DEVICE" || exit 1
-"${PY[@]}" -m culturegan transfer --checkpoint "$WORK/report/blend.safetensors" --latents "$WORK/report/latents" \
+"${PY[@]}" -m culturegan transfer --checkpoint "$WORK/blend/blend.safetensors" --latents "$WORK/report/latents" \
     --out "$WORK/report/transferred" || exit 1
 # what comes back: the report, both runs' logs and last sample grids, in one archive
 samples=()

@@ -266,8 +266,9 @@ def _add_evaluation_commands(commands) -> None:
     evaluate.add_argument("--device", choices=("cuda", "cpu"))
     stylegan2 = evaluate.add_argument_group("StyleGAN2 models (photos projected into the base model, rendered by "
                                             "the evaluated one)")
-    stylegan2.add_argument("--base", help="the model to project photos into (default: the run's init_from; a run "
-                                          "from scratch or a file: the model itself)")
+    stylegan2.add_argument("--base", help="the model to project photos into (default: the run's init_from; a "
+                                          "blend: its model that makes --source images; a run from scratch or "
+                                          "another file: the model itself)")
     stylegan2.add_argument("--projection-steps", type=int, help="search steps per photo (default 1000, NVlabs')")
     stylegan2.add_argument("--w-plus", action="store_true", help="search W+ (a w per layer) instead of W")
     stylegan2.add_argument("--projection-batch", type=int, metavar="N",

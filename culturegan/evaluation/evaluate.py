@@ -98,9 +98,8 @@ def _through_latent_space(checkpoint: Path, data: Path, source: str, size: int |
                           device: str | None, progress: bool, projection: dict) -> _Transferred:
     """A StyleGAN2 model's transfer: photos projected into the base model, rendered by this one
     (culturegan.transfer.latent_transfer); `projection`: base, steps, w_plus, seed, batch_size."""
-    base = projection.get("base") or default_base(checkpoint, source)
     settings = {key: value for key, value in projection.items() if key != "base"}
-    latent = LatentTransfer(checkpoint, base, device, progress=progress, **settings)
+    latent = LatentTransfer(checkpoint, projection.get("base"), device, progress=progress, source=source, **settings)
     inputs = load_images(data, source, size or latent.resolution, count)
     found = latent.run(inputs)
     measures = {"base": str(latent.base_path), "steps": latent.settings.steps,
@@ -144,8 +143,9 @@ def _cultures_made(run: Run | None) -> set[str]:
     if run is None:
         return set()
     blend = run.card.get("blend") if run.checkpoint is None else None
-    if blend is not None:
-        return set().union(*(blend_cultures(blend, role) for role in BLEND_ROLES))
+    if blend is not None:  # unknown (any target) unless both models name their cultures
+        named = [blend_cultures(blend, role) for role in BLEND_ROLES]
+        return set().union(*named) if all(named) else set()
     target = next(iter(run.directions.values())).get("target")
     return {target} if target is not None else set()
 
@@ -159,9 +159,9 @@ def evaluate(checkpoint: str | os.PathLike, data: str | os.PathLike, source: str
 
     Image-to-image generators transfer the images at `size` (default 128). StyleGAN2 models (a
     stylegan2 run, an NVlabs snapshot, a converted or blended file) transfer by projection
-    (LatentTransfer): `projection` holds its base (default: the run's init_from, else the model
-    itself), steps (default 1000), w_plus, seed and batch_size; `size` defaults to the model's
-    resolution."""
+    (LatentTransfer): `projection` holds its base (default: the run's init_from; a blend's model
+    that makes `source` images; else the model itself), steps (default 1000), w_plus, seed and
+    batch_size; `size` defaults to the model's resolution."""
     checkpoint = Path(checkpoint)
     run, latent = check_evaluable(checkpoint, target, size, projection, count, source)
     reference = Path(reference or data)

@@ -376,7 +376,7 @@ class Run:
     @functools.cached_property
     def _state_digest(self) -> str:
         """The checkpoint's state file's SHA-256 (every generator's card names it)."""
-        return _sha256(self.checkpoint / "state.safetensors")
+        return file_sha256(self.checkpoint / "state.safetensors")
 
     def generator(self, name: str | None = None, fused: bool = True,
                   device: torch.device | str = "cpu") -> tuple[torch.nn.Module, dict]:
@@ -536,7 +536,7 @@ def new_card(architecture: Architecture | StyleGAN2Architecture, source: Path, s
     """A card for a model read from `source` (whose SHA-256 is computed unless given)."""
     return {"format": CARD_FORMAT, "version": CARD_VERSION, "architecture": dataclasses.asdict(architecture),
             "description": architecture.describe(),
-            "source_file": {"name": source.name, "sha256": sha256 or _sha256(source)},
+            "source_file": {"name": source.name, "sha256": sha256 or file_sha256(source)},
             "cultures": {}, "licence": ""}
 
 
@@ -555,7 +555,8 @@ def embedded_card(path: Path) -> dict | None:
     return card
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """The hex SHA-256 of a file's bytes (a model card's source_file)."""
     digest = hashlib.sha256()
     with open(path, "rb") as file:
         for chunk in iter(lambda: file.read(1 << 20), b""):

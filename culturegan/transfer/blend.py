@@ -8,8 +8,9 @@ a converted file, with a grid that shows it beside its two sources.
 .safetensors with the model card in it, the card as .json beside it), so load_generator and
 ``culturegan generate`` read it. Its card is the structure model's (the blend shares its mapping,
 hence its W space and its source_file) with a "blend" entry: both sources (file name, SHA-256,
-network, the cultures their cards name, and where blend found them, resolved: evaluate projects
-photos into the one that makes them, culturegan.transfer.latent_transfer.default_base), the swap
+network, the cultures their cards name, and where blend found them, resolved (a run: the
+checkpoint blended): evaluate projects photos into the one that makes them,
+culturegan.transfer.latent_transfer.default_base), the swap
 resolution, the width
 (null: the hard switch) and every layer's rendering weight. ``{out stem}_blend_grid.png``
 beside it has one row per generator (the structure model, the blend at each grid resolution
@@ -30,6 +31,7 @@ from PIL import Image
 
 from culturegan._files import atomic_path
 from culturegan.data.images import TileGrid
+from culturegan.models import checkpoints
 from culturegan.models.blending import MIN_RESOLUTION, blend_generators, rendering_weights
 from culturegan.models.loading import load_generator, save_model
 from culturegan.models.stylegan2 import Generator
@@ -83,8 +85,8 @@ def blend_files(structure: str | os.PathLike, rendering: str | os.PathLike, reso
                                 for r in _sorted_resolutions(grid_resolutions)] + [rendering_model]
     grid = Image.fromarray(_grid(rows, seeds, class_labels(structure_model, class_index)).pixels)
     card = _blend_card(structure_card, rendering_card, structure_model.img_resolution, resolution, width)
-    for role, path in (("structure", structure), ("rendering", rendering)):
-        card["blend"][role]["path"] = str(Path(path).resolve())
+    for role, path in (("structure", structure), ("rendering", rendering)):  # a run: the checkpoint blended
+        card["blend"][role]["path"] = str((checkpoints.checkpoint_directory(Path(path)) or Path(path)).resolve())
     save_model(blended, card, out)
     with atomic_path(grid_path(out)) as temporary:
         grid.save(temporary, format="PNG")

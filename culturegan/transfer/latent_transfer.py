@@ -93,11 +93,19 @@ def _blend_base(path: Path, source: str | None) -> Path:
     roles = [role for role in BLEND_ROLES if source is not None and blend_cultures(blend, role) == {source}]
     role = (roles or ["structure"])[0]
     model, recorded = blend[role], blend[role].get("path")
-    if recorded and Path(recorded).exists():
-        return Path(recorded)
-    where = f"which is no longer at {recorded}" if recorded else "whose place it does not record"
+    if recorded is None:  # a blend written before blend recorded its models' places
+        problem = "whose place it does not record"
+    elif not Path(recorded).exists():
+        problem = f"which is no longer at {recorded}"
+    else:
+        place = Path(recorded)
+        weights = place / model["name"] if place.is_dir() else place
+        if weights.is_file() and loading.file_sha256(weights) == model["sha256"]:
+            return place
+        problem = f"and {recorded} is no longer it (another SHA-256)"
     raise FileNotFoundError(f"{path} is a layer-swapped blend: photos are projected into its {role} model "
-                            f"{model['name']} (SHA-256 {model['sha256']}), {where}; give that model as the base")
+                            f"{model['name']} (SHA-256 {model['sha256']}), {problem}; give that model as the "
+                            "base (evaluate's --base, LatentTransfer's base)")
 
 
 class LatentTransfer:
@@ -106,27 +114,28 @@ class LatentTransfer:
     Args:
         checkpoint: the culture model (a stylegan2 run or checkpoint: its G_ema; a snapshot; a
             converted or blended StyleGAN2 file).
-        base: the model to project into (default_base when None); it must have the culture
-            model's num_ws, w_dim and resolution.
+        base: the model to project into (default_base(checkpoint, source) when None); it must
+            have the culture model's num_ws, w_dim and resolution.
         device: "cuda", "cpu" or None (CUDA when available).
         noise: "projected" renders with each code's own noise maps (the base's fit to the photo),
             "const" with the culture model's noise_const, as render_codes.
         progress: a bar over the projection steps.
         batch_size: photos searched (and rendered) at once (None: project's default for the
             resolution).
+        source: the photos' culture, which picks a blend's base (default_base).
         settings: ProjectionSettings' fields (steps, w_plus, seed, the distance's weights).
     """
 
     def __init__(self, checkpoint: str | os.PathLike, base: str | os.PathLike | None = None,
                  device: str | None = None, noise: str = "projected", progress: bool = False,
-                 batch_size: int | None = None, **settings):
+                 batch_size: int | None = None, source: str | None = None, **settings):
         self.settings = ProjectionSettings(**settings)
         if batch_size is not None:
             check_batch_size(batch_size)
         if noise not in NOISE_MODES:
             raise ValueError(f"noise must be one of {', '.join(NOISE_MODES)}, got {noise!r}")
         self.model, self.card = load_stylegan2(checkpoint, device, REFUSAL)
-        self.base_path = Path(base) if base is not None else default_base(checkpoint)
+        self.base_path = Path(base) if base is not None else default_base(checkpoint, source)
         self.base = self.model if self.base_path == Path(checkpoint) else load_stylegan2(
             self.base_path, str(self.device), f"the base model: {REFUSAL}")[0]
         check_projectable(self.base)

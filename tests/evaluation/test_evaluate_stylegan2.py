@@ -9,13 +9,15 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 from nvlabs_snapshots import write_snapshot
 
 from culturegan import cli
 from culturegan.datasets import write_dataset
 from culturegan.evaluation import evaluate, judge_batches, write_report
 from culturegan.evaluation.evaluate import _logits
-from culturegan.models.loading import load_generator, load_run
+from culturegan.models import checkpoints
+from culturegan.models.loading import CARD_FORMAT, embedded_card, load_generator, load_run
 from culturegan.training import TrainConfig, Trainer
 from culturegan.transfer.blend import blend_files
 from culturegan.transfer.latent_transfer import LatentTransfer, default_base
@@ -136,29 +138,47 @@ def test_the_base_of_a_run_tuned_from_a_relative_path_is_found_elsewhere_and_aft
     assert default_base(Path("tuned")) == Path("base")
 
 
-def test_a_blend_transfers_through_its_photo_model_and_says_when_that_is_gone(runs, tmp_path):
+def test_a_blend_transfers_through_its_photo_model_and_says_when_that_is_gone(runs, tmp_path, capsys):
     """A blend of a photo model and its ukiyoe fine-tune renders one's layout in the other's
-    manner: photos are projected into the photo model, whichever role it plays (projected into
-    the blend itself, a photo would come back as its own reconstruction), and the blend is
-    evaluated as making either culture."""
+    manner: photos are projected into the photo model (the checkpoint blended), whichever role it
+    plays (projected into the blend itself, a photo would come back as its own reconstruction),
+    and the blend is evaluated as making either culture."""
     photo_model = tmp_path / "photo_model"
     shutil.copytree(runs / "base", photo_model)
     blend, _ = blend_files(photo_model, runs / "tuned", 16, tmp_path / "blend.safetensors", grid_seeds=[0],
                            device="cpu")
     reverse, _ = blend_files(runs / "tuned", photo_model, 16, tmp_path / "reverse.safetensors", grid_seeds=[0],
                              device="cpu")
-    assert default_base(blend, "photo") == default_base(reverse, "photo") == photo_model.resolve()
-    assert default_base(reverse) == (runs / "tuned").resolve()  # no culture given: the structure model
+    photo_checkpoint = checkpoints.checkpoint_directory(photo_model).resolve()
+    assert default_base(blend, "photo") == default_base(reverse, "photo") == photo_checkpoint
+    assert default_base(reverse) == checkpoints.checkpoint_directory(runs / "tuned").resolve()  # no culture given
     evaluation = evaluate(blend, runs / "test", "photo", "ukiyoe", reference=runs / "train", count=2,
                           projection=STEPS, progress=False)
-    assert evaluation.results["projection"]["base"] == str(photo_model.resolve())
+    assert evaluation.results["projection"]["base"] == str(photo_checkpoint)
     assert not torch.allclose(evaluation.outputs, evaluation.projections)  # rendered by the blend
     with pytest.raises(ValueError, match="makes 'photo' or 'ukiyoe' images"):
         evaluate(blend, runs / "test", "photo", "kente", reference=runs / "train", projection=STEPS, progress=False)
+    # another model where the photo model was (the same checkpoint name, other weights)
     shutil.rmtree(photo_model)
-    with pytest.raises(FileNotFoundError, match="layer-swapped blend.*its structure model.*no longer at"):
-        evaluate(blend, runs / "test", "photo", "ukiyoe", reference=runs / "train", projection=STEPS,
-                 progress=False)
+    shutil.copytree(runs / "tuned", photo_model)
+    with pytest.raises(FileNotFoundError, match="its structure model .* is no longer it"):
+        default_base(blend, "photo")
+    shutil.rmtree(photo_model)
+    arguments = ["evaluate", "--checkpoint", str(reverse), "--data", str(runs / "test"), "--reference",
+                 str(runs / "train"), "--source", "photo", "--target", "ukiyoe", "--out", str(tmp_path / "report"),
+                 "--projection-steps", "1"]
+    with pytest.raises(SystemExit) as stopped:  # checked before any work, for --source's photos
+        cli.main(arguments)
+    assert stopped.value.code == 2 and "its rendering model" in capsys.readouterr().err
+    assert not (tmp_path / "report").exists()
+    # a blend written before blend recorded its models' places and cultures
+    card = embedded_card(blend)
+    for role in ("structure", "rendering"):
+        del card["blend"][role]["path"], card["blend"][role]["cultures"]
+    old = tmp_path / "old.safetensors"
+    save_file(load_file(blend), old, metadata={CARD_FORMAT: json.dumps(card)})
+    with pytest.raises(FileNotFoundError, match="does not record; give that model as the base"):
+        default_base(old, "photo")
     converted = tmp_path / "converted.safetensors"
     cli.main(["convert", str(runs / "base"), str(converted)])
     assert default_base(converted, "photo") == converted  # any other file is its own base
