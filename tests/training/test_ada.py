@@ -24,6 +24,19 @@ def _images(count: int = 16, channels: int = 3, size: int = 16, dtype=torch.floa
 
 # ----------------------------------------------------------------------------- pipe: exactness
 
+def test_bgc_is_nvlabs_preset_at_nvlabs_strengths():
+    """stylegan2-ada-pytorch's train.py augpipe_specs['bgc'] (every member at multiplier 1) and
+    augment.py AugmentPipe's default strengths, written out here: a change to either must be a
+    deliberate one."""
+    pipe = make_augment_pipe("bgc")
+    members = ["xflip", "rotate90", "xint", "scale", "rotate", "aniso", "xfrac", "brightness", "contrast",
+               "lumaflip", "hue", "saturation"]
+    assert pipe.multipliers == dict.fromkeys(members, 1.0)
+    assert pipe.strengths == {"xint_max": 0.125, "scale_std": 0.2, "rotate_max": 1.0, "aniso_std": 0.2,
+                              "xfrac_std": 0.125, "brightness_std": 0.2, "contrast_std": 0.5, "hue_max": 1.0,
+                              "saturation_std": 1.0}
+
+
 def test_p_zero_is_the_exact_identity():
     images = _images()
     pipe = make_augment_pipe("bgc", p=0.0)

@@ -13,6 +13,7 @@ import sys
 import pytest
 import torch
 import torch.multiprocessing as mp
+import torch.nn.functional as F
 from nvlabs_snapshots import write_snapshot
 
 from culturegan.losses import CultureLoss
@@ -304,6 +305,32 @@ def test_every_discriminator_input_is_augmented(dataset, tmp_path, monkeypatch):
     trainer.fit()
     assert len(judged) == 4
     assert all(any(image is output for output in augmented) for image in judged)
+
+
+def test_the_losses_are_the_non_saturating_logistic_ones(dataset, tmp_path):  # noqa: F811
+    """NVlabs' StyleGAN2Loss: G minimises softplus(-D(G(z))), D softplus(D(G(z))) + softplus(-D(x)),
+    each on augmented images (a stand-in D whose logits are recorded, and no augmentation)."""
+    trainer = Trainer(tiny(dataset, tmp_path / "run", lambda_culture=0.0))
+    logits = []
+
+    class Identity(torch.nn.Module):
+        def forward(self, images):
+            return images
+
+        def observe(self, real_logits):
+            pass
+
+    def discriminator(images, c):
+        logits.append(images.flatten(1).mean(1, keepdim=True) * 3)
+        return logits[-1]
+
+    models = {**trainer.models, "D": discriminator, "augment": Identity()}
+    batch = next(trainer._batches())
+    losses, _ = trainer.objective.generator_losses(models, batch)
+    torch.testing.assert_close(losses["G_adv"], F.softplus(-logits[0]).mean())
+    d_loss = trainer.objective.discriminator_loss(models, batch, None)
+    real, fake = logits[1], logits[2]  # (the reals first: ADA observes their logits)
+    torch.testing.assert_close(d_loss, F.softplus(fake).mean() + F.softplus(-real).mean())
 
 
 def test_style_mixing_takes_the_later_ws_from_other_latents(dataset, tmp_path, monkeypatch):  # noqa: F811
