@@ -9,7 +9,8 @@ a converted file, with a grid that shows it beside its two sources.
 ``culturegan generate`` read it. Its card is the structure model's (the blend shares its mapping,
 hence its W space and its source_file) with a "blend" entry: both sources (file name, SHA-256,
 network, the cultures their cards name, and where blend found them, resolved (a run: the
-checkpoint blended): evaluate projects photos into the one that makes them,
+checkpoint blended), with that file's SHA-256 (a converted file's source_file is the file it was
+converted from): evaluate projects photos into the one that makes them,
 culturegan.transfer.latent_transfer.default_base), the swap
 resolution, the width
 (null: the hard switch) and every layer's rendering weight. ``{out stem}_blend_grid.png``
@@ -36,6 +37,7 @@ from culturegan.models.blending import MIN_RESOLUTION, blend_generators, renderi
 from culturegan.models.loading import load_generator, save_model
 from culturegan.models.stylegan2 import Generator
 from culturegan.transfer.generate import IMAGE_CHANNELS, check_seeds, class_labels, default_device, render
+from culturegan.transfer.latent_transfer import model_sha256
 
 GRID_SEEDS = (0, 1, 2, 3)
 GRID_RESOLUTIONS = (8, 16, 32, 64)  # toonify's sweep; those below the model's resolution are used
@@ -86,7 +88,8 @@ def blend_files(structure: str | os.PathLike, rendering: str | os.PathLike, reso
     grid = Image.fromarray(_grid(rows, seeds, class_labels(structure_model, class_index)).pixels)
     card = _blend_card(structure_card, rendering_card, structure_model.img_resolution, resolution, width)
     for role, path in (("structure", structure), ("rendering", rendering)):  # a run: the checkpoint blended
-        card["blend"][role]["path"] = str((checkpoints.checkpoint_directory(Path(path)) or Path(path)).resolve())
+        place = (checkpoints.checkpoint_directory(Path(path)) or Path(path)).resolve()
+        card["blend"][role].update(path=str(place), path_sha256=model_sha256(place))
     save_model(blended, card, out)
     with atomic_path(grid_path(out)) as temporary:
         grid.save(temporary, format="PNG")

@@ -75,6 +75,13 @@ def default_base(checkpoint: str | os.PathLike, source: str | None = None) -> Pa
 BLEND_ROLES = ("structure", "rendering")
 
 
+def model_sha256(place: Path) -> str | None:
+    """The SHA-256 of the weights at `place` (a checkpoint: its state file; a model file: the
+    file), as a blend records its models; None when there are none."""
+    weights = place / "state.safetensors" if place.is_dir() else place
+    return loading.file_sha256(weights) if weights.is_file() else None
+
+
 def blend_cultures(blend: dict, role: str) -> set[str]:
     """The cultures a blend's `role` model makes, as its card named them (empty: not named)."""
     cultures = blend[role].get("cultures", {})
@@ -97,11 +104,9 @@ def _blend_base(path: Path, source: str | None) -> Path:
         problem = "whose place it does not record"
     elif not Path(recorded).exists():
         problem = f"which is no longer at {recorded}"
+    elif model_sha256(Path(recorded)) == model.get("path_sha256"):
+        return Path(recorded)
     else:
-        place = Path(recorded)
-        weights = place / model["name"] if place.is_dir() else place
-        if weights.is_file() and loading.file_sha256(weights) == model["sha256"]:
-            return place
         problem = f"and {recorded} is no longer it (another SHA-256)"
     raise FileNotFoundError(f"{path} is a layer-swapped blend: photos are projected into its {role} model "
                             f"{model['name']} (SHA-256 {model['sha256']}), {problem}; give that model as the "
@@ -199,4 +204,5 @@ def resized(images: torch.Tensor, side: int) -> torch.Tensor:
     return F.interpolate(images, size=(side, side), mode="bicubic", antialias=True, align_corners=False)
 
 
-__all__ = ["BLEND_ROLES", "LatentResult", "LatentTransfer", "blend_cultures", "default_base", "resized"]
+__all__ = ["BLEND_ROLES", "LatentResult", "LatentTransfer", "blend_cultures", "default_base", "model_sha256",
+           "resized"]

@@ -179,9 +179,12 @@ def test_a_blend_transfers_through_its_photo_model_and_says_when_that_is_gone(ru
     save_file(load_file(blend), old, metadata={CARD_FORMAT: json.dumps(card)})
     with pytest.raises(FileNotFoundError, match="does not record; give that model as the base"):
         default_base(old, "photo")
-    converted = tmp_path / "converted.safetensors"
+    converted = tmp_path / "converted.safetensors"  # (its card's source_file: the run it came from)
     cli.main(["convert", str(runs / "base"), str(converted)])
     assert default_base(converted, "photo") == converted  # any other file is its own base
+    of_files, _ = blend_files(converted, runs / "tuned", 16, tmp_path / "files.safetensors", grid_seeds=[0],
+                              device="cpu")
+    assert default_base(of_files, "photo") == converted.resolve()
 
 
 def test_another_evaluation_size_resizes_photos_for_the_search_and_back(runs):
