@@ -264,7 +264,11 @@ def assert_compiles_like_eager(fn, inputs, dtype=torch.float32):
     expected = torch.autograd.grad(expected_loss, inputs)
     assert_close(loss, expected_loss, dtype)
     for got, want in zip(grads, expected):
-        assert_close(got, want, dtype)
+        # a compiled graph may sum in another order: an element's error scales with the largest
+        # terms summed (a small element left by cancellation among gradients of 40 is off by
+        # their rounding, not its own)
+        scale = want.abs().max().clamp_min(1)
+        assert_close(got / scale, want / scale, dtype)
 
 
 def culture_images(culture: str, count: int, offset: int = 0, size: int = 48) -> torch.Tensor:
