@@ -11,9 +11,8 @@ hence its W space and its source_file) with a "blend" entry: both sources (file 
 network, the cultures their cards name, and where blend found them, resolved (a run: the
 checkpoint blended), with that file's SHA-256 (a converted file's source_file is the file it was
 converted from): evaluate projects photos into the one that makes them,
-culturegan.transfer.latent_transfer.default_base), the swap
-resolution, the width
-(null: the hard switch) and every layer's rendering weight. ``{out stem}_blend_grid.png``
+culturegan.transfer.latent_transfer.default_base), the swap resolution, the width (null: the
+hard switch) and every layer's rendering weight. ``{out stem}_blend_grid.png``
 beside it has one row per generator (the structure model, the blend at each grid resolution
 from low to high, the rendering model) and one column per seed, each image
 culturegan.transfer.generate.render's: NVlabs' z for the seed, truncation 0.7, noise mode

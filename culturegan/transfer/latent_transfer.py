@@ -9,7 +9,8 @@ StyleGAN2 runs and files, as `culturegan project` then `culturegan transfer --la
     result.outputs, result.projections                          # the culture's, the base's renderings
 
 The base is the model the culture model was fine-tuned from: by default a stylegan2 run's
-init_from; for a `culturegan blend` file, its structure model (whose W space the blend shares).
+init_from; for a `culturegan blend` file, the one of its two models that makes the photos'
+culture (else its structure model, whose W space the blend shares).
 A run trained from scratch, or another model file without `base`, is its own base: the output
 is then the image of the culture model nearest the photo. An output can show its photo
 no better than the projection does, so the projections (the base model's renderings of the
