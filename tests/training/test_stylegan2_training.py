@@ -507,6 +507,27 @@ def test_two_gloo_processes_keep_the_same_networks_and_state(dataset, tmp_path):
     assert float(first["path_length.pl_mean"]) > 0
 
 
+def test_torchrun_launches_a_run_over_the_global_batch(dataset, tmp_path):  # noqa: F811
+    """`torchrun --nproc_per_node 2 -m culturegan train` as a user runs it: the launcher's
+    environment, the command line and gloo on CPUs; the automatic settings follow the global
+    batch (2 processes of batch 2: NVlabs' --batch 4)."""
+    output = tmp_path / "run"
+    output.mkdir()
+    # the keys given (tiny's config would write its one-process defaults into the file too)
+    given = dict(mode="stylegan2", data_root=str(dataset), target="kente", resolution=16, **SIZES, batch_size=2,
+                 workers=0, profile_size=32, steps=2, checkpoint_every=2, log_every=1, sample_every=0,
+                 device="cpu", output=str(output), progress=False)
+    (output / "run.toml").write_text("".join(f"{key} = {json.dumps(value)}\n" for key, value in given.items()))
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m",
+               "culturegan", "train", "--config", str(output / "run.toml")]
+    done = subprocess.run(command, cwd=output, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert [r["step"] for r in _records(output)] == [1, 2]  # rank 0 logs
+    meta = checkpoints.read_meta(checkpoints.checkpoint_directory(output))
+    assert meta["config"]["ema_kimg"] == pytest.approx(10 * 4 / 32)
+
+
 def test_g_ema_moves_by_nvlabs_beta_and_copies_buffers():
     """beta = 0.5 ** (batch / half-life images), the half-life min(ema_kimg * 1000, rampup * seen)."""
     average, model = torch.nn.BatchNorm1d(2), torch.nn.BatchNorm1d(2)
