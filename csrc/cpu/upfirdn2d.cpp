@@ -16,8 +16,8 @@
 // dtype), which is then filtered along x with the filter's row (factor_rank_one); an output row
 // that reads one input row takes one pass, which then does the same multiply-adds. In
 // channels_last the combined row is C times longer than NCHW's; it still pays (filter2d of
-// 4x64x128x128 float32 on a 2-core VM, four runs: 1.57-1.87x eager forward, 1.59-1.82x with the
-// backward, against 1.29-1.45x and 1.23-1.26x in one pass).
+// 4x64x128x128 float32 on a 2-core VM, five runs: 1.57-1.87x eager forward, 1.59-1.82x with the
+// backward, against 1.27-1.61x and 1.21-1.35x in four runs of one pass).
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
