@@ -49,6 +49,8 @@ template <typename acc_t>
 struct FilterTaps {
   std::vector<acc_t> full, column, row;  // column and row empty: not separable
   bool separable() const { return !column.empty(); }
+  // whether an output row reading these input rows takes two passes (the file's header says when)
+  bool two_passes(const TapRun& rows) const { return separable() && rows.count > 1; }
 };
 
 // A filter of rank 1 (1-D filters, and setup_filter's outer products such as the 4x4 binomial)
@@ -183,7 +185,7 @@ CG_CPU_CLONES void contiguous_rows(const scalar_t* __restrict__ x, scalar_t* __r
     const TapRun rows = clip(taps_of(g.y, oy), g.y);
     const scalar_t* first_row = x + (plane * g.y.in + std::min(rows.first_input, g.y.in - 1)) * g.x.in;
     std::fill(sums, sums + g.x.out, acc_t(0));
-    if (taps.separable() && rows.count > 1) {
+    if (taps.two_passes(rows)) {
       combine_rows(combined, first_row, g.x.in, taps.column.data(), rows, g.y.up, g.x.in);
       add_filtered_row<kStride>(sums, combined, taps.row.data(), plan);
     } else {
@@ -245,7 +247,7 @@ CG_CPU_CLONES void channels_last_rows(const scalar_t* __restrict__ x, scalar_t* 
     const int64_t n = row / g.y.out, oy = row % g.y.out;
     const TapRun rows = clip(taps_of(g.y, oy), g.y);
     const scalar_t* first_row = x + (n * g.y.in + std::min(rows.first_input, g.y.in - 1)) * row_length;
-    const bool two_passes = taps.separable() && rows.count > 1;
+    const bool two_passes = taps.two_passes(rows);
     if (two_passes) combine_rows(combined, first_row, row_length, taps.column.data(), rows, g.y.up, row_length);
     for (int64_t ox = 0; ox < g.x.out; ++ox) {
       std::fill(sums, sums + channels, acc_t(0));

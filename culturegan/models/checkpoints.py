@@ -21,6 +21,8 @@ from culturegan._files import atomic_directory
 from culturegan.models.weights import load_weights
 
 FORMAT_VERSION = 1
+TENSORS_FILE = "state.safetensors"  # a checkpoint directory's tensors
+META_FILE = "state.json"  # and its config, step and records
 
 
 def save_checkpoint(directory: Path, step: int, tensors: dict[str, torch.Tensor], meta: dict, keep_last: int) -> Path:
@@ -28,8 +30,8 @@ def save_checkpoint(directory: Path, step: int, tensors: dict[str, torch.Tensor]
     for stale in directory.glob(".step-*.tmp"):  # left by a run killed while saving
         shutil.rmtree(stale, ignore_errors=True)
     with atomic_directory(final) as temporary:
-        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(temporary / "state.safetensors"))
-        (temporary / "state.json").write_text(json.dumps({"format_version": FORMAT_VERSION, "step": step, **meta},
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(temporary / TENSORS_FILE))
+        (temporary / META_FILE).write_text(json.dumps({"format_version": FORMAT_VERSION, "step": step, **meta},
                                                          indent=2))
     for old in sorted(directory.glob("step-*"))[:-keep_last]:
         shutil.rmtree(old, ignore_errors=True)
@@ -37,14 +39,14 @@ def save_checkpoint(directory: Path, step: int, tensors: dict[str, torch.Tensor]
 
 
 def latest_checkpoint(directory: Path) -> Path | None:
-    complete = sorted(p for p in directory.glob("step-*") if (p / "state.json").is_file())
+    complete = sorted(p for p in directory.glob("step-*") if (p / META_FILE).is_file())
     return complete[-1] if complete else None
 
 
 def load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
     meta = read_meta(path)
     try:
-        tensors = load_file(str(path / "state.safetensors"))
+        tensors = load_file(str(path / TENSORS_FILE))
     except (OSError, ValueError, SafetensorError) as error:
         raise ValueError(f"{path}: not a readable culturegan checkpoint ({error})") from error
     return tensors, meta
@@ -53,7 +55,7 @@ def load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
 def read_meta(path: Path) -> dict:
     """The checkpoint's state.json (config, step, ...), without its tensors."""
     try:
-        meta = json.loads((path / "state.json").read_text())
+        meta = json.loads((path / META_FILE).read_text())
     except (OSError, ValueError) as error:
         raise ValueError(f"{path}: not a readable culturegan checkpoint ({error})") from error
     if meta.get("format_version") != FORMAT_VERSION:
@@ -74,8 +76,8 @@ def checkpoint_directory(path: Path) -> Path | None:
     """The checkpoint directory `path` names (a run, a checkpoints folder, a checkpoint or its
     state file), or None when it is a plain weights file."""
     if path.is_file():
-        return path.parent if path.name == "state.safetensors" and (path.parent / "state.json").is_file() else None
-    if (path / "state.json").is_file():
+        return path.parent if path.name == TENSORS_FILE and (path.parent / META_FILE).is_file() else None
+    if (path / META_FILE).is_file():
         return path
     for folder in (path / "checkpoints", path):
         latest = latest_checkpoint(folder)

@@ -363,7 +363,7 @@ class Run:
         state = checkpoints.subset(self.tensors, name) if name in directions else {}
         if not state:
             raise ValueError(f"{self.checkpoint}: no generator {name!r} (this run has {' and '.join(directions)})")
-        card = new_card(self._architecture(name, state), self.checkpoint / "state.safetensors", self._state_digest)
+        card = new_card(self._architecture(name, state), self.checkpoint / checkpoints.TENSORS_FILE, self._state_digest)
         card.update(cultures=directions[name], trained_steps=self.meta["step"])
         return state, card
 
@@ -376,7 +376,7 @@ class Run:
     @functools.cached_property
     def _state_digest(self) -> str:
         """The checkpoint's state file's SHA-256 (every generator's card names it)."""
-        return file_sha256(self.checkpoint / "state.safetensors")
+        return file_sha256(self.checkpoint / checkpoints.TENSORS_FILE)
 
     def generator(self, name: str | None = None, fused: bool = True,
                   device: torch.device | str = "cpu") -> tuple[torch.nn.Module, dict]:

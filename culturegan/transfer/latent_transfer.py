@@ -79,7 +79,7 @@ BLEND_ROLES = ("structure", "rendering")
 def model_sha256(place: Path) -> str | None:
     """The SHA-256 of the weights at `place` (a checkpoint: its state file; a model file: the
     file), as a blend records its models; None when there are none."""
-    weights = place / "state.safetensors" if place.is_dir() else place
+    weights = place / checkpoints.TENSORS_FILE if place.is_dir() else place
     return loading.file_sha256(weights) if weights.is_file() else None
 
 
