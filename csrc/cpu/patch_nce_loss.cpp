@@ -9,7 +9,10 @@
 // from its maximum.
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
+#include <ATen/ops/bmm.h>
+#include <ATen/ops/empty.h>
 #include <ATen/ops/empty_like.h>
+#include <ATen/ops/mm.h>
 #include <c10/util/bit_cast.h>
 #include <torch/library.h>
 
@@ -17,6 +20,7 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <vector>
 
 #include "cpu/parallel.h"
 #include "cpu/vectorizable.h"  // CG_CPU_CLONES
@@ -71,6 +75,16 @@ inline acc_t shifted_sum(const acc_t* __restrict__ dots, const acc_t* __restrict
 // from its maximum. P terms of at most e^69 stay below it for any P up to 2^30.
 constexpr double kLargestSafeSum = 0x1p100;
 
+// log-sum-exp of a row whose sum shifted by its positive logit exceeded kLargestSafeSum: summed
+// again from the row's maximum.
+template <typename acc_t>
+acc_t log_sum_exp_from_maximum(const acc_t* __restrict__ z, const acc_t* __restrict__ keys, int64_t patches,
+                               acc_t row_scale, acc_t positive) {
+  acc_t largest = positive;
+  for (int64_t j = 0; j < patches; ++j) largest = std::max(largest, z[j] * row_scale * keys[j]);
+  return largest + std::log(shifted_sum(z, keys, patches, row_scale, largest));
+}
+
 // Row r of the (N * P, P) dot products: its image's query patch r % P against every key patch.
 template <typename acc_t>
 CG_CPU_CLONES void log_sum_exp_rows(const acc_t* __restrict__ dots, const acc_t* __restrict__ q_scale,
@@ -82,11 +96,9 @@ CG_CPU_CLONES void log_sum_exp_rows(const acc_t* __restrict__ dots, const acc_t*
     const acc_t* __restrict__ keys = k_scale + (row / patches) * patches;
     const acc_t row_scale = q_scale[row] * inverse_temperature;
     const acc_t positive = z[row % patches] * row_scale * keys[row % patches];
-    acc_t sum = shifted_sum(z, keys, patches, row_scale, positive);
+    const acc_t sum = shifted_sum(z, keys, patches, row_scale, positive);
     if (sum > acc_t(kLargestSafeSum)) {
-      acc_t largest = positive;
-      for (int64_t j = 0; j < patches; ++j) largest = std::max(largest, z[j] * row_scale * keys[j]);
-      lse[row] = largest + std::log(shifted_sum(z, keys, patches, row_scale, largest));
+      lse[row] = log_sum_exp_from_maximum(z, keys, patches, row_scale, positive);
       loss[row] = lse[row] - positive;
     } else {
       loss[row] = std::log(sum);  // NaN inputs give NaN here too
@@ -95,19 +107,60 @@ CG_CPU_CLONES void log_sum_exp_rows(const acc_t* __restrict__ dots, const acc_t*
   }
 }
 
+// z := D~'s row: (softmax_j - [j == diagonal]) * weight * keys_j, the softmax exp(z_j - shift).
+template <typename acc_t>
+inline void softmax_gradient_row(acc_t* __restrict__ z, const acc_t* __restrict__ keys, int64_t patches,
+                                 int64_t diagonal, acc_t row_scale, acc_t shift, acc_t weight) {
+#pragma omp simd
+  for (int64_t j = 0; j < patches; ++j) z[j] = fast_exp(z[j] * row_scale * keys[j] - shift) * weight * keys[j];
+  z[diagonal] -= weight * keys[diagonal];
+}
+
 template <typename acc_t>
 CG_CPU_CLONES void softmax_gradient_rows(acc_t* __restrict__ dots, const acc_t* __restrict__ q_scale,
                                          const acc_t* __restrict__ k_scale, const acc_t* __restrict__ lse,
                                          const acc_t* __restrict__ grad, int64_t first, int64_t last, int64_t patches,
                                          acc_t inverse_temperature) {
   for (int64_t row = first; row < last; ++row) {
+    const acc_t row_scale = q_scale[row] * inverse_temperature;
+    const acc_t weight = (grad == nullptr ? acc_t(1) : grad[row]) * row_scale;
+    softmax_gradient_row(dots + row * patches, k_scale + (row / patches) * patches, patches, row % patches, row_scale,
+                         lse[row], weight);
+  }
+}
+
+// log_sum_exp_rows and then softmax_gradient_rows with a unit upstream gradient, from one
+// exponential per logit: the terms e_j of the shifted sum, kept in `terms` (one row), give the
+// softmax as e_j / sum, and the row is read from memory once.
+template <typename acc_t>
+CG_CPU_CLONES void loss_and_unit_gradient_rows(acc_t* __restrict__ dots, const acc_t* __restrict__ q_scale,
+                                               const acc_t* __restrict__ k_scale, acc_t* __restrict__ loss,
+                                               acc_t* __restrict__ lse, acc_t* __restrict__ terms, int64_t first,
+                                               int64_t last, int64_t patches, acc_t inverse_temperature) {
+  for (int64_t row = first; row < last; ++row) {
     acc_t* __restrict__ z = dots + row * patches;
     const acc_t* __restrict__ keys = k_scale + (row / patches) * patches;
-    const acc_t row_scale = q_scale[row] * inverse_temperature, shift = lse[row];
-    const acc_t weight = (grad == nullptr ? acc_t(1) : grad[row]) * row_scale;
+    const int64_t diagonal = row % patches;
+    const acc_t row_scale = q_scale[row] * inverse_temperature;
+    const acc_t positive = z[diagonal] * row_scale * keys[diagonal];
+    acc_t sum = 0;
+#pragma omp simd reduction(+ : sum)
+    for (int64_t j = 0; j < patches; ++j) {
+      terms[j] = fast_exp(z[j] * row_scale * keys[j] - positive);
+      sum += terms[j];
+    }
+    if (sum > acc_t(kLargestSafeSum)) {
+      lse[row] = log_sum_exp_from_maximum(z, keys, patches, row_scale, positive);
+      loss[row] = lse[row] - positive;
+      softmax_gradient_row(z, keys, patches, diagonal, row_scale, lse[row], row_scale);
+      continue;
+    }
+    loss[row] = std::log(sum);  // NaN inputs give NaN here too
+    lse[row] = positive + loss[row];
+    const acc_t softmax_weight = row_scale / sum;
 #pragma omp simd
-    for (int64_t j = 0; j < patches; ++j) z[j] = fast_exp(z[j] * row_scale * keys[j] - shift) * weight * keys[j];
-    z[row % patches] -= weight * keys[row % patches];
+    for (int64_t j = 0; j < patches; ++j) z[j] = terms[j] * softmax_weight * keys[j];
+    z[diagonal] -= row_scale * keys[diagonal];
   }
 }
 
@@ -127,7 +180,48 @@ CG_CPU_CLONES void normalize_backward_rows(acc_t* __restrict__ w, const acc_t* _
   }
 }
 
+// (loss, lse) of every row of dots; with unit_gradient, dots := D~ for a unit upstream gradient
+// in the same pass.
+std::tuple<at::Tensor, at::Tensor> row_losses(const at::Tensor& dots, const at::Tensor& q_scale,
+                                              const at::Tensor& k_scale, double temperature, bool unit_gradient) {
+  const int64_t patches = dots.size(2), rows = dots.size(0) * patches;
+  at::Tensor loss = at::empty({dots.size(0), patches}, dots.options());
+  at::Tensor lse = at::empty_like(loss);
+  AT_DISPATCH_FLOATING_TYPES(dots.scalar_type(), "patch_nce_row_losses_cpu", [&] {
+    scalar_t* z = dots.mutable_data_ptr<scalar_t>();
+    const scalar_t* rq = q_scale.const_data_ptr<scalar_t>();
+    const scalar_t* rk = k_scale.const_data_ptr<scalar_t>();
+    scalar_t* out_loss = loss.mutable_data_ptr<scalar_t>();
+    scalar_t* out_lse = lse.mutable_data_ptr<scalar_t>();
+    const scalar_t inverse = scalar_t(1.0 / temperature);
+    at::parallel_for(0, rows, spans_per_task(patches), [=](int64_t first, int64_t last) {
+      if (!unit_gradient) return log_sum_exp_rows(z, rq, rk, out_loss, out_lse, first, last, patches, inverse);
+      std::vector<scalar_t> terms(patches);
+      loss_and_unit_gradient_rows(z, rq, rk, out_loss, out_lse, terms.data(), first, last, patches, inverse);
+    });
+  });
+  return {loss, lse};
+}
+
 struct CpuRows {
+  // ATen's CPU bmm gives each thread whole matrices, so a batch the threads do not divide leaves
+  // threads idle (5 matrices on 2 threads take as long as 6: CUT's 5 layers at batch 1). The
+  // matrices left over are multiplied one at a time, each over all the threads.
+  static at::Tensor product(const at::Tensor& a, const at::Tensor& b) {
+    const int64_t batch = a.size(0), divided = batch - batch % at::get_num_threads();
+    if (divided == batch) return at::bmm(a, b);
+    at::Tensor out = at::empty({batch, a.size(1), b.size(2)}, a.options());
+    if (divided > 0) {
+      at::Tensor first = out.narrow(0, 0, divided);
+      at::bmm_out(first, a.narrow(0, 0, divided), b.narrow(0, 0, divided));
+    }
+    for (int64_t n = divided; n < batch; ++n) {
+      at::Tensor matrix = out.select(0, n);
+      at::mm_out(matrix, a.select(0, n), b.select(0, n));
+    }
+    return out;
+  }
+
   static at::Tensor inverse_norms(const at::Tensor& x) {
     const int64_t rows = x.size(0) * x.size(1), channels = x.size(2);
     at::Tensor scale = at::empty({x.size(0), x.size(1)}, x.options());
@@ -143,21 +237,13 @@ struct CpuRows {
 
   static std::tuple<at::Tensor, at::Tensor> log_sum_exp(const at::Tensor& dots, const at::Tensor& q_scale,
                                                         const at::Tensor& k_scale, double temperature) {
-    const int64_t patches = dots.size(2), rows = dots.size(0) * patches;
-    at::Tensor loss = at::empty({dots.size(0), patches}, dots.options());
-    at::Tensor lse = at::empty_like(loss);
-    AT_DISPATCH_FLOATING_TYPES(dots.scalar_type(), "patch_nce_log_sum_exp_cpu", [&] {
-      const scalar_t* z = dots.const_data_ptr<scalar_t>();
-      const scalar_t* rq = q_scale.const_data_ptr<scalar_t>();
-      const scalar_t* rk = k_scale.const_data_ptr<scalar_t>();
-      scalar_t* out_loss = loss.mutable_data_ptr<scalar_t>();
-      scalar_t* out_lse = lse.mutable_data_ptr<scalar_t>();
-      const scalar_t inverse = scalar_t(1.0 / temperature);
-      at::parallel_for(0, rows, spans_per_task(patches), [=](int64_t first, int64_t last) {
-        log_sum_exp_rows(z, rq, rk, out_loss, out_lse, first, last, patches, inverse);
-      });
-    });
-    return {loss, lse};
+    return row_losses(dots, q_scale, k_scale, temperature, false);
+  }
+
+  static std::tuple<at::Tensor, at::Tensor> log_sum_exp_and_unit_gradient_(at::Tensor& dots, const at::Tensor& q_scale,
+                                                                          const at::Tensor& k_scale,
+                                                                          double temperature) {
+    return row_losses(dots, q_scale, k_scale, temperature, true);
   }
 
   static void softmax_gradient_(at::Tensor& dots, const at::Tensor& q_scale, const at::Tensor& k_scale,

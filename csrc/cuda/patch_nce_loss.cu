@@ -14,6 +14,7 @@
 // (about 2 ulp, no fast-math intrinsics).
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
+#include <ATen/ops/bmm.h>
 #include <ATen/ops/empty.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -187,6 +188,8 @@ struct Launch {
 };
 
 struct CudaRows {
+  static at::Tensor product(const at::Tensor& a, const at::Tensor& b) { return at::bmm(a, b); }
+
   static at::Tensor inverse_norms(const at::Tensor& x) {
     const int64_t rows = x.size(0) * x.size(1), channels = x.size(2);
     const Launch launch(x, rows);
@@ -229,6 +232,16 @@ struct CudaRows {
           scalar_t(1.0 / temperature));
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     });
+  }
+
+  // The two passes one after the other. Fusing them as the CPU does would save one read of the
+  // logits, but no GPU was at hand to measure that it pays here.
+  static std::tuple<at::Tensor, at::Tensor> log_sum_exp_and_unit_gradient_(at::Tensor& dots, const at::Tensor& q_scale,
+                                                                          const at::Tensor& k_scale,
+                                                                          double temperature) {
+    auto [loss, lse] = log_sum_exp(dots, q_scale, k_scale, temperature);
+    softmax_gradient_(dots, q_scale, k_scale, lse, at::Tensor(), temperature);
+    return {loss, lse};
   }
 
   static void normalize_backward_(at::Tensor& w, const at::Tensor& x, const at::Tensor& scale) {

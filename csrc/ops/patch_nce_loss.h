@@ -1,6 +1,7 @@
 // patch_nce_loss: CUT's PatchNCE loss of (N, P, C) query and key patch features (see
-// culturegan/ops/patch_nce_loss.py for the formulas). The (N, P, P) dot products are one batched
-// GEMM of the features as they are (BLAS on CPU, cuBLAS on CUDA): no normalised copies are made.
+// culturegan/ops/patch_nce_loss.py for the formulas). The (N, P, P) dot products are batched
+// GEMMs of the features as they are (the device's Rows::product: BLAS on CPU, cuBLAS on CUDA): no
+// normalised copies are made.
 // The normalisation is folded into the row passes of the device's `Rows`
 // (csrc/cpu/patch_nce_loss.cpp, csrc/cuda/patch_nce_loss.cu) through each patch's inverse norm
 // r = 1 / max(|x|, kNormEps):
@@ -16,15 +17,16 @@
 // inputs and the saved log-sum-exp.
 //
 // Rows works in the math type (float32 for the half types) on contiguous tensors and gives:
+//   product(a, b)                                  the batched matrix product a @ b (a GEMM)
 //   inverse_norms(x)                               (N, P) r of x's rows
 //   log_sum_exp(dots, r, r', T)                    (loss_i = lse_i - z_ii, lse_i)
 //   softmax_gradient_(dots, r, r', lse, grad, T)   dots := D~ in place (grad undefined: 1)
+//   log_sum_exp_and_unit_gradient_(dots, r, r', T) both of the above, grad 1: (loss, lse), dots := D~
 //   normalize_backward_(w, x, r)                   w := grad_x in place
 #pragma once
 
 #include <ATen/OpMathType.h>
 #include <ATen/core/Tensor.h>
-#include <ATen/ops/bmm.h>
 #include <ATen/ops/empty.h>
 #include <c10/util/Exception.h>
 
@@ -68,14 +70,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> forward(const at::Tensor& query, 
   check_inputs(query, key, temperature);
   const at::Tensor q = as_math(query), k = as_math(key);
   const at::Tensor q_scale = Rows::inverse_norms(q), k_scale = Rows::inverse_norms(k);
-  at::Tensor dots = at::bmm(q, k.transpose(1, 2));
-  auto [loss, lse] = Rows::log_sum_exp(dots, q_scale, k_scale, temperature);
-  at::Tensor unit = empty_gradient(query, math_type(query));
-  if (query_grad) {
-    Rows::softmax_gradient_(dots, q_scale, k_scale, lse, at::Tensor(), temperature);
-    unit = at::bmm(dots, k);
-    Rows::normalize_backward_(unit, q, q_scale);
+  at::Tensor dots = Rows::product(q, k.transpose(1, 2));
+  if (!query_grad) {
+    auto [loss, lse] = Rows::log_sum_exp(dots, q_scale, k_scale, temperature);
+    return {loss.to(query.scalar_type()), lse, empty_gradient(query, math_type(query))};
   }
+  auto [loss, lse] = Rows::log_sum_exp_and_unit_gradient_(dots, q_scale, k_scale, temperature);
+  at::Tensor unit = Rows::product(dots, k);
+  Rows::normalize_backward_(unit, q, q_scale);
   return {loss.to(query.scalar_type()), lse, unit};
 }
 
@@ -99,15 +101,15 @@ std::tuple<at::Tensor, at::Tensor> backward(const at::Tensor& grad, const at::Te
   if (!query_grad && !key_grad) return {grad_query, grad_key};
   const at::Tensor q = as_math(query), k = as_math(key);
   const at::Tensor q_scale = Rows::inverse_norms(q), k_scale = Rows::inverse_norms(k);
-  at::Tensor scaled = at::bmm(q, k.transpose(1, 2));
+  at::Tensor scaled = Rows::product(q, k.transpose(1, 2));
   Rows::softmax_gradient_(scaled, q_scale, k_scale, lse.contiguous(), grad.to(math).contiguous(), temperature);
   if (query_grad) {
-    grad_query = at::bmm(scaled, k);
+    grad_query = Rows::product(scaled, k);
     Rows::normalize_backward_(grad_query, q, q_scale);
     grad_query = grad_query.to(query.scalar_type());
   }
   if (key_grad) {
-    grad_key = at::bmm(scaled.transpose(1, 2), q);
+    grad_key = Rows::product(scaled.transpose(1, 2), q);
     Rows::normalize_backward_(grad_key, k, k_scale);
     grad_key = grad_key.to(key.scalar_type());
   }

@@ -190,6 +190,54 @@ def test_gradients_large(device, backend, shape):
 
 
 @pytest.mark.parametrize("device, backend", BACKENDS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+@pytest.mark.parametrize("wanted", ["query", "both"])
+def test_gradients_when_logits_exceed_the_positive_by_far(device, backend, dtype, wanted):
+    """T = 0.01 and keys opposite to their queries: other logits exceed a row's positive by up to
+    200, beyond what exp holds, so the CPU rows are summed again from their maximum. The query's
+    gradient then comes from that path both when the forward forms it (query only) and when the
+    backward recomputes it (both)."""
+    shape, temperature = (2, 9, 6), 0.01
+    query, key = pair(shape, dtype, device)
+    key[:, ::2] = -query[:, ::2]
+    query.requires_grad_()
+    key.requires_grad_(wanted == "both")
+    losses = ops.patch_nce_loss(query, key, temperature, "none", backend=backend)
+    check_losses(losses, query, key, temperature, f"{backend} T={temperature}")
+    grad = torch.rand(shape[:2], device=device).to(dtype)
+    inputs = (query, key) if wanted == "both" else (query,)
+    expected = reference_gradients(query, key, temperature, grad)
+    for got, want, x, name in zip(torch.autograd.grad(losses, inputs, grad), expected, inputs, ("query", "key")):
+        assert torch.isfinite(got).all(), f"{backend} grad_{name}"
+        check_gradient(got, want, x, grad, temperature, f"{backend} grad_{name}")
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("images", [1, 4, 5])
+def test_cpu_batches_that_the_threads_do_not_divide(threads, images):
+    """The CPU backend multiplies the images a batch's thread count leaves over one at a time (5
+    images on 2 threads: 4 in one batched GEMM, then 1): every image's losses and gradients still
+    match, whichever way its GEMMs ran."""
+    skip_unless_registered("patch_nce_loss")
+    query, key = pair((images, 33, 20), torch.float32, "cpu", requires_grad=True)
+    grad = torch.rand(images, 33)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        losses = ops.patch_nce_loss(query, key, 0.07, "none", backend="cpu")
+        grads = torch.autograd.grad(losses, (query, key), grad)
+        (query_only,) = torch.autograd.grad(ops.patch_nce_loss(query, key.detach(), 0.07, "none", backend="cpu"),
+                                            query, grad)
+    finally:
+        torch.set_num_threads(before)
+    check_losses(losses.detach(), query, key, 0.07, f"{threads} threads")
+    expected = reference_gradients(query, key, 0.07, grad)
+    for got, want, x, name in zip((*grads, query_only), (*expected, expected[0]), (query, key, query),
+                                  ("query", "key", "query (formed in the forward)")):
+        check_gradient(got, want, x, grad, 0.07, f"{threads} threads grad_{name}")
+
+
+@pytest.mark.parametrize("device, backend", BACKENDS)
 @pytest.mark.parametrize("shape", [(2, 5, 3), (1, 1, 2), (2, 3, 1)], ids=str)
 def test_gradcheck_float64(device, backend, shape):
     query, key = pair(shape, torch.float64, device, "strided", requires_grad=True)
