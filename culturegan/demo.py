@@ -2,7 +2,8 @@
 
 1. writes the procedural culture dataset (culturegan.datasets), a training and a held-out split;
 2. trains a small culture-aware CycleGAN from content photos to a target culture with
-   lambda_culture = 0 (plain CycleGAN) and with the culture loss on, each with several seeds
+   lambda_culture = 0 (the same CycleGAN, structure loss included, without the culture loss) and
+   with the culture loss on, each with several seeds
    (runs differ between seeds, and on some machines between processes: one run proves nothing);
 3. transfers the held-out photos with every run and evaluates them (culturegan.evaluation);
 4. writes one report that shows the two settings side by side, every number as mean and spread

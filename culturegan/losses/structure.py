@@ -71,9 +71,12 @@ def field_dissimilarity(made: torch.Tensor, wanted: torch.Tensor) -> torch.Tenso
     images are flat, 1 when only one is."""
     weights = made.new_tensor([1.0, 1.0, 2.0]).view(1, 3, 1, 1)
     inner = (made * wanted * weights).flatten(1).sum(1)
-    made_norm, wanted_norm = ((f.square() * weights).flatten(1).sum(1).sqrt() for f in (made, wanted))
-    both_flat = (made_norm < FLAT) & (wanted_norm < FLAT)
-    return torch.where(both_flat, 0.0, 1 - inner / (made_norm * wanted_norm).clamp_min(FLAT**2))
+    made_squares, wanted_squares = ((f.square() * weights).flatten(1).sum(1) for f in (made, wanted))
+    both_flat = (made_squares < FLAT**2) & (wanted_squares < FLAT**2)
+    # FLAT^2 under the roots: the square root's gradient at 0 is infinite, and a flat output would
+    # send NaN to the generator
+    norms = ((made_squares + FLAT**2) * (wanted_squares + FLAT**2)).sqrt()
+    return torch.where(both_flat, 0.0, 1 - inner / norms)
 
 
 def _squared_derivatives(x: torch.Tensor) -> torch.Tensor:

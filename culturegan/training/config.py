@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import numbers
 import tomllib
 import types
 import typing
@@ -271,9 +272,12 @@ class TrainConfig:
             value = getattr(self, name)
             if not math.isfinite(value) or value < 0:
                 raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-        if any(not math.isfinite(w) or w < 0 for w in self.culture_weights):
+        weights = self.culture_weights
+        if not isinstance(weights, (tuple, list)) or len(weights) != 3 \
+                or any(isinstance(w, bool) or not isinstance(w, numbers.Real) for w in weights) \
+                or any(not math.isfinite(w) or w < 0 for w in weights):
             raise ValueError(f"culture_weights must be 3 finite numbers >= 0 (colour, texture, line), got "
-                             f"{self.culture_weights!r}")
+                             f"{weights!r}")
 
     def _check_compile(self) -> None:
         """torch.compile's autograd has no double backward ("does not currently support double

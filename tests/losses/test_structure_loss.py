@@ -89,6 +89,20 @@ def test_flat_images():
     assert float(loss(flat, scene().expand(2, -1, -1, -1))) == pytest.approx(1.0)  # every line lost
 
 
+def test_a_flat_output_gets_a_finite_gradient():
+    """A generator that draws one flat colour (or an image of flat outputs against flat inputs):
+    the loss is finite and so is every gradient, where a norm's square root at 0 gave NaN."""
+    generator = torch.nn.Conv2d(3, 3, 3, padding=1)
+    torch.nn.init.zeros_(generator.weight)
+    torch.nn.init.constant_(generator.bias, 0.1)
+    inputs = torch.cat([scene(), torch.full((1, 3, 32, 32), 0.3)])
+    term = StructureLoss(1.0)(generator(inputs), inputs)
+    assert float(term.detach()) == pytest.approx(0.5)  # every line lost in the scene, none in the flat image
+    # (squared differences are flat at 0: the gradient itself is 0 there, a saddle the other
+    # losses move the generator off)
+    assert all(torch.isfinite(g).all() for g in torch.autograd.grad(term, list(generator.parameters())))
+
+
 def test_off_at_zero_and_scaled_by_its_weight():
     house, other = scene(), scene(inside=0.3, outside=0.3)
     assert float(StructureLoss(0.0)(other, house)) == 0.0

@@ -20,7 +20,7 @@ from culturegan.training import TrainConfig, Trainer, load_config
 from culturegan.training.objectives import ContrastiveObjective
 from culturegan.transfer import Stylizer
 from test_interruption import _toml, _wait_for
-from test_training import dataset, parameters, tiny  # noqa: F401  (the fixture and helpers)
+from test_training import assert_every_generator_loss_reaches, dataset, parameters, tiny  # noqa: F401
 
 BASE = ["data_root=data", "source=a", "target=b", "load_size=36", "crop_size=32"]
 
@@ -138,6 +138,13 @@ def test_the_generator_and_its_heads_learn_from_patch_nce(dataset, tmp_path):  #
 
 
 # ------------------------------------------------------------------------------ training
+
+@pytest.mark.parametrize("preset", ["cut", "fastcut"])
+def test_every_contrastive_generator_loss_reaches_the_generator(dataset, tmp_path, preset):  # noqa: F811
+    trainer = Trainer(contrastive(dataset, tmp_path / "grad", preset=preset))
+    assert_every_generator_loss_reaches(trainer, ("G",), {"G_adv", "nce", "culture", "structure"})
+
+
 
 @pytest.mark.parametrize("preset", ["cut", "fastcut"])
 def test_training_logs_finite_losses_and_checkpoints_every_network(dataset, tmp_path, preset):  # noqa: F811

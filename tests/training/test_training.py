@@ -34,6 +34,17 @@ def parameters(trainer):
     return {f"{n}.{k}": v.detach().clone() for n, m in trainer.models.items() for k, v in m.state_dict().items()}
 
 
+def assert_every_generator_loss_reaches(trainer, generators, terms):
+    """The generator's loss has exactly these terms, and each has a nonzero gradient in the
+    trainable parameters of the named networks."""
+    losses, _ = trainer.objective.generator_losses(trainer.forward, next(trainer._batches()))
+    assert set(losses) == terms
+    trainable = [p for name in generators for p in trainer.models[name].parameters() if p.requires_grad]
+    for name, loss in losses.items():
+        grads = torch.autograd.grad(loss, trainable, retain_graph=True, allow_unused=True)
+        assert any(g is not None and g.abs().sum() > 0 for g in grads), f"{name} does not reach {generators}"
+
+
 def test_config_file_overrides_and_errors(tmp_path):
     path = tmp_path / "run.toml"
     path.write_text('data_root = "data"\nsource = "a"\ntarget = "b"\nsteps = 100\ndecay_steps = 50\nculture_weights = [1.0, 0.5, 0.0]\n')
@@ -73,6 +84,15 @@ def test_bad_weights_and_scales_name_their_key(override, message):
         load_config(None, ["data_root=data", "source=a", "target=b", "load_size=36", "crop_size=32", override])
 
 
+@pytest.mark.parametrize("weights", [(1.0, 1.0), (1.0, 1.0, 1.0, 1.0), 1.0, (1.0, "1", 1.0), (True, 1.0, 1.0)], ids=str)
+def test_culture_weights_of_the_python_api_are_three_numbers(weights):
+    """TrainConfig made in Python, not parsed from text: two weights once left the line weight at
+    its default silently."""
+    config = TrainConfig(data_root="data", source="a", target="b", load_size=36, crop_size=32, culture_weights=weights)
+    with pytest.raises(ValueError, match=r"culture_weights must be 3 finite numbers >= 0 \(colour, texture, line\)"):
+        config.validate()
+
+
 def test_bilinear_upsampling_is_for_the_pair_mode():
     with pytest.raises(ValueError, match="upsample='bilinear' is for mode 'pair'"):
         load_config(None, ["data_root=data", "mode=multi", "upsample=bilinear"])
@@ -98,6 +118,12 @@ def test_tiny_run_logs_checkpoints_and_learns(dataset, tmp_path):
     assert records[-1]["lr"] == 0.0  # decayed linearly to zero at the last step
     assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == ["step-00000002", "step-00000004"]
     assert json.loads((tmp_path / "run" / "config.json").read_text())["target"] == "kente"
+
+
+def test_every_pair_generator_loss_reaches_the_generators(dataset, tmp_path):
+    trainer = Trainer(tiny(dataset, tmp_path / "grad"))
+    assert_every_generator_loss_reaches(trainer, ("G_AB", "G_BA"),
+                                        {"G_adv", "cycle", "identity", "culture", "structure"})
 
 
 def test_resume_reaches_the_uninterrupted_parameters(dataset, tmp_path):
