@@ -187,8 +187,26 @@ struct Launch {
         blocks(blocks_for(rows, t.get_device())) {}
 };
 
+// loss and lse := the log-sum-exp pass over the rows of dots.
+void log_sum_exp_into(const at::Tensor& dots, const at::Tensor& q_scale, const at::Tensor& k_scale,
+                      double temperature, const at::Tensor& loss, const at::Tensor& lse) {
+  const int64_t patches = dots.size(2), rows = dots.size(0) * patches;
+  const Launch launch(dots, rows);
+  check_contiguous(dots, "dots");
+  AT_DISPATCH_FLOATING_TYPES(dots.scalar_type(), "patch_nce_log_sum_exp_cuda", [&] {
+    log_sum_exp_kernel<scalar_t><<<launch.blocks, kThreads, 0, launch.stream>>>(
+        dots.const_data_ptr<scalar_t>(), q_scale.const_data_ptr<scalar_t>(), k_scale.const_data_ptr<scalar_t>(),
+        loss.mutable_data_ptr<scalar_t>(), lse.mutable_data_ptr<scalar_t>(), rows, patches,
+        scalar_t(1.0 / temperature));
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+}
+
 struct CudaRows {
-  static at::Tensor product(const at::Tensor& a, const at::Tensor& b) { return at::bmm(a, b); }
+  static void product_(at::Tensor& out, const at::Tensor& a, const at::Tensor& b) { at::bmm_out(out, a, b); }
+
+  // One chunk: the whole batch, each pass one launch.
+  static int64_t images_per_chunk(const at::Tensor& q) { return q.size(0); }
 
   static at::Tensor inverse_norms(const at::Tensor& x) {
     const int64_t rows = x.size(0) * x.size(1), channels = x.size(2);
@@ -205,18 +223,8 @@ struct CudaRows {
 
   static std::tuple<at::Tensor, at::Tensor> log_sum_exp(const at::Tensor& dots, const at::Tensor& q_scale,
                                                         const at::Tensor& k_scale, double temperature) {
-    const int64_t patches = dots.size(2), rows = dots.size(0) * patches;
-    const Launch launch(dots, rows);
-    check_contiguous(dots, "dots");
-    at::Tensor loss = at::empty({dots.size(0), patches}, dots.options());
-    at::Tensor lse = at::empty({dots.size(0), patches}, dots.options());
-    AT_DISPATCH_FLOATING_TYPES(dots.scalar_type(), "patch_nce_log_sum_exp_cuda", [&] {
-      log_sum_exp_kernel<scalar_t><<<launch.blocks, kThreads, 0, launch.stream>>>(
-          dots.const_data_ptr<scalar_t>(), q_scale.const_data_ptr<scalar_t>(), k_scale.const_data_ptr<scalar_t>(),
-          loss.mutable_data_ptr<scalar_t>(), lse.mutable_data_ptr<scalar_t>(), rows, patches,
-          scalar_t(1.0 / temperature));
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
-    });
+    at::Tensor loss = at::empty({dots.size(0), dots.size(2)}, dots.options()), lse = at::empty_like(loss);
+    log_sum_exp_into(dots, q_scale, k_scale, temperature, loss, lse);
     return {loss, lse};
   }
 
@@ -236,12 +244,10 @@ struct CudaRows {
 
   // The two passes one after the other. Fusing them as the CPU does would save one read of the
   // logits, but no GPU was at hand to measure that it pays here.
-  static std::tuple<at::Tensor, at::Tensor> log_sum_exp_and_unit_gradient_(at::Tensor& dots, const at::Tensor& q_scale,
-                                                                          const at::Tensor& k_scale,
-                                                                          double temperature) {
-    auto [loss, lse] = log_sum_exp(dots, q_scale, k_scale, temperature);
+  static void loss_and_unit_gradient_(at::Tensor& dots, const at::Tensor& q_scale, const at::Tensor& k_scale,
+                                      double temperature, const at::Tensor& loss, const at::Tensor& lse) {
+    log_sum_exp_into(dots, q_scale, k_scale, temperature, loss, lse);
     softmax_gradient_(dots, q_scale, k_scale, lse, at::Tensor(), temperature);
-    return {loss, lse};
   }
 
   static void normalize_backward_(at::Tensor& w, const at::Tensor& x, const at::Tensor& scale) {

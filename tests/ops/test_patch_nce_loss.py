@@ -213,14 +213,15 @@ def test_gradients_when_logits_exceed_the_positive_by_far(device, backend, dtype
 
 
 @pytest.mark.parametrize("threads", [1, 2, 3])
-@pytest.mark.parametrize("images", [1, 4, 5])
-def test_cpu_batches_that_the_threads_do_not_divide(threads, images):
+@pytest.mark.parametrize("shape", [(1, 33, 20), (4, 33, 20), (5, 33, 20), (17, 256, 8)], ids=str)
+def test_cpu_batches_split_by_threads_and_cache(threads, shape):
     """The CPU backend multiplies the images a batch's thread count leaves over one at a time (5
-    images on 2 threads: 4 in one batched GEMM, then 1): every image's losses and gradients still
-    match, whichever way its GEMMs ran."""
+    images on 2 threads: 4 in one batched GEMM, then 1), and forms the query's gradient a chunk of
+    images at a time (17 images of 256 patches: 15 or 14, then the rest): every image's losses
+    and gradients still match, whichever way its GEMMs ran."""
     skip_unless_registered("patch_nce_loss")
-    query, key = pair((images, 33, 20), torch.float32, "cpu", requires_grad=True)
-    grad = torch.rand(images, 33)
+    query, key = pair(shape, torch.float32, "cpu", requires_grad=True)
+    grad = torch.rand(shape[:2])
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
