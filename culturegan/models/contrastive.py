@@ -3,10 +3,11 @@ features at chosen layers (layer_features), and the small MLP per layer that pro
 feature patches for the PatchNCE loss (PatchHeads, CUT's ``netF = mlp_sample``).
 
 A layer index i names the output of ``generator.model[i]``, the generator's nn.Sequential (a
-ResnetGenerator: 0-3 stem, 4-9 the two downsamplings, 10.. the residual blocks). In a fused
-generator (culturegan.nn.fuse) a fused run's convolution computes the whole run and the layers
-after it pass it through, so every index of a run gives the run's output: 0 the input pixels,
-4 and 8 the first and second downsampling, 10 + k the output of residual block k.
+ResnetGenerator: 0-3 stem, 4-6 and 7-9 the two downsamplings, 10.. the residual blocks). In a
+fused generator (culturegan.nn.fuse) a fused run's convolution computes the whole run and the
+layers after it pass it through, so every index of a run gives the run's output: 0 the input
+pixels, 4 and 7 the first and second downsampling (after their norm and ReLU, where CUT takes the
+convolutions' outputs), 10 + k the output of residual block k.
 """
 
 from __future__ import annotations

@@ -43,8 +43,11 @@ CONTRASTIVE_KEYS = ("preset", "lambda_nce", "nce_idt", "flip_equivariance", "nce
 # generator's features flip-equivariant instead
 PRESETS = {"cut": {"lambda_nce": 1.0, "nce_idt": True, "flip_equivariance": False},
            "fastcut": {"lambda_nce": 10.0, "nce_idt": False, "flip_equivariance": True}}
-# CUT's nce_layers (of resnet_9blocks): the input, the two downsamplings, residual blocks 2 and 6
-CUT_NCE_LAYERS = (0, 4, 8, 12, 16)
+# CUT's nce_layers: the input, the first and second downsampling convolutions, and the first and
+# fifth residual blocks. CUT's own indices, 0,4,8,12,16, count its antialiased downsamplings (four
+# layers each: convolution, norm, ReLU, blur); these are the same layers of CycleGAN's generator
+# (three each), whose residual block k is layer FIRST_BLOCK + k
+CUT_NCE_LAYERS = (0, 4, 7, FIRST_BLOCK, FIRST_BLOCK + 4)
 CONTRASTIVE_DEFAULTS = {"preset": "cut", "nce_patches": 256, "nce_temperature": 0.07}
 # mode "stylegan2": StyleGAN2-ADA fine-tuning (or training from scratch) on one culture folder,
 # `target` (culturegan.training.stylegan2 has the math and NVlabs' sources of every default)
@@ -127,8 +130,8 @@ class TrainConfig:
     lambda_nce: float | None = None  # PatchNCE weight (cut 1, fastcut 10)
     nce_idt: bool | None = None  # also PatchNCE between target images and G(target) (cut true, fastcut false)
     flip_equivariance: bool | None = None  # randomly flip the input, flip the query features back (fastcut)
-    # indices into the generator's nn.Sequential (the output of model[i]); default CUT's 0,4,8,12,16
-    # less those past the residual blocks: 0,4,8 up to 2 blocks, 0,4,8,12 up to 6
+    # indices into the generator's nn.Sequential (the output of model[i]); default CUT's layers
+    # (CUT_NCE_LAYERS: 0,4,7,10,14) less those past the residual blocks: 0,4,7,10 up to 4 blocks
     nce_layers: tuple[int, ...] | None = None
     nce_patches: int | None = None  # locations sampled per layer and image (256)
     nce_temperature: float | None = None  # (0.07)

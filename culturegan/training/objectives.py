@@ -368,17 +368,26 @@ class ContrastiveObjective(TwoCultureObjective):
                  profiles: dict[str, CultureProfile] | None = None):
         super().__init__(config, culture_loss, rng, profiles)
         self.nce = PatchNCELoss(config.nce_patches, config.nce_temperature, config.lambda_nce)
+        self.nce_shapes = self._nce_feature_shapes()
 
-    def build_models(self) -> dict[str, torch.nn.Module]:
-        """G, D, and F with one head per nce_layers entry, sized from one probe of G at crop_size
-        (which also refuses layers G lacks, and more nce_patches than a layer has positions)."""
-        c, generator = self.config, self._generator()
+    def _nce_feature_shapes(self) -> list[tuple[int, int, int]]:
+        """(C, H, W) at each of nce_layers for crop_size images, from a probe of G on the meta
+        device (no memory, no arithmetic: here, before the profiles are fitted, so that a bad
+        nce_layers or nce_patches fails at once); refuses layers G lacks, and more nce_patches
+        than a layer has positions. The unfused G has the fused one's layers and shapes."""
+        c = self.config
+        with torch.device("meta"):
+            generator = ResnetGenerator(ngf=c.ngf, n_blocks=c.n_blocks, upsample=c.upsample)
         shapes = feature_shapes(generator, c.nce_layers, c.crop_size)
         small = [f"layer {i}: {h}x{w}" for i, (_, h, w) in zip(c.nce_layers, shapes) if h * w < c.nce_patches]
         if small:
             raise ValueError(f"nce_patches={c.nce_patches} is more than the positions of {', '.join(small)} at "
                              f"crop_size {c.crop_size}: lower nce_patches, or leave those layers out of nce_layers")
-        return {"G": generator, "F": PatchHeads([channels for channels, _, _ in shapes]),
+        return shapes
+
+    def build_models(self) -> dict[str, torch.nn.Module]:
+        """G, D, and F with one head per nce_layers entry."""
+        return {"G": self._generator(), "F": PatchHeads([channels for channels, _, _ in self.nce_shapes]),
                 "D": self._discriminator()}
 
     def generator_losses(self, m: dict[str, torch.nn.Module], batch: Batch):

@@ -55,15 +55,15 @@ def test_bad_settings_name_their_key(overrides, message):
 def test_presets_fill_what_is_not_given_and_explicit_keys_win():
     cut = load_config(None, BASE + ["mode=contrastive"])
     assert (cut.preset, cut.lambda_nce, cut.nce_idt, cut.flip_equivariance) == ("cut", 1.0, True, False)
-    assert (cut.nce_layers, cut.nce_patches, cut.nce_temperature, cut.pool_size) == ((0, 4, 8, 12, 16), 256, 0.07, 0)
+    assert (cut.nce_layers, cut.nce_patches, cut.nce_temperature, cut.pool_size) == ((0, 4, 7, 10, 14), 256, 0.07, 0)
     fast = load_config(None, BASE + ["mode=contrastive", "preset=fastcut"])
     assert (fast.lambda_nce, fast.nce_idt, fast.flip_equivariance) == (10.0, False, True)
     mixed = load_config(None, BASE + ["mode=contrastive", "preset=fastcut", "lambda_nce=2", "nce_idt=true",
                                       "pool_size=5"])
     assert (mixed.lambda_nce, mixed.nce_idt, mixed.flip_equivariance, mixed.pool_size) == (2.0, True, True, 5)
     # CUT's layers past the residual blocks are left out of the default
-    assert [load_config(None, BASE + ["mode=contrastive", f"n_blocks={n}"]).nce_layers for n in (1, 2, 3, 6, 7)] == \
-        [(0, 4, 8), (0, 4, 8), (0, 4, 8, 12), (0, 4, 8, 12), (0, 4, 8, 12, 16)]
+    assert [load_config(None, BASE + ["mode=contrastive", f"n_blocks={n}"]).nce_layers for n in (0, 1, 4, 5)] == \
+        [(0, 4, 7), (0, 4, 7, 10), (0, 4, 7, 10), (0, 4, 7, 10, 14)]
     pair = load_config(None, BASE)  # the other modes keep their behaviour: no contrastive keys, a pool of 50
     assert (pair.pool_size, pair.preset, pair.lambda_nce, pair.nce_layers) == (50, None, None, None)
     assert cut.validate() == cut  # validating a resolved config again changes nothing
@@ -71,13 +71,15 @@ def test_presets_fill_what_is_not_given_and_explicit_keys_win():
 
 @pytest.mark.parametrize("changes, message", [
     (dict(nce_layers=(0, 4, 22)), r"nce_layers: the generator has layers 0..19, not \[22\]"),
-    (dict(nce_patches=65), r"nce_patches=65 is more than the positions of layer 8: 8x8 at crop_size 32"),
+    (dict(nce_patches=65), r"nce_patches=65 is more than the positions of layer 7: 8x8, layer 10: 8x8 at crop_size 32"),
 ])
 def test_layers_and_patches_the_generator_lacks_are_refused_at_start(changes, message):
+    """Refused when the objective is made, before the trainer fits the culture profiles (minutes
+    on a real dataset)."""
     config = TrainConfig(data_root="unused", source="a", target="b", mode="contrastive", load_size=36, crop_size=32,
                          ngf=4, n_blocks=1, ndf=4, **changes).validate()
     with pytest.raises(ValueError, match=message):
-        ContrastiveObjective(config, CultureLoss(), random.Random(0)).build_models()
+        ContrastiveObjective(config, CultureLoss(), random.Random(0))
 
 
 # ------------------------------------------------------------------------------ PatchNCE
@@ -138,6 +140,28 @@ def test_the_generator_and_its_heads_learn_from_patch_nce(dataset, tmp_path):  #
 
 
 # ------------------------------------------------------------------------------ training
+
+@pytest.mark.parametrize("preset, seed, flipped", [("cut", 0, False), ("fastcut", 0, True), ("fastcut", 1, False)])
+def test_the_nce_term_sees_what_the_preset_asks(dataset, tmp_path, preset, seed, flipped):  # noqa: F811
+    """What generator_losses hands PatchNCE: CUT's sources are the source and the target images
+    (the identity term), FastCUT's the source images alone; FastCUT's coin (torch.rand(()) < 0.5:
+    0.496 under seed 0, 0.758 under seed 1) flips G's input, and the keys still come from the
+    unflipped sources, the queries from G's output of the flipped input."""
+    trainer = Trainer(contrastive(dataset, tmp_path / "nce", preset=preset, batch_size=2))
+    calls = []
+    trainer.objective.nce = lambda encode, heads, sources, outputs, flip: calls.append((sources, outputs, flip)) or \
+        outputs.sum() * 0
+    batch = next(trainer._batches())
+    real_a, real_b = batch["A"]["image"], batch["B"]["image"]
+    torch.manual_seed(seed)
+    trainer.objective.generator_losses(trainer.forward, batch)
+    ((sources, outputs, flip),) = calls
+    expected_sources = torch.cat([real_a, real_b]) if preset == "cut" else real_a
+    assert flip is flipped and torch.equal(sources, expected_sources)
+    with torch.no_grad():
+        expected_outputs = trainer.models["G"](expected_sources.flip(3) if flipped else expected_sources)
+    torch.testing.assert_close(outputs.detach(), expected_outputs)
+
 
 @pytest.mark.parametrize("preset", ["cut", "fastcut"])
 def test_every_contrastive_generator_loss_reaches_the_generator(dataset, tmp_path, preset):  # noqa: F811
