@@ -66,7 +66,7 @@ class TrainingStep:
         self.optim_G = optimizer([*m["G_AB"].parameters(), *m["G_BA"].parameters()])
         self.optim_D = optimizer([*m["D_A"].parameters(), *m["D_B"].parameters()])
         self.config = TrainConfig(data_root="unused", source="A", target="B", pool_size=0,
-                                  lambda_culture=float(culture), lambda_structure=0.0)
+                                  lambda_culture=float(culture), lambda_structure=0.0).validate()
         self.culture = CultureLoss(CultureLossWeights(self.config.lambda_culture,
                                                       *self.config.culture_weights)).to(device)
         self.profile = CultureProfile.fit("target", extract(torch.rand(4, 3, 64, 64, device=device) * 2 - 1))

@@ -2,8 +2,10 @@
 overrides, checked against TrainConfig's fields: an unknown key or a value of the wrong type is
 an error that names it. Every run saves its resolved configuration beside its checkpoints.
 
-Keys of one mode only (MODE_KEYS: the contrastive ones, the stylegan2 ones) default to None,
-which says "not given": another mode refuses them by name. Mode "contrastive" fills each one left
+Keys of one mode only (MODE_KEYS: the contrastive ones, the stylegan2 ones), and keys of some
+modes (SOME_MODES_DEFAULTS: the cycle, identity and multi-culture keys, and the line-structure
+loss's, which mode stylegan2 lacks), default to None, which says "not given": another mode refuses
+them by name. Mode "contrastive" fills each one left
 None from its preset (PRESETS: "cut" unless `preset` says otherwise), then from
 CONTRASTIVE_DEFAULTS; a key given explicitly always wins over the preset. Mode "stylegan2" fills
 them from STYLEGAN2_DEFAULTS and NVlabs' rules that depend on other keys (_fill_stylegan2_defaults).
@@ -55,6 +57,14 @@ STYLEGAN2_KEYS = ("resolution", "z_dim", "w_dim", "mapping_layers", "channel_bas
                   "pl_weight", "pl_interval", "style_mixing", "ema_kimg", "ema_rampup", "freeze_d", "augment",
                   "augment_p", "ada_target", "ada_interval", "ada_kimg")
 MODE_KEYS = {"contrastive": CONTRASTIVE_KEYS, "stylegan2": STYLEGAN2_KEYS}
+# keys of some modes (None: not given), with their default there: CycleGAN's cycle and identity
+# weights; the multi-culture networks' and losses' keys; the line-structure loss, which mode
+# stylegan2 has no input image for. Given in another mode, each is an error that names it
+SOME_MODES_DEFAULTS = {"lambda_cycle": (("pair", "multi"), 10.0), "lambda_identity": (("pair", "multi"), 0.5),
+                       "lambda_class": (("multi",), 1.0), "lambda_reference": (("multi",), 1.0),
+                       "style_dim": (("multi",), 64), "discriminator_features": (("multi",), True),
+                       "lambda_structure": (("pair", "multi", "contrastive"), 10.0),
+                       "structure_scales": (("pair", "multi", "contrastive"), STRUCTURE_SCALES)}
 # the network's size from scratch (with init_from it is the imported network's): NVlabs' defaults
 STYLEGAN2_SIZE_KEYS = ("z_dim", "w_dim", "mapping_layers", "channel_base", "channel_max")
 STYLEGAN2_SIZES = {"z_dim": 512, "w_dim": 512, "mapping_layers": 8, "channel_max": 512}
@@ -95,8 +105,9 @@ class TrainConfig:
     upsample: str = "transpose"  # pair, contrastive: CycleGAN's "transpose" or "bilinear" (CUT's) upsampling
     ndf: int = 64
     d_layers: int = 3  # PatchGAN depth (CycleGAN's n_layers_D): 3 judges 70-pixel patches, 2 34, 1 16
-    style_dim: int = 64  # multi: the culture style code's length
-    discriminator_features: bool = True  # multi: the discriminator's projection head sees culture features
+    style_dim: int | None = None  # multi: the culture style code's length (64)
+    # multi: the discriminator's projection head sees culture features (true)
+    discriminator_features: bool | None = None
     # transfer learning: a culturegan checkpoint (run or step directory) or a generator weights
     # file (.safetensors/.pth) for G_AB (pair) or G (multi); G_BA from `init_from_reverse`.
     # stylegan2: an NVlabs snapshot (.pkl: G, G_ema and D) or a converted StyleGAN2 generator file
@@ -107,16 +118,17 @@ class TrainConfig:
     pretrained_lr: float = 1.0  # learning-rate factor of the trainable pretrained generator layers
     # losses
     gan_mode: str = "lsgan"
-    lambda_cycle: float = 10.0
-    lambda_identity: float = 0.5  # times lambda_cycle
+    # pair and multi (None: not given; the module docstring): 10, and 0.5 times lambda_cycle
+    lambda_cycle: float | None = None
+    lambda_identity: float | None = None
     lambda_culture: float = 1.0
     culture_weights: tuple[float, float, float] = (1.0, 1.0, 1.0)  # colour, texture, line
     # the output keeps the input's line structure at these downsampling factors (0 is off)
-    lambda_structure: float = 10.0
-    structure_scales: tuple[int, ...] = STRUCTURE_SCALES
+    lambda_structure: float | None = None  # 10 (not in mode stylegan2, which has no input image)
+    structure_scales: tuple[int, ...] | None = None  # 1, 2, 4
     profile_size: int = 128  # images are resized to this to fit the culture profiles
     r1_gamma: float | None = None  # R1 penalty on real images; 0 is off (the module docstring has the default)
-    lambda_class: float = 1.0  # multi: the discriminator's auxiliary culture classification
+    lambda_class: float | None = None  # multi: the discriminator's auxiliary culture classification (1)
     # multi: the generator's reference projection (culture features -> style code, what `culturegan
     # transfer --reference` steers with) is trained on half the images of every step
     # (objectives.MultiCultureObjective), plus this weight times the mean squared distance of each
@@ -124,7 +136,7 @@ class TrainConfig:
     # N(0, 1), fresh projections near 0), about the adversarial loss, well below the cycle loss (10 x L1),
     # so it anchors references to their culture's code without overruling what the other losses ask of
     # them. 0: no projection, no references (as runs were before), and transfer refuses references
-    lambda_reference: float = 1.0
+    lambda_reference: float | None = None  # (1)
     # contrastive (None: not given; see the module docstring for how the preset fills them)
     preset: str | None = None  # "cut" (default) or "fastcut"
     lambda_nce: float | None = None  # PatchNCE weight (cut 1, fastcut 10)
@@ -198,7 +210,8 @@ class TrainConfig:
         """Sets the keys left None (not given) to their mode's defaults (the module docstring)."""
         if self.mode == "stylegan2":
             self._fill_stylegan2_defaults()
-        for name, value in {**SHARED_DEFAULTS, **MODE_SHARED_DEFAULTS.get(self.mode, {})}.items():
+        own = {name: value for name, (modes, value) in SOME_MODES_DEFAULTS.items() if self.mode in modes}
+        for name, value in {**SHARED_DEFAULTS, **MODE_SHARED_DEFAULTS.get(self.mode, {}), **own}.items():
             if getattr(self, name) is None:
                 setattr(self, name, value)
         if self.mode != "contrastive":
@@ -232,6 +245,8 @@ class TrainConfig:
                 setattr(self, name, value)
 
     def validate(self) -> TrainConfig:
+        if self.mode not in MODES:  # first: every mode-specific check below depends on it
+            raise ValueError(f"invalid setting(s): mode={self.mode!r} (one of {', '.join(map(repr, MODES))})")
         self._fill_mode_defaults()
         if not self.data_root:
             raise ValueError("data_root must be set (the dataset folder, one sub-folder per culture)")
@@ -247,11 +262,11 @@ class TrainConfig:
         self._check_stylegan2()
         self._check_evaluation()
         self._check_compile()
-        checks = {"mode": self.mode in MODES, "pretrained_lr": self.pretrained_lr >= 0,
+        checks = {"pretrained_lr": self.pretrained_lr >= 0,
                   "sample_every": self.sample_every >= 0, "sample_count": self.sample_count >= 1,
                   "init_from_reverse": not self.init_from_reverse or (self.init_from and self.mode == "pair"),
                   "init_discriminators": not self.init_discriminators or bool(self.init_from),
-                  "style_dim": self.style_dim >= 1, "d_layers": self.d_layers >= 1,
+                  "style_dim": self.style_dim is None or self.style_dim >= 1, "d_layers": self.d_layers >= 1,
                   "upsample": self.upsample in UPSAMPLING,
                   "gan_mode": self.gan_mode in ("lsgan", "vanilla", "hinge"),
                   "amp": self.amp in ("none", "bf16", "fp16"), "device": self.device in ("auto", "cpu", "cuda"),
@@ -267,13 +282,14 @@ class TrainConfig:
         if self.mode == "multi" and self.upsample != "transpose":
             raise ValueError(f"upsample={self.upsample!r} is for mode 'pair' (and 'contrastive'); the multi-culture "
                              "generator upsamples with transposed convolutions only")
-        check_scales(self.structure_scales, self.crop_size)
+        if self.structure_scales is not None:
+            check_scales(self.structure_scales, self.crop_size)
         return self
 
     def _check_weights(self) -> None:
         for name in WEIGHTS:
             value = getattr(self, name)
-            if not math.isfinite(value) or value < 0:
+            if value is not None and (not math.isfinite(value) or value < 0):
                 raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
         weights = self.culture_weights
         if not isinstance(weights, (tuple, list)) or len(weights) != 3 \
@@ -335,6 +351,10 @@ class TrainConfig:
             given = [name for name in keys if getattr(self, name) is not None]
             if self.mode != mode and given:
                 raise ValueError(f"{', '.join(given)}: only for mode {mode!r}, this run's mode is {self.mode!r}")
+        for name, (modes, _) in SOME_MODES_DEFAULTS.items():
+            if self.mode not in modes and getattr(self, name) is not None:
+                raise ValueError(f"{name}: only for mode{'s' if len(modes) > 1 else ''} "
+                                 f"{', '.join(map(repr, modes))}, this run's mode is {self.mode!r}")
 
     def _check_stylegan2(self) -> None:
         """The stylegan2 keys, in mode "stylegan2" (freeze_d against the discriminator's depth, and

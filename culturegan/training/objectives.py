@@ -71,7 +71,9 @@ class Objective:
     def __init__(self, config: TrainConfig, culture_loss: CultureLoss, rng: random.Random,
                  profiles: dict[str, CultureProfile] | None = None):
         self.config, self.culture_loss = config, culture_loss
-        self.structure_loss = StructureLoss(config.lambda_structure, config.structure_scales)
+        # None in mode stylegan2: it draws from noise, with no input whose lines to keep
+        self.structure_loss = (None if config.lambda_structure is None
+                               else StructureLoss(config.lambda_structure, config.structure_scales))
         self.pools = {name: ImagePool(config.pool_size, rng) for name in self.pool_names}
         # culture name -> the profile its culture loss measures against: given here, fitted by
         # fit_profiles, or restored with a resumed run's state (culturegan.training.state)

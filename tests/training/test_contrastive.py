@@ -46,6 +46,15 @@ def contrastive(dataset, output, **changes) -> TrainConfig:  # noqa: F811
     (["mode=contrastive", "nce_patches=0"], "nce_patches must be >= 1, got 0"),
     (["mode=contrastive", "nce_idt=maybe"], "'nce_idt' takes a bool, got 'maybe'"),
     (["mode=contrastive", "target=a"], "same culture 'a'"),
+    # keys of the other modes, refused by name rather than ignored
+    (["mode=contrastive", "lambda_cycle=5"], "lambda_cycle: only for modes 'pair', 'multi', this run's mode is "
+                                             "'contrastive'"),
+    (["mode=contrastive", "lambda_identity=1"], "lambda_identity: only for modes 'pair', 'multi'"),
+    (["mode=contrastive", "style_dim=8"], "style_dim: only for mode 'multi', this run's mode is 'contrastive'"),
+    (["mode=contrastive", "lambda_class=3"], "lambda_class: only for mode 'multi'"),
+    (["discriminator_features=false"], "discriminator_features: only for mode 'multi', this run's mode is 'pair'"),
+    (["lambda_reference=0"], "lambda_reference: only for mode 'multi'"),
+    (["mode=foo", "preset=cut"], "invalid setting.*mode='foo'"),  # the unknown mode first, not the preset
 ])
 def test_bad_settings_name_their_key(overrides, message):
     with pytest.raises(ValueError, match=message):
@@ -308,6 +317,15 @@ def test_init_from_a_cyclegan_generator_and_freeze(dataset, tmp_path):  # noqa: 
     before = frozen.detach().clone()
     trainer.fit()
     assert torch.equal(frozen, before)
+    # a resume says init_from as the start did (the pretrained layers' optimizer groups), by name
+    with pytest.raises(ValueError, match=r"init_from: this run started from .*g_ab.pth; resume it with the same"):
+        Trainer(contrastive(dataset, tmp_path / "cut", freeze="encoder", steps=6), resume=True)
+    with pytest.raises(ValueError, match="init_from=.*: this run started without init_from; resume it without"):
+        Trainer(tiny(dataset, tmp_path / "pair", steps=2, decay_steps=0, init_from=str(weights)), resume=True)
+    resumed = Trainer(contrastive(dataset, tmp_path / "cut", init_from=str(weights), freeze="encoder", steps=6),
+                      resume=True)
+    resumed.fit()
+    assert resumed.step == 6 and torch.equal(dict(resumed.models["G"].named_parameters())["model.1.weight"], before)
 
 
 @pytest.mark.parametrize("target, generator, discriminator",

@@ -24,7 +24,7 @@ def test_batched_cycle_losses_equal_separate_calls():
     m = {"G_AB": ResnetGenerator(ngf=4, n_blocks=1, fused=True), "G_BA": ResnetGenerator(ngf=4, n_blocks=1, fused=True),
          "D_A": NLayerDiscriminator(ndf=4, fused=True), "D_B": NLayerDiscriminator(ndf=4, fused=True)}
     culture = CultureLoss()
-    config = TrainConfig(data_root="unused", source="A", target="B", pool_size=0)
+    config = TrainConfig(data_root="unused", source="A", target="B", pool_size=0).validate()
     profile_a = CultureProfile.fit("A", extract(torch.rand(6, 3, 32, 32) * 2 - 1))
     profile_b = CultureProfile.fit("B", extract(torch.rand(6, 3, 32, 32) * 0.5))
     objective = CycleObjective(config, culture, random.Random(0), profiles={"A": profile_a, "B": profile_b})

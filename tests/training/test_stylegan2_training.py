@@ -122,6 +122,15 @@ def test_other_modes_compile_unless_r1_takes_gradients_of_gradients():
         load_config(None, pair + ["r1_gamma=1"])
 
 
+@pytest.mark.parametrize("override", ["lambda_structure=5", "structure_scales=1,2", "lambda_cycle=5",
+                                      "lambda_identity=1", "style_dim=8"])
+def test_stylegan2_refuses_the_keys_of_image_translation_by_name(override):
+    """It draws from noise: no input image to keep the lines of, no cycle, no culture codes."""
+    with pytest.raises(ValueError, match=f"{override.split('=')[0]}: only for mode.*, this run's mode is "
+                                         "'stylegan2'"):
+        load_config(None, BASE + [override])
+
+
 @pytest.mark.parametrize("override", ["pl_weight=2", "freeze_d=4", "augment=bgc", "resolution=64"])
 def test_other_modes_refuse_stylegan2_keys_by_name(override):
     with pytest.raises(ValueError, match=f"{override.split('=')[0]}: only for mode 'stylegan2', this run's mode is "
