@@ -431,8 +431,13 @@ class Run:
         if self.checkpoint is None or config.get("mode") == "multi":
             return None
         if config.get("mode") in ("contrastive", "stylegan2"):
-            return "D" if target == config["target"] else None
-        return "D_B" if target == config["target"] else "D_A"
+            name = "D" if target == config["target"] else None
+        else:
+            name = "D_B" if target == config["target"] else "D_A"
+        # a culture-aware discriminator (TrainConfig.discriminator_features) judges with the culture
+        # features of the run's extractor, which this file does not rebuild: none, as in multi mode
+        culture_aware = name is not None and "classifier.weight" in checkpoints.subset(self.tensors, name)
+        return None if culture_aware else name
 
     def discriminator_for(self, target: str,
                           device: torch.device | str = "cpu") -> tuple[torch.nn.Module, str] | None:

@@ -57,14 +57,17 @@ STYLEGAN2_KEYS = ("resolution", "z_dim", "w_dim", "mapping_layers", "channel_bas
                   "pl_weight", "pl_interval", "style_mixing", "ema_kimg", "ema_rampup", "freeze_d", "augment",
                   "augment_p", "ada_target", "ada_interval", "ada_kimg")
 MODE_KEYS = {"contrastive": CONTRASTIVE_KEYS, "stylegan2": STYLEGAN2_KEYS}
-# keys of some modes (None: not given), with their default there: CycleGAN's cycle and identity
-# weights; the multi-culture networks' and losses' keys; the line-structure loss, which mode
-# stylegan2 has no input image for. Given in another mode, each is an error that names it
-SOME_MODES_DEFAULTS = {"lambda_cycle": (("pair", "multi"), 10.0), "lambda_identity": (("pair", "multi"), 0.5),
-                       "lambda_class": (("multi",), 1.0), "lambda_reference": (("multi",), 1.0),
-                       "style_dim": (("multi",), 64), "discriminator_features": (("multi",), True),
-                       "lambda_structure": (("pair", "multi", "contrastive"), 10.0),
-                       "structure_scales": (("pair", "multi", "contrastive"), STRUCTURE_SCALES)}
+# keys of some modes (None: not given): {mode: its default} for each. CycleGAN's cycle and
+# identity weights; the multi-culture networks' and losses' keys; the culture-aware
+# discriminator (multi's always; an option of pair and contrastive); the line-structure loss,
+# which mode stylegan2 has no input image for. Given in another mode, each is an error that names it
+IMAGE_TRANSLATION = ("pair", "multi", "contrastive")
+SOME_MODES_DEFAULTS = {"lambda_cycle": dict.fromkeys(("pair", "multi"), 10.0),
+                       "lambda_identity": dict.fromkeys(("pair", "multi"), 0.5),
+                       "lambda_class": {"multi": 1.0}, "lambda_reference": {"multi": 1.0}, "style_dim": {"multi": 64},
+                       "discriminator_features": {"multi": True, "pair": False, "contrastive": False},
+                       "lambda_structure": dict.fromkeys(IMAGE_TRANSLATION, 10.0),
+                       "structure_scales": dict.fromkeys(IMAGE_TRANSLATION, STRUCTURE_SCALES)}
 # the network's size from scratch (with init_from it is the imported network's): NVlabs' defaults
 STYLEGAN2_SIZE_KEYS = ("z_dim", "w_dim", "mapping_layers", "channel_base", "channel_max")
 STYLEGAN2_SIZES = {"z_dim": 512, "w_dim": 512, "mapping_layers": 8, "channel_max": 512}
@@ -106,7 +109,10 @@ class TrainConfig:
     ndf: int = 64
     d_layers: int = 3  # PatchGAN depth (CycleGAN's n_layers_D): 3 judges 70-pixel patches, 2 34, 1 16
     style_dim: int | None = None  # multi: the culture style code's length (64)
-    # multi: the discriminator's projection head sees culture features (true)
+    # the discriminator adds a learned projection of the culture features of the image it judges
+    # (the culture loss's), a judge of the whole image's culture statistics beside the PatchGAN's
+    # local one: always in multi (with its culture classes; default true), an option of pair and
+    # contrastive (default false: CycleGAN's and CUT's plain PatchGAN)
     discriminator_features: bool | None = None
     # transfer learning: a culturegan checkpoint (run or step directory) or a generator weights
     # file (.safetensors/.pth) for G_AB (pair) or G (multi); G_BA from `init_from_reverse`.
@@ -210,7 +216,7 @@ class TrainConfig:
         """Sets the keys left None (not given) to their mode's defaults (the module docstring)."""
         if self.mode == "stylegan2":
             self._fill_stylegan2_defaults()
-        own = {name: value for name, (modes, value) in SOME_MODES_DEFAULTS.items() if self.mode in modes}
+        own = {name: defaults[self.mode] for name, defaults in SOME_MODES_DEFAULTS.items() if self.mode in defaults}
         for name, value in {**SHARED_DEFAULTS, **MODE_SHARED_DEFAULTS.get(self.mode, {}), **own}.items():
             if getattr(self, name) is None:
                 setattr(self, name, value)
@@ -351,7 +357,7 @@ class TrainConfig:
             given = [name for name in keys if getattr(self, name) is not None]
             if self.mode != mode and given:
                 raise ValueError(f"{', '.join(given)}: only for mode {mode!r}, this run's mode is {self.mode!r}")
-        for name, (modes, _) in SOME_MODES_DEFAULTS.items():
+        for name, modes in SOME_MODES_DEFAULTS.items():
             if self.mode not in modes and getattr(self, name) is not None:
                 raise ValueError(f"{name}: only for mode{'s' if len(modes) > 1 else ''} "
                                  f"{', '.join(map(repr, modes))}, this run's mode is {self.mode!r}")

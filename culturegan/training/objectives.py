@@ -126,6 +126,11 @@ class Objective:
         with torch.autocast(images.device.type, enabled=False):
             return self.culture_loss(images.float(), [self.profiles[c] for c in cultures], targets)
 
+    def _features_for_discriminator(self, images: torch.Tensor) -> torch.Tensor:
+        """(N, feature_dim): the culture features a culture-aware discriminator sees, in float32."""
+        with torch.autocast(images.device.type, enabled=False):
+            return self.culture_loss.extractor(images.float()).all()
+
     def _structure(self, outputs: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
         """The line-structure loss of outputs to the inputs they were made from, in float32."""
         with torch.autocast(outputs.device.type, enabled=False):
@@ -148,8 +153,25 @@ class TwoCultureObjective(Objective):
         c = self.config
         return ResnetGenerator(ngf=c.ngf, n_blocks=c.n_blocks, fused=True, upsample=c.upsample)
 
-    def _discriminator(self) -> NLayerDiscriminator:
-        return NLayerDiscriminator(ndf=self.config.ndf, n_layers=self.config.d_layers, fused=True)
+    def _discriminator(self) -> NLayerDiscriminator | CultureDiscriminator:
+        """CycleGAN's PatchGAN; with discriminator_features, multi mode's culture-aware one with
+        its one culture (its patch logits plus a projection of the image's culture features)."""
+        c = self.config
+        if c.discriminator_features:
+            return CultureDiscriminator(1, ndf=c.ndf, n_layers=c.d_layers,
+                                        feature_dim=self.culture_loss.extractor.feature_dim())
+        return NLayerDiscriminator(ndf=c.ndf, n_layers=c.d_layers, fused=True)
+
+    def _discriminator_call(self, m: dict[str, torch.nn.Module], name: str):
+        """images -> patch logits of discriminator `name`, whichever _discriminator built."""
+        if not self.config.discriminator_features:
+            return m[name]
+
+        def culture_aware(images: torch.Tensor) -> torch.Tensor:
+            cultures = torch.zeros(images.shape[0], dtype=torch.long, device=images.device)
+            return m[name](images, cultures, self._features_for_discriminator(images))[0]
+
+        return culture_aware
 
     def transfer(self, m: dict[str, torch.nn.Module], images: torch.Tensor) -> torch.Tensor:
         """Source images to the target culture, by the first generator (G_AB, or CUT's G): the
@@ -175,7 +197,8 @@ class CycleObjective(TwoCultureObjective):
         fake_b, *same_b = _batched(m["G_AB"], real_a, *([real_b] if identity else []))
         fake_a, rec_a, *same_a = _batched(m["G_BA"], real_b, fake_b, *([real_a] if identity else []))
         rec_b = m["G_AB"](fake_a)
-        losses = {"G_adv": generator_loss(m["D_B"](fake_b), c.gan_mode) + generator_loss(m["D_A"](fake_a), c.gan_mode),
+        losses = {"G_adv": generator_loss(self._discriminator_call(m, "D_B")(fake_b), c.gan_mode)
+                  + generator_loss(self._discriminator_call(m, "D_A")(fake_a), c.gan_mode),
                   "cycle": cycle_loss(rec_a, real_a, c.lambda_cycle) + cycle_loss(rec_b, real_b, c.lambda_cycle)}
         if identity:
             same_a, same_b = same_a[0], same_b[0]
@@ -191,12 +214,13 @@ class CycleObjective(TwoCultureObjective):
 
     def discriminator_loss(self, m: dict[str, torch.nn.Module], batch: Batch, fakes) -> torch.Tensor:
         mode = self.config.gan_mode
-        return sum(discriminator_loss(*_batched(m[f"D_{side}"], batch[side]["image"],
+        return sum(discriminator_loss(*_batched(self._discriminator_call(m, f"D_{side}"), batch[side]["image"],
                                                 self.pools[side].query(fakes[side])), mode)
                    for side in ("A", "B"))
 
     def r1(self, m: dict[str, torch.nn.Module], batch: Batch) -> torch.Tensor:
-        return sum(r1_penalty(m[f"D_{side}"], batch[side]["image"], self.config.r1_gamma) for side in ("A", "B"))
+        return sum(r1_penalty(self._discriminator_call(m, f"D_{side}"), batch[side]["image"], self.config.r1_gamma)
+                   for side in ("A", "B"))
 
     @torch.no_grad()
     def samples(self, m: dict[str, torch.nn.Module], batch: Batch, count: int) -> list[list[torch.Tensor]]:
@@ -266,10 +290,7 @@ class MultiCultureObjective(Objective):
         return m["G"](images, targets)
 
     def _discriminate(self, m, images: torch.Tensor, cultures: torch.Tensor):
-        features = None
-        if self.feature_dim is not None:
-            with torch.autocast(images.device.type, enabled=False):
-                features = self.culture_loss.extractor(images.float()).all()
+        features = None if self.feature_dim is None else self._features_for_discriminator(images)
         return m["D"](images, cultures, features)
 
     def generator_losses(self, m: dict[str, torch.nn.Module], batch: Batch):
@@ -404,18 +425,19 @@ class ContrastiveObjective(TwoCultureObjective):
         fake_b, inputs_a = outputs[:len(real_a)], inputs[:len(real_a)]
         encode = functools.partial(layer_features, m["G"], layers=c.nce_layers)
         # with the identity term, the mean over both halves is the mean of the two losses (CUT's)
-        losses = {"G_adv": generator_loss(m["D"](fake_b), c.gan_mode),
+        losses = {"G_adv": generator_loss(self._discriminator_call(m, "D")(fake_b), c.gan_mode),
                   "nce": self.nce(encode, m["F"], sources, outputs, flipped),
                   "culture": self._culture(fake_b, [c.target]),
                   "structure": self._structure(fake_b, inputs_a)}
         return losses, {"B": fake_b}
 
     def discriminator_loss(self, m: dict[str, torch.nn.Module], batch: Batch, fakes) -> torch.Tensor:
-        return discriminator_loss(*_batched(m["D"], batch["B"]["image"], self.pools["B"].query(fakes["B"])),
+        judge = self._discriminator_call(m, "D")
+        return discriminator_loss(*_batched(judge, batch["B"]["image"], self.pools["B"].query(fakes["B"])),
                                   self.config.gan_mode)
 
     def r1(self, m: dict[str, torch.nn.Module], batch: Batch) -> torch.Tensor:
-        return r1_penalty(m["D"], batch["B"]["image"], self.config.r1_gamma)
+        return r1_penalty(self._discriminator_call(m, "D"), batch["B"]["image"], self.config.r1_gamma)
 
     @torch.no_grad()
     def samples(self, m: dict[str, torch.nn.Module], batch: Batch, count: int) -> list[list[torch.Tensor]]:

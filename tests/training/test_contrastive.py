@@ -52,7 +52,6 @@ def contrastive(dataset, output, **changes) -> TrainConfig:  # noqa: F811
     (["mode=contrastive", "lambda_identity=1"], "lambda_identity: only for modes 'pair', 'multi'"),
     (["mode=contrastive", "style_dim=8"], "style_dim: only for mode 'multi', this run's mode is 'contrastive'"),
     (["mode=contrastive", "lambda_class=3"], "lambda_class: only for mode 'multi'"),
-    (["discriminator_features=false"], "discriminator_features: only for mode 'multi', this run's mode is 'pair'"),
     (["lambda_reference=0"], "lambda_reference: only for mode 'multi'"),
     (["mode=foo", "preset=cut"], "invalid setting.*mode='foo'"),  # the unknown mode first, not the preset
 ])
@@ -170,6 +169,34 @@ def test_the_nce_term_sees_what_the_preset_asks(dataset, tmp_path, preset, seed,
     with torch.no_grad():
         expected_outputs = trainer.models["G"](expected_sources.flip(3) if flipped else expected_sources)
     torch.testing.assert_close(outputs.detach(), expected_outputs)
+
+
+@pytest.mark.parametrize("mode", ["pair", "contrastive"])
+def test_a_culture_aware_discriminator_trains_and_judges_culture_features(dataset, tmp_path, mode):  # noqa: F811
+    """discriminator_features: D adds a projection of the judged image's culture features to its
+    patch logits, trained (its projection learns from D's loss and R1), and the adversarial term
+    reaches G through those features too. Evaluation then has no discriminator to rebuild."""
+    changes = {"mode": mode, "discriminator_features": True, "r1_gamma": 1.0, "steps": 2, "decay_steps": 0}
+    config = contrastive(dataset, tmp_path / "run", **changes) if mode == "contrastive" else \
+        tiny(dataset, tmp_path / "run", **changes)
+    trainer = Trainer(config)
+    names = ("D",) if mode == "contrastive" else ("D_A", "D_B")
+    assert all(trainer.models[name].feature_projection is not None for name in names)
+    projection = {name: trainer.models[name].feature_projection.weight.detach().clone() for name in names}
+    batch = next(trainer._batches())
+    losses, _ = trainer.objective.generator_losses(trainer.forward, batch)
+    generator = trainer.models["G" if mode == "contrastive" else "G_AB"]
+    fake = trainer.objective.transfer(trainer.forward, batch["A"]["image"]).detach().requires_grad_()
+    judged = trainer.objective._discriminator_call(trainer.forward, names[-1])(fake)
+    (through_features,) = torch.autograd.grad(judged.sum(), fake)
+    assert through_features.abs().sum() > 0 and torch.isfinite(losses["G_adv"])
+    (to_generator,) = torch.autograd.grad(losses["G_adv"], [dict(generator.named_parameters())["model.1.weight"]])
+    assert to_generator.abs().sum() > 0
+    trainer.fit()
+    assert all(not torch.equal(trainer.models[name].feature_projection.weight, projection[name]) for name in names)
+    assert load_run(tmp_path / "run").discriminator_for(config.target) is None
+    evaluation = evaluate(tmp_path / "run", dataset, config.source, config.target, size=32, device="cpu")
+    assert "deception" not in evaluation.results and evaluation.results["content"]["retrieval"]["top1"] >= 0
 
 
 @pytest.mark.parametrize("preset", ["cut", "fastcut"])

@@ -123,7 +123,7 @@ def test_other_modes_compile_unless_r1_takes_gradients_of_gradients():
 
 
 @pytest.mark.parametrize("override", ["lambda_structure=5", "structure_scales=1,2", "lambda_cycle=5",
-                                      "lambda_identity=1", "style_dim=8"])
+                                      "lambda_identity=1", "style_dim=8", "discriminator_features=true"])
 def test_stylegan2_refuses_the_keys_of_image_translation_by_name(override):
     """It draws from noise: no input image to keep the lines of, no cycle, no culture codes."""
     with pytest.raises(ValueError, match=f"{override.split('=')[0]}: only for mode.*, this run's mode is "
