@@ -29,8 +29,9 @@ def _cast(value, dtype: torch.dtype):
 
 
 def _autocast_dtype(x) -> torch.dtype | None:
-    """autocast's dtype for x's device, or None when autocast is off there (or x is no tensor)."""
-    if not torch.is_tensor(x) or not torch.is_autocast_enabled(x.device.type):
+    """autocast's dtype for x's device, or None when autocast is off there (or x is no tensor, or
+    on the meta device, which has no autocast: torch raises when asked about it)."""
+    if not torch.is_tensor(x) or x.device.type == "meta" or not torch.is_autocast_enabled(x.device.type):
         return None
     return torch.get_autocast_dtype(x.device.type)
 

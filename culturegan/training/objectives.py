@@ -397,10 +397,10 @@ class ContrastiveObjective(TwoCultureObjective):
         """(C, H, W) at each of nce_layers for crop_size images, from a probe of G on the meta
         device (no memory, no arithmetic: here, before the profiles are fitted, so that a bad
         nce_layers or nce_patches fails at once); refuses layers G lacks, and more nce_patches
-        than a layer has positions. The unfused G has the fused one's layers and shapes."""
+        than a layer has positions."""
         c = self.config
         with torch.device("meta"):
-            generator = ResnetGenerator(ngf=c.ngf, n_blocks=c.n_blocks, upsample=c.upsample)
+            generator = self._generator()
         shapes = feature_shapes(generator, c.nce_layers, c.crop_size)
         small = [f"layer {i}: {h}x{w}" for i, (_, h, w) in zip(c.nce_layers, shapes) if h * w < c.nce_patches]
         if small:

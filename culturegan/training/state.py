@@ -61,6 +61,14 @@ def _check_reference_projection(model: torch.nn.Module, tensors: dict[str, torch
                          "lambda_reference = 0")
 
 
+def _check_nce_layers(recorded, configured, path: Path) -> None:
+    """A contrastive run resumes on the layers it trained on: their heads would load as well onto
+    other layers of the same widths (the default changed on 2026-12-01, to CUT's own layers)."""
+    if recorded is not None and tuple(recorded) != tuple(configured or ()):
+        raise ValueError(f"{path}: nce_layers: this run trained on layers {tuple(recorded)}, this resume asks for "
+                         f"{configured}; resume with nce_layers={','.join(map(str, recorded))}")
+
+
 def restore(trainer: Trainer, path: Path) -> tuple[int, int]:
     """Puts the checkpoint save() wrote to `path` back into the trainer's networks, optimisers,
     schedulers, image pools, objective (its profiles), RNGs and scaler; returns (step, bad steps
@@ -70,10 +78,11 @@ def restore(trainer: Trainer, path: Path) -> tuple[int, int]:
     if meta.get("cultures") != objective.cultures:
         raise ValueError(f"{path}: the checkpoint was trained on cultures {meta.get('cultures')}, this run has "
                          f"{objective.cultures}")
+    _check_nce_layers(meta["config"].get("nce_layers"), trainer.config.nce_layers, path)
     for name, model in trainer.models.items():
         _check_reference_projection(model, tensors, name, path)
         checkpoints.load_module(model, tensors, name, path)
-    _restore_optimizers(trainer.optimizers, tensors, meta["optimizers"])
+    _restore_optimizers(trainer.optimizers, tensors, meta["optimizers"], path)
     for name, scheduler in trainer.schedulers.items():
         scheduler.load_state_dict(meta["schedulers"][name])
     for name, pool in objective.pools.items():
@@ -102,8 +111,14 @@ def _optimizers_state(optimizers: dict[str, torch.optim.Optimizer]) -> tuple[dic
 
 
 def _restore_optimizers(optimizers: dict[str, torch.optim.Optimizer], tensors: dict[str, torch.Tensor],
-                        param_groups: dict) -> None:
+                        param_groups: dict, path: Path) -> None:
     for name, optimizer in optimizers.items():
+        saved, built = ([len(group["params"]) for group in groups]
+                        for groups in (param_groups[name], optimizer.param_groups))
+        if saved != built:  # (torch's own error names neither the cause nor the cure)
+            raise ValueError(f"{path}: {name} was saved with parameter groups of {saved} tensors, this run builds "
+                             f"{built}: resume with the settings the run started with (init_from, "
+                             "init_from_reverse, freeze and the networks' sizes)")
         parameters = [p for group in optimizer.param_groups for p in group["params"]]
         state: dict = {}
         for key, value in checkpoints.subset(tensors, name).items():

@@ -57,3 +57,16 @@ def test_fused_networks_run_under_autocast_like_the_plain_ones():
     assert y.dtype == y_plain.dtype == logits.dtype == torch.bfloat16
     torch.testing.assert_close(y.float(), y_plain.float(), rtol=0, atol=0.1)  # a few bfloat16 roundings
     torch.testing.assert_close(logits.float(), plain_logits.float(), rtol=0.05, atol=0.1)
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_ops_give_shapes_on_the_meta_device(name):
+    """The meta device has no autocast (torch raises when asked about it): the ops' autocast
+    policy leaves meta tensors alone, so a network can be probed for its shapes without memory
+    (as the contrastive objective probes its generator's layers)."""
+    op, shapes, kwargs, _ = CASES[name]
+    x = torch.randn(2, 4, 7, 5)
+    expected = op(x, *(torch.randn(*shape) for shape in shapes), **kwargs)
+    with torch.device("meta"):
+        y = op(torch.empty(x.shape), *(torch.empty(*shape) for shape in shapes), **kwargs)
+    assert y.device.type == "meta" and y.shape == expected.shape and y.dtype == expected.dtype

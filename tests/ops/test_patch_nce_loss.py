@@ -195,8 +195,8 @@ def test_gradients_large(device, backend, shape):
 def test_gradients_when_logits_exceed_the_positive_by_far(device, backend, dtype, wanted):
     """T = 0.01 and keys opposite to their queries: other logits exceed a row's positive by up to
     200, beyond what exp holds, so the CPU rows are summed again from their maximum. The query's
-    gradient then comes from that path both when the forward forms it (query only) and when the
-    backward recomputes it (both)."""
+    gradient comes from that path in the forward's fused pass; with both, the key's comes from
+    the backward's recomputation over the same rows."""
     shape, temperature = (2, 9, 6), 0.01
     query, key = pair(shape, dtype, device)
     key[:, ::2] = -query[:, ::2]

@@ -80,6 +80,8 @@ def test_presets_fill_what_is_not_given_and_explicit_keys_win():
 @pytest.mark.parametrize("changes, message", [
     (dict(nce_layers=(0, 4, 22)), r"nce_layers: the generator has layers 0..19, not \[22\]"),
     (dict(nce_patches=65), r"nce_patches=65 is more than the positions of layer 7: 8x8, layer 10: 8x8 at crop_size 32"),
+    # layer 0 is the input as the fused G passes it on, unpadded (the unfused G's pad gives 38x38)
+    (dict(nce_layers=(0,), nce_patches=1025), r"nce_patches=1025 is more than the positions of layer 0: 32x32"),
 ])
 def test_layers_and_patches_the_generator_lacks_are_refused_at_start(changes, message):
     """Refused when the objective is made, before the trainer fits the culture profiles (minutes
@@ -252,6 +254,9 @@ def test_resume_reaches_the_uninterrupted_parameters(dataset, tmp_path, changes)
     straight = Trainer(contrastive(dataset, tmp_path / "straight", **changes))
     straight.fit()
     Trainer(contrastive(dataset, tmp_path / "resumed", **changes)).fit(until=2)
+    with pytest.raises(ValueError, match=r"nce_layers: this run trained on layers \(0, 4, 7, 10\), this resume asks "
+                                         r"for \(0, 4\); resume with nce_layers=0,4,7,10"):
+        Trainer(contrastive(dataset, tmp_path / "resumed", **changes, nce_layers=(0, 4)), resume=True)
     resumed = Trainer(contrastive(dataset, tmp_path / "resumed", **changes), resume=True)
     assert resumed.step == 2
     resumed.fit()
@@ -349,6 +354,9 @@ def test_init_from_a_cyclegan_generator_and_freeze(dataset, tmp_path):  # noqa: 
         Trainer(contrastive(dataset, tmp_path / "cut", freeze="encoder", steps=6), resume=True)
     with pytest.raises(ValueError, match="init_from=.*: this run started without init_from; resume it without"):
         Trainer(tiny(dataset, tmp_path / "pair", steps=2, decay_steps=0, init_from=str(weights)), resume=True)
+    with pytest.raises(ValueError, match=r"optim_G was saved with parameter groups of \[\d+, \d+\] tensors, this run "
+                                         r"builds \[\d+, \d+\]: resume with the settings the run started with"):
+        Trainer(contrastive(dataset, tmp_path / "cut", init_from=str(weights), steps=6), resume=True)  # no freeze
     resumed = Trainer(contrastive(dataset, tmp_path / "cut", init_from=str(weights), freeze="encoder", steps=6),
                       resume=True)
     resumed.fit()
