@@ -18,15 +18,14 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+# FastCUT on three layers: with CUT's fourth (residual block 1) in this one-block generator, the
+# rounding that separates G's output for a batch of 2 from its outputs for two batches of 1 (1e-6)
+# crosses ReLU kinks (the encoder's and the NCE heads': without the heads' the effect halves) and
+# moves the NCE gradient at G's output by 3%. One process's batch gradient then differs from the mean
+# of its images' gradients by 30% at the second step, with no second process involved (measured
+# 2026-12-01): the comparison would measure that, not data parallelism
 MODES = {"pair": {}, "cut": dict(mode="contrastive", preset="cut", nce_patches=16),
-         "fastcut": dict(mode="contrastive", preset="fastcut", nce_patches=16),
-         "fastcut_three_layers": dict(mode="contrastive", preset="fastcut", nce_patches=16, nce_layers=(0, 4, 7))}
-# An open defect, found when the default nce_layers became CUT's (4 layers at n_blocks 1): FastCUT
-# under two processes leaves one process at its second step (Adam's first moments 10-50% apart;
-# more with the reference backend), though every rank draws the same patch positions, flip coin
-# and images as the one process, and the first step matches. Three of its layers, lambda_nce 1,
-# nce_idt or lambda_structure 0 each make it match again; the cause is not found.
-KNOWN_DIVERGENT = {"fastcut"}
+         "fastcut": dict(mode="contrastive", preset="fastcut", nce_patches=16, nce_layers=(0, 4, 7))}
 
 
 def _worker(rank: int, world: int, port: int, root: str, output: str, mode: str) -> None:
@@ -44,9 +43,7 @@ def _worker(rank: int, world: int, port: int, root: str, output: str, mode: str)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("mode", [pytest.param(mode, marks=pytest.mark.xfail(
-    strict=True, reason="open defect: FastCUT with 4 NCE layers diverges under two processes (see KNOWN_DIVERGENT)"))
-    if mode in KNOWN_DIVERGENT else mode for mode in MODES])
+@pytest.mark.parametrize("mode", MODES)
 def test_two_gloo_processes_match_one_with_the_same_global_batch(dataset, tmp_path, mode):  # noqa: F811
     single = Trainer(tiny(dataset, tmp_path / "single", batch_size=2, pool_size=0, lambda_culture=0.0,
                           **MODES[mode]))
