@@ -68,6 +68,9 @@ SOME_MODES_DEFAULTS = {"lambda_cycle": dict.fromkeys(("pair", "multi"), 10.0),
                        "discriminator_features": {"multi": True, "pair": False, "contrastive": False},
                        "lambda_structure": dict.fromkeys(IMAGE_TRANSLATION, 10.0),
                        "structure_scales": dict.fromkeys(IMAGE_TRANSLATION, STRUCTURE_SCALES)}
+# every key that not every mode takes -> the modes that take it
+KEY_MODES = {**{name: (mode,) for mode, keys in MODE_KEYS.items() for name in keys},
+             **{name: tuple(defaults) for name, defaults in SOME_MODES_DEFAULTS.items()}}
 # the network's size from scratch (with init_from it is the imported network's): NVlabs' defaults
 STYLEGAN2_SIZE_KEYS = ("z_dim", "w_dim", "mapping_layers", "channel_base", "channel_max")
 STYLEGAN2_SIZES = {"z_dim": 512, "w_dim": 512, "mapping_layers": 8, "channel_max": 512}
@@ -353,14 +356,15 @@ class TrainConfig:
                              f"{self.nce_layers!r}")
 
     def _refuse_other_modes_keys(self) -> None:
-        for mode, keys in MODE_KEYS.items():
-            given = [name for name in keys if getattr(self, name) is not None]
-            if self.mode != mode and given:
-                raise ValueError(f"{', '.join(given)}: only for mode {mode!r}, this run's mode is {self.mode!r}")
-        for name, modes in SOME_MODES_DEFAULTS.items():
+        """The keys given (not None) that the run's mode has no use for, named with the modes that
+        take them (those of one group of modes together)."""
+        refused: dict[tuple[str, ...], list[str]] = {}
+        for name, modes in KEY_MODES.items():
             if self.mode not in modes and getattr(self, name) is not None:
-                raise ValueError(f"{name}: only for mode{'s' if len(modes) > 1 else ''} "
-                                 f"{', '.join(map(repr, modes))}, this run's mode is {self.mode!r}")
+                refused.setdefault(modes, []).append(name)
+        for modes, names in refused.items():
+            raise ValueError(f"{', '.join(names)}: only for mode{'s' if len(modes) > 1 else ''} "
+                             f"{', '.join(map(repr, modes))}, this run's mode is {self.mode!r}")
 
     def _check_stylegan2(self) -> None:
         """The stylegan2 keys, in mode "stylegan2" (freeze_d against the discriminator's depth, and

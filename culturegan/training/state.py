@@ -61,6 +61,18 @@ def _check_reference_projection(model: torch.nn.Module, tensors: dict[str, torch
                          "lambda_reference = 0")
 
 
+def _check_init_from(started_from: str | None, configured: str, path: Path) -> None:
+    """A resumed run must say init_from as its start did: the pretrained generator layers train in
+    optimizer groups of their own (pretrained_lr), which a checkpoint's optimizer state holds."""
+    if started_from is None or bool(started_from) == bool(configured):  # (older checkpoints record none)
+        return
+    if started_from:
+        raise ValueError(f"{path}: init_from: this run started from {started_from}; resume it with the same "
+                         "init_from (and freeze and pretrained_lr): its pretrained layers have optimizer groups of "
+                         "their own")
+    raise ValueError(f"{path}: init_from={configured!r}: this run started without init_from; resume it without")
+
+
 def _check_nce_layers(recorded, configured, path: Path) -> None:
     """A contrastive run resumes on the layers it trained on: their heads would load as well onto
     other layers of the same widths (the default changed on 2026-12-01, to CUT's own layers)."""
@@ -78,6 +90,7 @@ def restore(trainer: Trainer, path: Path) -> tuple[int, int]:
     if meta.get("cultures") != objective.cultures:
         raise ValueError(f"{path}: the checkpoint was trained on cultures {meta.get('cultures')}, this run has "
                          f"{objective.cultures}")
+    _check_init_from(meta.get("init_from_path"), trainer.config.init_from, path)
     _check_nce_layers(meta["config"].get("nce_layers"), trainer.config.nce_layers, path)
     for name, model in trainer.models.items():
         _check_reference_projection(model, tensors, name, path)

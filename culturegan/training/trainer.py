@@ -55,18 +55,6 @@ class TrainingInterrupted(RuntimeError):
     """SIGTERM (or SIGINT) arrived; the run stopped after its current step and saved a checkpoint."""
 
 
-def _check_resumed_init_from(config: TrainConfig, recorded: dict) -> None:
-    """A resumed run must say init_from as its start did: the pretrained generator layers train in
-    optimizer groups of their own (pretrained_lr), which a checkpoint's optimizer state holds."""
-    started_from = recorded.get("init_from_path")
-    if started_from is None or bool(started_from) == bool(config.init_from):  # (older checkpoints record none)
-        return
-    if started_from:
-        raise ValueError(f"init_from: this run started from {started_from}; resume it with the same init_from (and "
-                         "freeze and pretrained_lr): its pretrained layers have optimizer groups of their own")
-    raise ValueError(f"init_from={config.init_from!r}: this run started without init_from; resume it without")
-
-
 class Trainer:
     def __init__(self, config: TrainConfig, resume: bool = False):
         self.config = c = config.validate()
@@ -88,7 +76,6 @@ class Trainer:
         latest = self._latest_checkpoint() if resume else None
         recorded = {} if latest is None else checkpoints.read_meta(latest)
         self.objective.resume_init_from_shapes(recorded.get("init_from_shapes", {}))  # ({}: nothing recorded)
-        _check_resumed_init_from(c, recorded)
         # where init_from was when the run started (its checkpoints' init_from_path): a resume from
         # another working directory keeps it
         self.init_from_path = recorded.get("init_from_path") or (str(Path(c.init_from).absolute()) if c.init_from
