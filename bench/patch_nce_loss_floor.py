@@ -18,10 +18,9 @@ unmaps them, every step faults their pages in again. Run it twice to see both si
 
 import random
 import statistics
-import time
 
+import _harness
 import torch
-
 from test_patch_nce_loss import case, eager, fused, make_inputs  # the benchmark's own steps
 
 ROUNDS, WARMUP = 40, 5
@@ -29,18 +28,9 @@ ROUNDS, WARMUP = 40, 5
 
 def steps(batch: int) -> dict:
     shape = case(batch)
-    query, key = make_inputs(shape, torch.float32, torch.device("cpu"))
-    query.requires_grad_(True)
-    grad = torch.randn(())
+    inputs = make_inputs(shape, torch.float32, torch.device("cpu"))
     dots, product = torch.empty(shape), torch.empty(shape)
-    plain = query.detach()
-
-    def training_step(loss):
-        def step():
-            query.grad = None
-            loss(query, key).backward(grad)
-
-        return step
+    plain, key = (t.detach() for t in inputs)
 
     def gemms_batched():
         torch.bmm(plain, key.transpose(1, 2), out=dots)
@@ -51,8 +41,9 @@ def steps(batch: int) -> dict:
             torch.mm(plain[n], key[n].t(), out=dots[n])
             torch.mm(dots[n], key[n], out=product[n])
 
-    return {"eager": training_step(eager), "cpu": training_step(fused("cpu")), "GEMMs batched": gemms_batched,
-            "GEMMs per matrix": gemms_per_matrix}
+    # the benchmark's own fwd+bwd steps (their inputs get gradients as the benchmark's do)
+    return {"eager": _harness._training_step(eager, inputs), "cpu": _harness._training_step(fused("cpu"), inputs),
+            "GEMMs batched": gemms_batched, "GEMMs per matrix": gemms_per_matrix}
 
 
 def medians(named: dict) -> dict:
@@ -63,9 +54,7 @@ def medians(named: dict) -> dict:
     order = random.Random(0)
     for _ in range(ROUNDS):
         for name in order.sample(list(named), len(named)):
-            started = time.perf_counter()
-            named[name]()
-            times[name].append(time.perf_counter() - started)
+            times[name].append(_harness._timed(named[name]))
     return {name: statistics.median(seconds) * 1e3 for name, seconds in times.items()}
 
 
