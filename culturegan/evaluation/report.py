@@ -233,9 +233,9 @@ def write_report(settings: dict[str, list[Evaluation]], out: str | os.PathLike, 
 {html.escape(', '.join(first['cultures']))} of {html.escape(first.get('reference', ''))}.
 First: does each output still show its own input (content retrieval by structure that ignores colour and
 texture, and how varied the outputs are against their inputs), and is the culture there by judge features
-(hue histogram, local binary patterns, grey-level co-occurrence) that the culture loss never sees. Then the
-culture features the loss optimises, the spectral peaks of periodic artifacts, and the cycle's reliance on
-hidden signal.</p>
+(hue histogram; local ternary patterns and grey-level co-occurrence of the image seen twice as far away)
+that the culture loss never sees. Then the culture features the loss optimises, the spectral peaks of
+periodic artifacts, and the cycle's reliance on hidden signal.</p>
 {notes_html}
 <h2>distance to the target culture per feature group</h2>
 {_image(chart, "KID per feature group")}

@@ -6,11 +6,16 @@ from __future__ import annotations
 
 import statistics
 
+from culturegan.metrics import more_often_p
+
 MIN_RETRIEVAL = 0.5  # below this top-1 content retrieval, most outputs do not show their input
 MIN_COLLAPSE_RATIO = 0.5  # outputs at least half as varied as their inputs
 MAX_CLOSER_TO_ANOTHER = 0.5  # share of outputs nearer another output than their own input
 MAX_AMPLIFICATION = 3.0  # reconstruction error rise over an invisible perturbation's own size
 MAX_PERIODIC_RATIO = 2.0  # outputs' periodic-artifact measure over real target images'
+# a one-sided Fisher p below this: more outputs than inputs are classified as the target by more
+# than chance (one output of 24 against none of the inputs is not evidence of a culture)
+MAX_RECOGNISED_P = 0.05
 
 
 def collapse_ratio(results: dict) -> float:
@@ -50,11 +55,17 @@ def verdicts(results: dict) -> dict[str, str]:
                                f"their projections retrieve their own photo ({projection['psnr_db']:.1f} dB), so "
                                "no transfer through its latent space can keep their content")
     judge = results["recognisability"]["judge"]
-    rate, inputs_rate = judge["outputs"]["target_rate"], judge["inputs"]["target_rate"]
-    if rate <= inputs_rate:
-        found["judge"] = (f"not recognisably {target} by the judge features: {rate:.0%} of outputs (inputs: "
-                          f"{inputs_rate:.0%})")
+    outputs, inputs = (target_count(judge[side], target) for side in ("outputs", "inputs"))
+    p = more_often_p(*outputs, *inputs)
+    if p >= MAX_RECOGNISED_P:
+        found["judge"] = (f"not recognisably {target} by the judge features: {outputs[0]} of {outputs[1]} outputs "
+                          f"classified {target} (inputs: {inputs[0]} of {inputs[1]}; p = {p:.2f} that it is chance)")
     return found
+
+
+def target_count(recognised: dict, target: str) -> tuple[int, int]:
+    """(images classified as `target`, images) of one recognisability result."""
+    return recognised["assigned"][target], sum(recognised["assigned"].values())
 
 
 def summarise(runs: list[dict]) -> dict:

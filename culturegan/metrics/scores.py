@@ -3,7 +3,8 @@ or image tensors (N, 3, H, W) in [-1, 1]:
 
 - recognisability: a nearest-centroid culture classifier (fitted on the culture datasets'
   training images) and, per transferred image, whether it lands in the target culture and its
-  relative margin between source and target;
+  relative margin between source and target; and whether one set is classified as the target
+  more often than another by more than chance (a one-sided Fisher exact test);
 - distribution distance: KID (unbiased, fine on tens of images) and the Frechet distance
   between feature distributions (flagged unreliable below 10 images per feature);
 - content preservation: SSIM of low-pass luminance, and the F1 of edge maps (2-pixel tolerance);
@@ -14,6 +15,7 @@ or image tensors (N, 3, H, W) in [-1, 1]:
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import torch
 import torch.nn.functional as F
@@ -77,6 +79,22 @@ def recognisability(classifier: NearestCentroid, features: torch.Tensor, source:
     return {"target_rate": float((predicted == t).double().mean()),
             "assigned": dict(zip(classifier.cultures, counts.tolist())),
             "margin": float(margin.mean())}
+
+
+def more_often_p(hits: int, count: int, other_hits: int, other_count: int) -> float:
+    """One-sided Fisher exact test that `hits` of `count` images is a higher rate than
+    `other_hits` of `other_count`: the chance that the first set would hold `hits` or more of
+    all the hits if they were shared out between the two sets at random (1: no evidence; a small
+    value: more than chance). One image of 72 against none of 72 is p = 0.5."""
+    for name, value in (("hits", hits), ("count", count), ("other_hits", other_hits), ("other_count", other_count)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
+    if hits > count or other_hits > other_count:
+        raise ValueError(f"hits must not exceed their count, got {hits} of {count} and {other_hits} of {other_count}")
+    total, successes = count + other_count, hits + other_hits
+    tail = sum(math.comb(successes, k) * math.comb(total - successes, count - k)
+               for k in range(hits, min(successes, count) + 1))
+    return tail / math.comb(total, count)
 
 
 def confusion(classifier: NearestCentroid, features: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -48,7 +48,7 @@ def test_evaluate_measures_everything_and_the_report_is_self_contained(run, tmp_
     assert results["cultures"] == ["kente", "photo", "ukiyoe"] and results["images"] == 4
     for kind in ("culture", "judge"):
         assert 0 <= results["recognisability"][kind]["outputs"]["target_rate"] <= 1
-    assert set(results["distance"]) == {"colour", "texture", "line", "culture", "hue", "lbp", "glcm", "judge"}
+    assert set(results["distance"]) == {"colour", "texture", "line", "culture", "hue", "ltp", "glcm", "judge"}
     assert 0 < results["content"]["ssim_lowpass"] <= 1 and results["cycle"]["clean"] >= 0
     assert set(results["cycle"]["perturbed"]) == set(results["cycle"]["change"]) == set(metrics.PERTURBATIONS)
     assert 0 <= results["content"]["retrieval"]["top1"] <= 1 and results["content"]["retrieval"]["chance_top1"] == 0.25

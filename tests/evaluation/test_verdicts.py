@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from culturegan import cli, demo
-from culturegan.evaluation import measure, summarise
+from culturegan.evaluation import measure, summarise, verdicts
 from helpers import culture_images
 
 SIZE, COUNT = 64, 16
@@ -96,6 +96,40 @@ def test_summaries_over_seeds():
     assert summary["score"] == {"mean": 2.0, "std": pytest.approx(2 ** 0.5), "min": 1.0, "max": 3.0,
                                 "values": [1.0, 3.0]}
     assert summarise(runs[:1])["nested"]["n"]["std"] == 0.0
+
+
+def judge_results(outputs_target, inputs_target, count=24):
+    """The parts of one evaluation's results that the judge verdict and the demo's judge target
+    read: `outputs_target` of `count` outputs and `inputs_target` inputs classified as ukiyoe."""
+    def assigned(hits):
+        return {"assigned": {"ukiyoe": hits, "impressionist": count - hits, "photo": 0}}
+
+    return {"target": "ukiyoe", "recognisability": {"judge": {"outputs": assigned(outputs_target),
+                                                              "inputs": assigned(inputs_target)}}}
+
+
+@pytest.mark.parametrize("outputs_target, named", [(0, True), (1, True), (3, True), (6, False), (24, False)])
+def test_the_judge_verdict_asks_for_more_than_chance(data, outputs_target, named):
+    results = judged(data, data["inputs"])  # every other verdict's numbers, from the identity
+    results["recognisability"] = judge_results(outputs_target, 0)["recognisability"]
+    found = verdicts(results)
+    assert ("judge" in found) == named, found
+    if named:
+        assert f"{outputs_target} of 24 outputs classified ukiyoe (inputs: 0 of 24; p = " in found["judge"]
+
+
+@pytest.mark.parametrize("with_loss, without, inputs, met", [
+    ((0, 1, 0), (0, 0, 0), 0, False),  # one output of 72: the demo of 2026-12-02, not evidence
+    ((4, 5, 3), (0, 0, 1), 0, True),
+    ((4, 5, 3), (3, 4, 3), 0, False),  # no more often than without the loss
+    ((4, 5, 3), (0, 0, 0), 6, False),  # no more often than the inputs
+])
+def test_the_demo_judge_target_pools_seeds_and_asks_for_more_than_chance(with_loss, without, inputs, met):
+    runs = [[judge_results(hits, inputs) for hits in setting] for setting in (with_loss, without)]
+    target, found, numbers = demo._judge_target(*runs)
+    assert found == met, numbers
+    assert numbers.startswith(f"{sum(with_loss)} of 72 with, {sum(without)} of 72 without (p = ")
+    assert f"inputs {inputs} of 24 (p = " in numbers
 
 
 @pytest.mark.parametrize("met, check, code", [(True, True, 0), (False, True, 1), (False, False, 0)])

@@ -3,10 +3,12 @@ culture; a copy of the input has perfect content preservation and a poor culture
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from culturegan import metrics
 from culturegan.culture import extract
 from culturegan.datasets import CULTURES
+from culturegan.nn.filters import gaussian_blur
 from helpers import culture_images
 
 
@@ -23,9 +25,9 @@ def features(batch):
 def test_judge_features_are_distributions_and_fixed_lengths():
     batch = culture_images("kente", 3)
     judge = metrics.judge_features(batch)
-    assert {g: tuple(v.shape) for g, v in judge.items()} == {"hue": (3, 12), "lbp": (3, 10), "glcm": (3, 8)}
-    for group in ("hue", "lbp"):
-        torch.testing.assert_close(judge[group].sum(1), torch.ones(3, dtype=judge[group].dtype))
+    assert {g: tuple(v.shape) for g, v in judge.items()} == {"hue": (3, 12), "ltp": (3, 20), "glcm": (3, 8)}
+    for histogram in (judge["hue"], judge["ltp"][:, :10], judge["ltp"][:, 10:]):
+        torch.testing.assert_close(histogram.sum(1), torch.ones(3, dtype=histogram.dtype))
     gray = metrics.judge_features(torch.zeros(1, 3, 16, 16))
     torch.testing.assert_close(gray["hue"], torch.full((1, 12), 1 / 12))  # no colour: no hue preference
 
@@ -40,6 +42,41 @@ def test_the_classifier_recognises_held_out_images_of_every_culture(sets, kind):
     copy = metrics.recognisability(classifier, held_out["photo"], "photo", "ukiyoe")
     real = metrics.recognisability(classifier, held_out["ukiyoe"], "photo", "ukiyoe")
     assert copy["target_rate"] == 0.0 and copy["margin"] < 0 < real["margin"] and real["target_rate"] >= 0.9
+
+
+def test_more_often_p_is_fishers_one_sided_exact_test():
+    assert metrics.more_often_p(3, 4, 1, 4) == pytest.approx(17 / 70)  # Fisher's lady tasting tea
+    assert metrics.more_often_p(4, 4, 0, 4) == pytest.approx(1 / 70)
+    assert metrics.more_often_p(1, 72, 0, 72) == pytest.approx(0.5)
+    assert metrics.more_often_p(0, 24, 5, 24) == 1.0 and metrics.more_often_p(0, 0, 0, 0) == 1.0
+    for bad in [(-1, 4, 0, 4), (5, 4, 0, 4), (1.0, 4, 0, 4), (True, 4, 0, 4)]:
+        with pytest.raises(ValueError, match="hits|count"):
+            metrics.more_often_p(*bad)
+
+
+def _resampled(images):
+    return F.interpolate(F.avg_pool2d(images, 2), scale_factor=2, mode="bilinear", align_corners=False)
+
+
+def _grained(images):
+    noise = torch.randn(images.shape[0], 1, *images.shape[2:], generator=torch.Generator().manual_seed(0))
+    return (images + 2 / 127.5 * noise).clamp(-1, 1)
+
+
+CHANGES_A_PERSON_IGNORES = {"blurred by half a pixel": lambda x: gaussian_blur(x, 0.5),
+                            "blurred by one pixel": lambda x: gaussian_blur(x, 1.0),
+                            "resampled 2x down and up": _resampled, "with more grain": _grained}
+
+
+@pytest.mark.parametrize("change", list(CHANGES_A_PERSON_IGNORES))
+def test_the_judge_keeps_its_verdict_on_images_changed_as_a_person_would_not_notice(sets, change):
+    """Generated images are never pixel-sharp: a judge that reads sharpness or grain as culture
+    (plain full-resolution LBP called half-pixel-blurred ukiyo-e kente) judges that instead."""
+    judge = {name: features(batch[:16])["judge"] for name, batch in sets.items()}
+    classifier = metrics.NearestCentroid.fit(judge)
+    changed = {name: features(CHANGES_A_PERSON_IGNORES[change](batch[16:]))["judge"] for name, batch in sets.items()}
+    matrix = metrics.confusion(classifier, changed)
+    assert matrix.diagonal().sum() / matrix.sum() >= 0.9 and matrix.diagonal().min() >= 6, matrix
 
 
 @pytest.mark.parametrize("group", ["culture", "judge"])
