@@ -22,6 +22,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import math
 import multiprocessing
 import os
 import statistics
@@ -169,7 +170,7 @@ def _means(runs: list[dict], read) -> float:
 
 def check_targets(with_loss: list[dict], without: list[dict]) -> list[tuple[str, bool, str]]:
     """(target, met, the numbers) for the demo's targets, on the means over seeds of the runs
-    with and without the culture loss; the judge's classifications pooled over seeds."""
+    with and without the culture loss."""
     retrieval = _means(with_loss, lambda r: r["content"]["retrieval"]["top1"])
     collapse = _means(with_loss, collapse_ratio)
     kid_on, kid_off = (_means(runs, lambda r: r["distance"]["culture"]["kid_outputs"]) for runs in (with_loss, without))
@@ -191,22 +192,25 @@ def check_targets(with_loss: list[dict], without: list[dict]) -> list[tuple[str,
 
 def _judge_target(with_loss: list[dict], without: list[dict]) -> tuple[str, bool, str]:
     """More outputs classified as the target by the judge features with the culture loss than
-    its inputs and than without it, by more than chance: each seed's outputs pooled, the inputs
-    once (every seed transfers the same held-out images)."""
+    its inputs and than without it, by more than chance, on the mean count over seeds: each
+    seed transfers the same held-out images, so its outputs are one sample of them, the one the
+    per-run verdict tests (pooling seeds would count each photo as several). The mean is
+    rounded down with the loss and up without it: a fraction of an image is no evidence."""
     target = with_loss[0]["target"]
 
-    def pooled(runs):
-        counts = [target_count(run["recognisability"]["judge"]["outputs"], target) for run in runs]
-        return sum(hits for hits, _ in counts), sum(count for _, count in counts)
+    def counts(runs, side="outputs"):
+        return [target_count(run["recognisability"]["judge"][side], target) for run in runs]
 
-    on, off = pooled(with_loss), pooled(without)
-    inputs = target_count(with_loss[0]["recognisability"]["judge"]["inputs"], target)
-    p_off, p_inputs = more_often_p(*on, *off), more_often_p(*on, *inputs)
+    on, off, inputs = counts(with_loss), counts(without), counts(with_loss, "inputs")[0]
+    images = inputs[1]
+    mean_on, mean_off = (statistics.fmean(hits for hits, _ in found) for found in (on, off))
+    hits_on, hits_off = math.floor(mean_on), math.ceil(mean_off)
+    p_off, p_inputs = more_often_p(hits_on, images, hits_off, images), more_often_p(hits_on, images, *inputs)
     return (f"classified as the target by the judge features more often with the culture loss than its inputs "
-            f"and than without it (one-sided Fisher p < {MAX_RECOGNISED_P:g})",
+            f"and than without it (one-sided Fisher p < {MAX_RECOGNISED_P:g} on the mean count over seeds)",
             max(p_off, p_inputs) < MAX_RECOGNISED_P,
-            f"{on[0]} of {on[1]} with, {off[0]} of {off[1]} without (p = {p_off:.2g}), inputs {inputs[0]} of "
-            f"{inputs[1]} (p = {p_inputs:.2g})")
+            f"{mean_on:.3g} of {images} with (seeds: {', '.join(str(h) for h, _ in on)}), {mean_off:.3g} without "
+            f"(p = {p_off:.2g}), inputs {inputs[0]} (p = {p_inputs:.2g})")
 
 
 def run(out: str | Path, settings: DemoSettings = DemoSettings(), seeds: int = 3) -> tuple[Path, bool]:

@@ -59,7 +59,7 @@ def verdicts(results: dict) -> dict[str, str]:
     p = more_often_p(*outputs, *inputs)
     if p >= MAX_RECOGNISED_P:
         found["judge"] = (f"not recognisably {target} by the judge features: {outputs[0]} of {outputs[1]} outputs "
-                          f"classified {target} (inputs: {inputs[0]} of {inputs[1]}; p = {p:.2f} that it is chance)")
+                          f"classified {target} (inputs: {inputs[0]} of {inputs[1]}; one-sided Fisher p = {p:.2g})")
     return found
 
 

@@ -36,7 +36,9 @@ HUE_BINS = 12
 GLCM_LEVELS = 16
 GLCM_DISTANCES = (1, 4)
 TEXTURE_SCALE = 2  # ltp and glcm on the luminance area-downsampled by this factor
-PATTERN_THRESHOLD = 8 / 255  # a neighbour is brighter (darker) by at least this much luminance in [0, 1]
+# a neighbour is brighter (darker) by at least this much luminance in [0, 1]; between two 8-bit
+# steps, so that float rounding never decides whether an edge of exactly 8 levels counts
+PATTERN_THRESHOLD = 7.5 / 255
 
 
 def hue_histogram(rgb: torch.Tensor) -> torch.Tensor:
