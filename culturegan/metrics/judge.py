@@ -13,8 +13,8 @@ and Sobel line statistics. The judge uses other, low-dimensional robust statisti
 The texture groups (ltp, glcm) are taken on the luminance seen twice as far away (TEXTURE_SCALE)
 and the patterns count a neighbour only when it differs by at least PATTERN_THRESHOLD: a judge
 of culture must not change its mind over what a person does not see. With plain LBP on the
-full-resolution pixels (this module until 2026-12-02), real held-out ukiyo-e blurred by half a
-pixel were judged kente, and blurred by one pixel or resampled 2x down and up, impressionist:
+full-resolution pixels (this module until 2026-12-02), real held-out 64-pixel ukiyo-e blurred by
+half a pixel were judged kente, and blurred by one pixel or resampled 2x down and up, impressionist:
 every pattern of a flat fill's grain flips when the grain is smoothed away, and no threshold
 told grain from a drawn edge. A generator's outputs are never pixel-sharp, so that judge named
 their sharpness, not their culture. tests/metrics/test_metrics.py holds the judge to its
