@@ -11,7 +11,7 @@
 
 On a CPU the runs train side by side in worker processes (each with its share of the cores:
 small convolutions use one core well and two poorly), on a GPU one after another. On a 2-core
-CPU the whole demo (3 seeds) takes 8 to 13 minutes (VMs differ); ``--seeds``, ``--steps`` and
+CPU the whole demo (3 seeds) takes 4 to 13 minutes (VMs differ); ``--seeds``, ``--steps`` and
 ``--size`` scale it.
 """
 

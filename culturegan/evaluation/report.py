@@ -24,7 +24,7 @@ from matplotlib.figure import Figure
 from culturegan._files import write_text
 from culturegan.culture import GROUPS
 from culturegan.evaluation.evaluate import Evaluation
-from culturegan.evaluation.verdicts import collapse_ratio, summarise
+from culturegan.evaluation.verdicts import collapse_ratio, judged_as_target, summarise
 from culturegan.metrics import JUDGE_GROUPS
 from culturegan.training.curves import plot_curves, save_figure
 from culturegan.training.history import read_history, run_folder
@@ -73,7 +73,7 @@ def _metric_rows(runs: list[dict]) -> list[tuple[str, str, str]]:
                                                 or "none")),
             (f"classified as {target}, judge features (never seen by the loss)",
              lambda r: r["recognisability"]["judge"]["outputs"]["target_rate"], ".0%",
-             f"inputs: {judge['inputs']['target_rate']:.0%}; classifier on real images: {judge['real_accuracy']:.0%}"),
+             f"{_judged_counts(runs)}; classifier on real images: {judge['real_accuracy']:.0%}"),
             (f"KID to real {target}, judge features", lambda r: r["distance"]["judge"]["kid_outputs"], ".3g",
              f"inputs: {distance['judge']['kid_inputs']:.3g}; lower is closer"),
             ("margin source to target, judge features", lambda r: r["recognisability"]["judge"]["outputs"]["margin"],
@@ -109,6 +109,15 @@ def _metric_rows(runs: list[dict]) -> list[tuple[str, str, str]]:
         rows.append(("deception rate", lambda r: r["deception"]["outputs"], ".0%",
                      f"real {target} images: {first['deception']['real']:.0%}"))
     return [(label, _value([read(r) for r in runs], form), note) for label, read, form, note in rows]
+
+
+def _judged_counts(runs: list[dict]) -> str:
+    """The judge's counts behind its rate: per seed, outputs classified as the target and the
+    one-sided Fisher p against the inputs (a rate of 4% is one image of 24, no evidence)."""
+    counts = [judged_as_target(r) for r in runs]
+    (_, images), (inputs, input_images), _ = counts[0]
+    seeds = ", ".join(f"{hits} (p = {p:.2g})" for (hits, _), _, p in counts)
+    return f"of {images} a seed: {seeds}; inputs: {inputs} of {input_images}"
 
 
 def _distance_chart(settings: dict[str, list[dict]], path: Path) -> Path:

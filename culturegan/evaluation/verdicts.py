@@ -54,13 +54,20 @@ def verdicts(results: dict) -> dict[str, str]:
         found["projection"] = (f"the base model does not reproduce the photos: {projection['retrieval_top1']:.0%} of "
                                f"their projections retrieve their own photo ({projection['psnr_db']:.1f} dB), so "
                                "no transfer through its latent space can keep their content")
-    judge = results["recognisability"]["judge"]
-    outputs, inputs = (target_count(judge[side], target) for side in ("outputs", "inputs"))
-    p = more_often_p(*outputs, *inputs)
+    outputs, inputs, p = judged_as_target(results)
     if p >= MAX_RECOGNISED_P:
         found["judge"] = (f"not recognisably {target} by the judge features: {outputs[0]} of {outputs[1]} outputs "
                           f"classified {target} (inputs: {inputs[0]} of {inputs[1]}; one-sided Fisher p = {p:.2g})")
     return found
+
+
+def judged_as_target(results: dict) -> tuple[tuple[int, int], tuple[int, int], float]:
+    """(outputs, inputs, p): the (classified as the target, images) counts of one evaluation's
+    outputs and inputs by the judge features, and the one-sided Fisher p that the outputs are
+    classified as the target more often than the inputs by chance alone."""
+    judge, target = results["recognisability"]["judge"], results["target"]
+    outputs, inputs = (target_count(judge[side], target) for side in ("outputs", "inputs"))
+    return outputs, inputs, more_often_p(*outputs, *inputs)
 
 
 def target_count(recognised: dict, target: str) -> tuple[int, int]:

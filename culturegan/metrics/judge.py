@@ -32,6 +32,10 @@ from culturegan.culture.features import check_images
 from culturegan.nn.filters import area_downsample, luminance, unit_rgb
 
 JUDGE_GROUPS = ("hue", "ltp", "glcm")
+# Which judge measured a record (training runs' held-out evaluations carry it): 2, ternary
+# patterns and co-occurrences on the luminance seen twice as far away (2026-12-02); 1 (unmarked),
+# plain LBP and co-occurrences on the full-resolution pixels, which read sharpness, not culture.
+JUDGE_VERSION = 2
 HUE_BINS = 12
 GLCM_LEVELS = 16
 GLCM_DISTANCES = (1, 4)

@@ -30,6 +30,7 @@ from culturegan.metrics.structure import collapse_ratio, input_dependence
 HEADLINE = ("content.retrieval.top1", "content.collapse_ratio.structure", "content.collapse_ratio.culture",
             "content.collapse_ratio.judge", "distance.culture.kid_outputs", "distance.judge.kid_outputs",
             "recognisability.judge.outputs.target_rate", "content.ssim_lowpass", "periodic_artifacts.ratio")
+JUDGE_MEASURES = tuple(path for path in HEADLINE if "judge" in path.split("."))  # those JUDGE_VERSION changes
 
 
 class _Features:

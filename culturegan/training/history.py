@@ -2,8 +2,10 @@
 (append_record) and read back by read_history.
 
 Two kinds of record: a training record, {"step", each loss, "images_per_s", "lr"}, every
-log_every steps; and a held-out evaluation, {"step", "eval": {measure: value}} (eval_every;
-culturegan.metrics.HEADLINE names the measures).
+log_every steps; and a held-out evaluation, {"step", "eval": {measure: value}, "judge": version}
+(eval_every; culturegan.metrics.HEADLINE names the measures, and "judge" the judge features'
+version, culturegan.metrics.JUDGE_VERSION). An evaluation by another judge than today's (records
+before 2026-12-02 name none) is read without its judge measures: its numbers are not comparable.
 
 A run resumed from its last checkpoint repeats the steps after it, appending their records again:
 the records of a step at or past a later record's step are the interrupted attempt's, and the
@@ -22,6 +24,8 @@ import os
 import warnings
 from pathlib import Path
 
+from culturegan.metrics import JUDGE_MEASURES, JUDGE_VERSION
+
 METRICS_FILE = "metrics.jsonl"
 
 
@@ -33,6 +37,11 @@ class History:
     folder: Path
     training: list[dict]
     evaluations: list[dict]
+
+
+def evaluation_record(step: int, measures: dict[str, float]) -> dict:
+    """The record of a held-out evaluation at `step`, stamped with the judge that measured it."""
+    return {"step": step, "eval": measures, "judge": JUDGE_VERSION}
 
 
 def append_record(folder: str | os.PathLike, record: dict) -> None:
@@ -62,8 +71,14 @@ def read_history(folder: str | os.PathLike) -> History:
     if skipped:
         warnings.warn(f"{path}: skipped line(s) {', '.join(map(str, skipped))}, not metrics records (a run killed "
                       "while writing leaves a torn last line)", RuntimeWarning, stacklevel=2)
+    evaluations = _latest_attempt([r for r in records if "eval" in r])
+    earlier = [r["step"] for r in evaluations if r.get("judge") != JUDGE_VERSION]
+    if earlier:
+        warnings.warn(f"{path}: the held-out evaluations of step(s) {', '.join(map(str, earlier))} were judged by an "
+                      f"earlier version of the judge features; their judge measures are left out", RuntimeWarning,
+                      stacklevel=2)
     return History(folder, _latest_attempt([r for r in records if "eval" not in r]),
-                   _latest_attempt([r for r in records if "eval" in r]))
+                   [r if r.get("judge") == JUDGE_VERSION else _without_judge(r) for r in evaluations])
 
 
 def run_folder(path: str | os.PathLike) -> Path | None:
@@ -88,6 +103,10 @@ def _record(line: str) -> dict | None:
     if "eval" in record and not isinstance(record["eval"], dict):
         return None
     return record
+
+
+def _without_judge(record: dict) -> dict:
+    return {**record, "eval": {k: v for k, v in record["eval"].items() if k not in JUDGE_MEASURES}}
 
 
 def _latest_attempt(records: list[dict]) -> list[dict]:

@@ -39,7 +39,7 @@ from culturegan.models import checkpoints
 from culturegan.training import distributed, pretrained, state
 from culturegan.training.config import TrainConfig
 from culturegan.training.held_out import HeldOutSet, held_out_cultures
-from culturegan.training.history import append_record
+from culturegan.training.history import append_record, evaluation_record
 from culturegan.training.objectives import OBJECTIVES, Batch
 from culturegan.training.samples import save_grid
 from culturegan.training.state import SampleStream
@@ -297,7 +297,7 @@ class Trainer:
             self._log({"step": self.step, **metrics, "images_per_s": rate,
                        "lr": self.schedulers["optim_G"].get_last_lr()[0]})
         if c.eval_every and (self.step % c.eval_every == 0 or self.step == c.steps):
-            self._log({"step": self.step, "eval": self.evaluate_held_out()})
+            self._log(evaluation_record(self.step, self.evaluate_held_out()))
         if c.sample_every and (self.step % c.sample_every == 0 or final):
             self._save_samples(batch)
         if self.step % c.checkpoint_every == 0 or final:

@@ -8,8 +8,8 @@ import json
 import pytest
 import torch
 
-from culturegan import cli, demo
-from culturegan.evaluation import measure, summarise, verdicts
+from culturegan import cli, demo, metrics
+from culturegan.evaluation import measure, report, summarise, verdicts
 from helpers import culture_images
 
 SIZE, COUNT = 64, 16
@@ -121,6 +121,15 @@ def test_the_judge_verdict_asks_for_more_than_chance(identity_results, outputs_t
     if named:
         assert f"{outputs_target} of 24 outputs classified ukiyoe (inputs: 0 of 24; one-sided Fisher p = " \
             in found["judge"]
+
+
+def test_the_report_gives_the_judge_counts_behind_its_rate():
+    """A rate of 4% is one image of 24: the report's judge row says how many, per seed, with
+    the chance of seeing as many by luck."""
+    note = report._judged_counts([judge_results(1, 0), judge_results(5, 0)])
+    assert note == (f"of 24 a seed: 1 (p = {metrics.more_often_p(1, 24, 0, 24):.2g}), "
+                    f"5 (p = {metrics.more_often_p(5, 24, 0, 24):.2g}); inputs: 0 of 24")
+    assert "1 (p = 0.5)" in note
 
 
 @pytest.mark.parametrize("with_loss, without, inputs, met", [

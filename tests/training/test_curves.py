@@ -13,7 +13,7 @@ from PIL import Image
 
 from culturegan import cli
 from culturegan.training.curves import plot_runs, smoothed
-from culturegan.training.history import append_record, read_history, run_folder
+from culturegan.training.history import append_record, evaluation_record, read_history, run_folder
 
 
 def _write_run(folder, records):
@@ -31,8 +31,8 @@ def _fake_run(folder, offset: float, steps: int = 40, eval_every: int = 10):
         records.append({"step": step, "G_adv": offset + rng.random(), "cycle": 5 * np.exp(-step / 10) + offset,
                         "D": 0.5 + 0.1 * rng.random(), "images_per_s": 10.0 + offset, "lr": 2e-4 * (1 - step / steps)})
         if step % eval_every == 0:
-            records.append({"step": step, "eval": {"content.retrieval.top1": 0.5 + step / 100 - offset / 10,
-                                                   "distance.judge.kid_outputs": 1.0 / step + offset}})
+            records.append(evaluation_record(step, {"content.retrieval.top1": 0.5 + step / 100 - offset / 10,
+                                                    "distance.judge.kid_outputs": 1.0 / step + offset}))
     return _write_run(folder, records)
 
 
@@ -73,9 +73,9 @@ def test_smoothing_is_the_trailing_mean():
 
 def test_the_history_keeps_the_latest_attempt_of_a_resumed_run_and_a_torn_line_loses_one_record(tmp_path):
     folder = tmp_path / "run"
-    lines = [{"step": 1, "G": 9}, {"step": 2, "G": 8}, {"step": 2, "eval": {"m": 0.1}}, {"step": 3, "G": 7},
+    lines = [{"step": 1, "G": 9}, {"step": 2, "G": 8}, evaluation_record(2, {"m": 0.1}), {"step": 3, "G": 7},
              {"step": 4, "G": 6},  # killed after step 4; the last checkpoint was step 2
-             {"step": 3, "G": 5}, {"step": 4, "G": 4}, {"step": 4, "eval": {"m": 0.2}}]
+             {"step": 3, "G": 5}, {"step": 4, "G": 4}, evaluation_record(4, {"m": 0.2})]
     folder.mkdir()
     (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines[:5]) + '{"step": 5, "G')
     for record in lines[5:]:  # the resumed run's, as the trainer appends them: the torn line is ended first
@@ -85,6 +85,18 @@ def test_the_history_keeps_the_latest_attempt_of_a_resumed_run_and_a_torn_line_l
     assert [(r["step"], r["G"]) for r in history.training] == [(1, 9), (2, 8), (3, 5), (4, 4)]
     assert [(r["step"], r["eval"]["m"]) for r in history.evaluations] == [(2, 0.1), (4, 0.2)]
     assert run_folder(folder / "checkpoints" / "step-00000002") == folder and run_folder(tmp_path) is None
+
+
+def test_evaluations_by_an_earlier_judge_are_read_without_their_judge_measures(tmp_path):
+    """Runs before 2026-12-02 logged judge measures under the same names by a judge that read
+    sharpness: on one curve with today's they would look like a change in training."""
+    measures = {"content.retrieval.top1": 0.9, "distance.judge.kid_outputs": 5.0,
+                "recognisability.judge.outputs.target_rate": 0.5, "content.collapse_ratio.judge": 0.8}
+    folder = _write_run(tmp_path / "run", [{"step": 10, "eval": measures}, evaluation_record(20, measures)])
+    with pytest.warns(RuntimeWarning, match=r"step\(s\) 10 were judged by an earlier version of the judge"):
+        history = read_history(folder)
+    assert history.evaluations[0]["eval"] == {"content.retrieval.top1": 0.9}
+    assert history.evaluations[1]["eval"] == measures
 
 
 @pytest.mark.parametrize("case, message", [
