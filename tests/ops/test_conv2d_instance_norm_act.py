@@ -46,6 +46,19 @@ def tolerance(dtype, conv64=None):
     return atol * factor, rtol * factor
 
 
+def backward_scale(conv64, grad, norm_args):
+    """How large a gradient's rounding error behind the normalisation can be, in units of atol:
+    the backward is (gamma / std)(g - mean(g) - z mean(g z)), each of whose terms is about
+    gamma |g| / std however much they cancel. In a plane of 2 elements they cancel but for eps
+    (z is +-1 whatever the two values), so the true gradient is small there and its rounding is
+    not (the reference's float32 weight gradient of the 2 x 1 output erred by 5e-3 relative
+    behind a plane of std 0.07: 4 failures in 54,000 random cases under the old bound). There
+    the bound can exceed the gradient itself; the float64 run of the same geometry checks it."""
+    std = (conv64.flatten(2).var(2, correction=0) + 1e-5).sqrt().min().item()
+    gain = max([1.0] + [v.abs().max().item() for k, v in norm_args.items() if k in ("norm_weight", "style_scale")])
+    return grad.abs().max().item() * gain / std
+
+
 @pytest.mark.parametrize("device, backend", BACKENDS)
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("geometry", GEOMETRIES, ids=str)
@@ -81,7 +94,7 @@ def test_conv2d_block_matches_reference(device, backend, dtype, geometry, norm, 
     for name, g, w in zip(names, got, want):
         if name == "bias" and backend == "reference":
             continue  # torch's autograd finds the zero as a rounding residue of N*H*W terms
-        scale = 1 + w.abs().max().item()
+        scale = max(1 + w.abs().max().item(), backward_scale(conv64, grad, norm_args))
         torch.testing.assert_close(g.double(), w, atol=atol * scale, rtol=rtol,
                                    msg=lambda m: f"{backend} grad {name}: {m}")
 
