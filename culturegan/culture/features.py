@@ -18,9 +18,13 @@ and pays for the fine ones.
   filter layer (kernels 3 and 5, 32 zero-mean unit-norm filters each, ReLU; seeded, needs no
   downloaded weights) applied at every scale (receptive fields of 3 to 20 pixels), computed by
   culturegan.ops.culture_stats; ``gram=True`` adds each bank's Gram matrix (upper triangle).
-- line (37): at every scale, the luminance gradient magnitude's mean and std, edge density, a
+- line (37): at every scale, the colour gradient's magnitude mean and std, edge density, a
   magnitude-weighted 8-bin orientation histogram and its entropy (12 per scale); and a stroke
-  width estimate (2 x area / perimeter of the dark mask, full resolution).
+  width estimate (2 x area / perimeter of the dark mask, full resolution). The gradient is
+  Di Zenzo's, of the three channels (the root of the structure tensor's largest eigenvalue and
+  its orientation; on a grey image, luminance's): on luminance alone a red-green edge of one
+  brightness is no edge, and a generator asked for a culture's edge statistics drew bands of
+  changing hue along the horizon for free (README, "Line statistics of the colour gradient").
 """
 
 from __future__ import annotations
@@ -141,19 +145,24 @@ def texture_features(rgb: torch.Tensor, filters: list[torch.Tensor], gram: bool 
 # ------------------------------------------------------------------------------------ line
 
 def line_features(rgb: torch.Tensor) -> torch.Tensor:
-    luminance = luma(rgb)
-    return torch.cat([*(_edge_statistics(area_downsample(luminance, scale)) for scale in SCALES),
-                      _stroke_width(luminance)], 1)
+    return torch.cat([*(_edge_statistics(area_downsample(rgb, scale)) for scale in SCALES),
+                      _stroke_width(luma(rgb))], 1)
 
 
-def _edge_statistics(luminance: torch.Tensor) -> torch.Tensor:
-    """(N, 12): gradient magnitude mean and std, edge density, orientation histogram, its entropy."""
-    gx, gy = (g / 4 for g in sobel(luminance))  # a step of height h: magnitude h
-    magnitude = (gx.square() + gy.square() + 1e-12).sqrt().flatten(1)
+def _edge_statistics(rgb: torch.Tensor) -> torch.Tensor:
+    """(N, 12) of the colour gradient of (N, 3, H, W) RGB: its magnitude's mean and std, edge
+    density, orientation histogram and the histogram's entropy."""
+    gx, gy = sobel(rgb)
+    jxx, jyy, jxy = gx.square().sum(1), gy.square().sum(1), (gx * gy).sum(1)  # Di Zenzo's structure tensor
+    # the epsilons keep flat pixels' magnitude near 1e-6, as luminance's sqrt(gx^2 + gy^2 + 1e-12)
+    # did: a larger floor gives flat areas' noise orientations weight in the histogram
+    largest = (jxx + jyy) / 2 + ((jxx - jyy).square() / 4 + jxy.square() + 1e-24).sqrt()
+    # 48 = 3 channels x Sobel's 4^2: a grey step of height h has magnitude h
+    magnitude = (largest / 48 + 1e-12).sqrt().flatten(1)
     edges = torch.sigmoid((magnitude - EDGE_THRESHOLD) * 50)  # a soft count: differentiable
-    angle = torch.atan2(gy, gx).flatten(1) % math.pi  # orientation, not direction
+    angle = (0.5 * torch.atan2(2 * jxy, jxx - jyy)).flatten(1) % math.pi  # orientation, not direction
     position = angle / math.pi * ORIENTATION_BINS
-    bins = torch.arange(ORIENTATION_BINS, device=luminance.device, dtype=luminance.dtype)
+    bins = torch.arange(ORIENTATION_BINS, device=rgb.device, dtype=rgb.dtype)
     distance = (position[..., None] - bins - 0.5).abs()
     share = (1 - torch.minimum(distance, ORIENTATION_BINS - distance)).clamp_min(0)  # circular triangular bins
     histogram = (share * magnitude[..., None]).sum(1)

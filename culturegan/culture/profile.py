@@ -15,7 +15,7 @@ from culturegan._files import atomic_path, write_text
 from culturegan._progress import progress_bar
 from culturegan.culture.features import GROUPS, TEXTURE_SEED, CultureFeatureExtractor, CultureFeatures
 
-FORMAT_VERSION = 2  # 2: multi-scale features (culturegan.culture.features.SCALES)
+FORMAT_VERSION = 3  # 2: multi-scale features (culturegan.culture.features.SCALES); 3: colour-gradient lines
 MIN_SHRINKAGE = 0.1  # the covariance is shrunk toward its diagonal by at least this much
 # Each feature's variance is floored at this share of the group's mean variance: a feature that
 # barely varies within a culture (few images, a constant statistic) would otherwise dominate the
@@ -92,7 +92,7 @@ class CultureProfile:
                 or meta.get("version") != FORMAT_VERSION:
             raise ValueError(f"{source}: not a culturegan culture profile of version {FORMAT_VERSION} (version "
                              f"{meta.get('version') if isinstance(meta, dict) else None}; profiles and checkpoints "
-                             f"made before the multi-scale features of version 2 must be fitted or trained again)")
+                             f"made with the features of another version must be fitted or trained again)")
         try:
             means = {g: tensors[f"means.{g}"] for g in GROUPS}
             covariances = {g: tensors[f"covariances.{g}"] for g in GROUPS}

@@ -164,3 +164,24 @@ def test_every_torchrun_rank_fits_the_profile_on_every_image(tmp_path, monkeypat
     assert second_rank.count == alone.count == 5
     for group in GROUPS:
         torch.testing.assert_close(second_rank.means[group], alone.means[group])
+
+
+def test_line_statistics_see_an_edge_of_one_brightness():
+    """Two halves of equal luminance and different hue: luminance has no edge there, the colour
+    gradient does (a generator cannot meet a culture's edge statistics with hue bands for free),
+    and as strongly as a grey step of the same height in each channel."""
+    red = torch.tensor([0.8, 0.2, 0.5])
+    green = torch.tensor([0.2, 0.0, 0.5])
+    green[1] = (0.299 * (red[0] - green[0]) + 0.587 * red[1]) / 0.587  # the same luma as red
+    halves = torch.where(torch.arange(32) < 16, 1, 0).view(1, 1, 1, 32).float()
+    image = red.view(1, 3, 1, 1) * halves + green.view(1, 3, 1, 1) * (1 - halves)
+    image = image.expand(1, 3, 32, 32)
+    luma = 0.299 * image[:, 0] + 0.587 * image[:, 1] + 0.114 * image[:, 2]
+    assert float(luma.max() - luma.min()) < 1e-6
+    flat = extract(torch.full((1, 3, 32, 32), 0.2)).line
+    line = extract(image * 2 - 1).line
+    assert float(flat[0, :2].abs().max()) < 1e-5  # no gradient
+    height = float((red - green).norm() / 3 ** 0.5)  # the root mean square step of the channels
+    grey = torch.where(torch.arange(32) < 16, 0.5 + height / 2, 0.5 - height / 2).view(1, 1, 1, 32).expand(1, 3, 32, 32)
+    torch.testing.assert_close(line[0, :3], extract(grey * 2 - 1).line[0, :3], atol=1e-5, rtol=1e-4)
+    assert float(line[0, 2]) > float(flat[0, 2]) + 0.02  # edge density (a soft count): the boundary counts

@@ -28,17 +28,20 @@ PHOTO, KENTE = 0, 2
 
 
 @pytest.fixture(scope="module")
-def multi(tmp_path_factory):
+def multi(tmp_path_factory, references):
     """(file, generator): a hand-built multi-culture generator with a reference projection. Its
     style weights are drawn away from the identity initialisation, so that the code matters, and
-    its projection's first layer widely, so that distinct references fall on different sides of
-    its LeakyReLU's kinks (the projection is then not affine between them)."""
+    its projection's first layer widely; its reference statistics are the two paintings', which
+    it then sees as opposite points (standardised features z and -z), so that whatever the
+    features they fall on different sides of its LeakyReLU's kinks (the projection is then not
+    affine between them)."""
     torch.manual_seed(0)
     generator = MultiCultureGenerator(len(CULTURES), ngf=8, n_blocks=2, style_dim=8, feature_dim=FEATURES)
     with torch.no_grad():
         for block in generator.blocks:
             block.style.weight.normal_(0, 0.5)
         generator.reference_projection[0].weight.normal_(0, 0.3)
+    generator.fit_reference_statistics(reference_features(references, "paintings"))
     folder = tmp_path_factory.mktemp("multi")
     torch.save(generator.state_dict(), folder / "multi.pth")
     path, _ = convert(folder / "multi.pth", folder / "multi.safetensors", {"all": CULTURES})
