@@ -24,7 +24,8 @@ and pays for the fine ones.
   Di Zenzo's, of the three channels (the root of the structure tensor's largest eigenvalue and
   its orientation; on a grey image, luminance's): on luminance alone a red-green edge of one
   brightness is no edge, and a generator asked for a culture's edge statistics drew bands of
-  changing hue along the horizon for free (README, "Line statistics of the colour gradient").
+  changing hue along the horizons, of which the statistics saw only the small luminance steps
+  (README, "Line statistics of the colour gradient").
 """
 
 from __future__ import annotations
