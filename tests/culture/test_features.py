@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from culturegan.culture import GROUPS, CultureFeatureExtractor, CultureProfile, extract, rgb_to_lab
+from culturegan.nn.filters import luma
 
 
 def ink_wash(n, size=64, seed=0):
@@ -176,8 +177,8 @@ def test_line_statistics_see_an_edge_of_one_brightness():
     halves = torch.where(torch.arange(32) < 16, 1, 0).view(1, 1, 1, 32).float()
     image = red.view(1, 3, 1, 1) * halves + green.view(1, 3, 1, 1) * (1 - halves)
     image = image.expand(1, 3, 32, 32)
-    luma = 0.299 * image[:, 0] + 0.587 * image[:, 1] + 0.114 * image[:, 2]
-    assert float(luma.max() - luma.min()) < 1e-6
+    luminance = luma(image)
+    assert float(luminance.max() - luminance.min()) < 1e-6
     flat = extract(torch.full((1, 3, 32, 32), 0.2)).line
     line = extract(image * 2 - 1).line
     assert float(flat[0, :2].abs().max()) < 1e-5  # no gradient
